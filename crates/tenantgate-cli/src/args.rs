@@ -1,0 +1,159 @@
+//! Command-line arguments.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+/// Schema-per-tenant migrations that never leave a half-built tenant.
+#[derive(Debug, Parser)]
+#[command(name = "tenantgate", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub(crate) struct Global {
+    /// Database URL, e.g. postgres://user@host/db?sslmode=require
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub(crate) database_url: Option<String>,
+    /// Migration folder holding tenant/ and optionally shared/
+    #[arg(
+        long,
+        env = "TENANTGATE_MIGRATIONS",
+        default_value = "migrations",
+        global = true
+    )]
+    pub(crate) migrations: PathBuf,
+    /// Print one JSON document on stdout instead of text
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// Write logs to stderr as JSON lines
+    #[arg(long, env = "TENANTGATE_LOG_JSON", global = true)]
+    pub(crate) log_json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Apply pending shared migrations, then bring every tenant to the full tenant set
+    Migrate(MigrateArgs),
+    /// Create, list, show and drop tenants
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
+    /// Check every tenant's ledger (and with --deep its catalog) against the migration files
+    Verify(VerifyArgs),
+}
+
+/// How a fleet run is carried out.
+#[derive(Debug, Args)]
+pub(crate) struct FleetArgs {
+    /// Only this tenant (repeatable)
+    #[arg(long = "tenant", value_name = "NAME")]
+    pub(crate) tenants: Vec<String>,
+    /// Tenants migrated in parallel, each on its own connection
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub(crate) jobs: u16,
+    /// How long a tenant's statements wait for locks before the attempt fails (e.g. 500ms, 5s)
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub(crate) lock_timeout: Duration,
+    /// How long one statement may run (0 for no limit)
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub(crate) statement_timeout: Duration,
+    /// Attempts per tenant when it stays locked past the lock timeout
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub(crate) lock_attempts: u32,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MigrateArgs {
+    #[command(flatten)]
+    pub(crate) fleet: FleetArgs,
+    /// Stop scheduling tenants after the first failure
+    #[arg(long)]
+    pub(crate) fail_fast: bool,
+    /// Print the plan per tenant and change nothing
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    #[command(flatten)]
+    pub(crate) fleet: FleetArgs,
+    /// Also compare each tenant's live catalog with what its ledger promises
+    #[arg(long)]
+    pub(crate) deep: bool,
+    /// Apply missing migrations, then verify again
+    #[arg(long)]
+    pub(crate) fix: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TenantsCommand {
+    /// Provision a tenant atomically: schema, migrations, ledger, registry and domains, or nothing
+    Create {
+        /// The tenant's name, which is also its schema's name
+        name: String,
+        /// A domain that routes to it (repeatable)
+        #[arg(long = "domain", value_name = "HOST")]
+        domains: Vec<String>,
+    },
+    /// List tenants with their state, applied version and domains
+    List,
+    /// Show one tenant
+    Show {
+        /// The tenant's name
+        name: String,
+    },
+    /// Remove a tenant's schema, ledger, registry and domain rows in one transaction
+    Drop {
+        /// The tenant's name
+        name: String,
+        /// Confirm: the tenant's data is deleted
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Parses `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 5s or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{text:?} has an unknown unit; use ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5x").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,80 @@
+//! `tenantgate tenants create|list|show|drop`.
+
+use tenantgate::{provision, Domain, Error, TenantName};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    args::{Global, TenantsCommand},
+    exit, output,
+};
+
+pub(crate) async fn run(
+    global: &Global,
+    command: TenantsCommand,
+    cancel: &CancellationToken,
+) -> Result<u8, Error> {
+    match command {
+        TenantsCommand::Create { name, domains } => {
+            let tenant = TenantName::parse(&name)?;
+            let domains = domains
+                .iter()
+                .map(|d| Domain::parse(d))
+                .collect::<Result<Vec<_>, _>>()?;
+            let folder = super::folder(global)?;
+            let backend = super::backend(global).await?;
+            let limits = tenantgate::fleet::FleetOptions::default().limits;
+            let created = tokio::select! {
+                created = provision::create_tenant(backend.as_ref(), &folder, &tenant, &domains, &limits) => created?,
+                () = cancel.cancelled() => return Err(Error::Interrupted),
+            };
+            output::provisioned(global, &created);
+            Ok(exit::OK)
+        }
+        TenantsCommand::List => {
+            let backend = super::backend(global).await?;
+            backend.prepare().await?;
+            let mut tenants = backend.tenants().await?;
+            apply_effective_states(global, &mut tenants);
+            output::tenant_list(global, &tenants);
+            Ok(exit::OK)
+        }
+        TenantsCommand::Show { name } => {
+            let tenant = TenantName::parse(&name)?;
+            let backend = super::backend(global).await?;
+            backend.prepare().await?;
+            let mut tenants = backend.tenants().await?;
+            tenants.retain(|t| t.name == tenant.as_str());
+            apply_effective_states(global, &mut tenants);
+            let found = tenants
+                .pop()
+                .ok_or_else(|| Error::UnknownTenant { tenant: name })?;
+            output::tenant_detail(global, &found);
+            Ok(exit::OK)
+        }
+        TenantsCommand::Drop { name, yes } => {
+            let tenant = TenantName::parse(&name)?;
+            if !yes {
+                return Err(Error::Config(format!(
+                    "dropping tenant {tenant} deletes its schema and data; run again with --yes to confirm"
+                )));
+            }
+            let backend = super::backend(global).await?;
+            provision::drop_tenant(backend.as_ref(), &tenant).await?;
+            output::dropped(global, &tenant);
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// Shows `pending` for ready tenants that lack a migration of the folder,
+/// when the folder loads; otherwise the registry's states stand.
+fn apply_effective_states(global: &Global, tenants: &mut [tenantgate::Tenant]) {
+    match super::folder(global) {
+        Ok(folder) => {
+            for t in tenants.iter_mut() {
+                t.state = t.effective_state(&folder.tenant);
+            }
+        }
+        Err(e) => tracing::warn!("showing registry states only: {e}"),
+    }
+}

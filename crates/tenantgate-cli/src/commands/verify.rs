@@ -1,0 +1,37 @@
+//! `tenantgate verify`.
+
+use tenantgate::verify::{self, VerifyOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    args::{Global, VerifyArgs},
+    exit, output,
+};
+
+pub(crate) async fn run(
+    global: &Global,
+    args: VerifyArgs,
+    cancel: &CancellationToken,
+) -> Result<u8, tenantgate::Error> {
+    let folder = super::folder(global)?;
+    let options = VerifyOptions {
+        deep: args.deep,
+        fix: args.fix,
+        fleet: super::fleet_options(&args.fleet)?,
+    };
+    let backend = super::backend(global).await?;
+    let bars = output::FleetProgress::new(global);
+    let report =
+        verify::verify(backend.as_ref(), &folder, &options, &|p| bars.on(p), cancel).await?;
+    bars.finish();
+    output::verify_report(global, &report);
+    let mut code = if report.all_ok() {
+        exit::OK
+    } else {
+        exit::TENANT_FAILED
+    };
+    if let Some(fixed) = &report.fixed {
+        code = exit::worst(code, exit::for_fleet(fixed));
+    }
+    Ok(code)
+}

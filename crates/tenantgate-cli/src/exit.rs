@@ -1,0 +1,55 @@
+//! Exit codes, decided here and nowhere else.
+//!
+//! `0` success; `1` an operation failed for a tenant or a check found a
+//! tenant not ready; `2` bad usage or configuration; `3` the database cannot
+//! be reached; `130` interrupted. When several apply, 3 > 2 > 1.
+
+use tenantgate::{fleet::FleetReport, Error, FailureKind};
+
+pub(crate) const OK: u8 = 0;
+pub(crate) const TENANT_FAILED: u8 = 1;
+pub(crate) const USAGE: u8 = 2;
+pub(crate) const UNAVAILABLE: u8 = 3;
+pub(crate) const INTERRUPTED: u8 = 130;
+
+/// The exit code for an engine error.
+pub(crate) fn for_error(error: &Error) -> u8 {
+    match error {
+        Error::InvalidTenantName { .. }
+        | Error::InvalidDomain { .. }
+        | Error::MigrationFolder { .. }
+        | Error::Config(_)
+        | Error::ChecksumChanged { .. } => USAGE,
+        Error::DatabaseUnavailable { .. } => UNAVAILABLE,
+        Error::Interrupted => INTERRUPTED,
+        _ => TENANT_FAILED,
+    }
+}
+
+/// The exit code for a fleet run's report.
+pub(crate) fn for_fleet(report: &FleetReport) -> u8 {
+    if report.interrupted {
+        return INTERRUPTED;
+    }
+    let mut code = OK;
+    if report.database_error.is_some() {
+        code = code.max(UNAVAILABLE);
+    }
+    for failure in report.failures().filter_map(|t| t.error.as_ref()) {
+        code = code.max(match failure.kind {
+            FailureKind::ChecksumMismatch => USAGE,
+            FailureKind::ConnectionLost => UNAVAILABLE,
+            _ => TENANT_FAILED,
+        });
+    }
+    code
+}
+
+/// Combines codes: interrupted first, then the highest of 3 > 2 > 1.
+pub(crate) fn worst(a: u8, b: u8) -> u8 {
+    if a == INTERRUPTED || b == INTERRUPTED {
+        INTERRUPTED
+    } else {
+        a.max(b)
+    }
+}

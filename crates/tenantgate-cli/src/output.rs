@@ -1,0 +1,293 @@
+//! Everything the binary prints: text or JSON on stdout, progress bars and
+//! errors on stderr.
+
+use std::{io::Write, time::Duration};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use tenantgate::{
+    fleet::{FleetReport, Outcome},
+    provision::Provisioned,
+    verify::VerifyReport,
+    Error, Progress, Tenant, TenantName,
+};
+
+use crate::args::Global;
+
+/// Tenants listed one by one in text summaries before counting the rest.
+const LISTED: usize = 50;
+
+/// Progress of a fleet run as a bar on stderr (drawn only on a terminal).
+pub(crate) struct FleetProgress {
+    bar: ProgressBar,
+}
+
+impl FleetProgress {
+    pub(crate) fn new(global: &Global) -> Self {
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        if global.json {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{bar:30}] {pos}/{len} tenants {per_sec} eta {eta} {wide_msg}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Self { bar }
+    }
+
+    pub(crate) fn on(&self, progress: Progress) {
+        match progress {
+            Progress::Planned { to_migrate, .. } => self.bar.set_length(to_migrate as u64),
+            Progress::SharedApplied { versions } => {
+                self.bar.println(format!("shared: applied {versions:?}"))
+            }
+            Progress::TenantStarted { tenant } => self.bar.set_message(tenant),
+            Progress::TenantRetrying { tenant, attempt } => self
+                .bar
+                .println(format!("{tenant}: locked, attempt {attempt}")),
+            Progress::TenantFinished(report) => {
+                if report.outcome == Outcome::Failed {
+                    self.bar.println(format!("{}: failed", report.tenant));
+                }
+                self.bar.inc(1);
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+fn json<T: Serialize>(value: &T) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer_pretty(&mut out, value);
+    let _ = writeln!(out);
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{:.3} s", d.as_secs_f64())
+}
+
+/// Prints an engine error on stderr (or as JSON on stdout).
+pub(crate) fn error(global: &Global, error: &Error) {
+    if global.json {
+        json(&serde_json::json!({ "error": error.to_string() }));
+    }
+    eprintln!("error: {error}");
+}
+
+pub(crate) fn fleet_report(global: &Global, report: &FleetReport) {
+    if global.json {
+        return json(report);
+    }
+    if !report.shared_applied.is_empty() {
+        let verb = if report.dry_run {
+            "would apply"
+        } else {
+            "applied"
+        };
+        println!("shared: {verb} {:?}", report.shared_applied);
+    }
+    let count = |o: Outcome| report.tenants.iter().filter(|t| t.outcome == o).count();
+    let worked: Vec<_> = report
+        .tenants
+        .iter()
+        .filter(|t| t.outcome != Outcome::UpToDate)
+        .collect();
+    for t in worked.iter().take(LISTED) {
+        let versions = if t.applied.is_empty() {
+            String::new()
+        } else {
+            format!(" {:?}", t.applied)
+        };
+        let verb = match t.outcome {
+            Outcome::Migrated if t.applied.is_empty() => "registry brought in step",
+            Outcome::Migrated => "applied",
+            Outcome::Planned => "would apply",
+            Outcome::Failed => "FAILED",
+            Outcome::Interrupted => "interrupted",
+            Outcome::UpToDate => "up to date",
+        };
+        println!(
+            "{:<24} {:<8} {verb}{versions} ({})",
+            t.tenant,
+            t.state,
+            seconds(t.duration)
+        );
+        if let Some(error) = &t.error {
+            println!("    {error}");
+        }
+    }
+    if worked.len() > LISTED {
+        println!("… and {} more", worked.len() - LISTED);
+    }
+    if report.dry_run {
+        println!(
+            "dry run: {} tenant(s) would be migrated, {} up to date; nothing was changed",
+            count(Outcome::Planned),
+            count(Outcome::UpToDate)
+        );
+        return;
+    }
+    println!(
+        "{} migrated, {} up to date, {} failed, {} interrupted, {} not started in {}",
+        count(Outcome::Migrated),
+        count(Outcome::UpToDate),
+        count(Outcome::Failed),
+        count(Outcome::Interrupted),
+        report.not_started.len(),
+        seconds(report.duration)
+    );
+    if let Some(e) = &report.database_error {
+        println!("database unavailable: {e}");
+    }
+    if !report.not_started.is_empty() {
+        println!(
+            "not started (rerun `tenantgate migrate` to continue): {}",
+            report.not_started.join(", ")
+        );
+    }
+}
+
+pub(crate) fn verify_report(global: &Global, report: &VerifyReport) {
+    if global.json {
+        return json(report);
+    }
+    if let Some(fixed) = &report.fixed {
+        println!("fix:");
+        fleet_report(global, fixed);
+        println!("after fixing:");
+    }
+    let shared = &report.shared;
+    for m in &shared.missing {
+        println!(
+            "shared: missing {} ({}); run `tenantgate migrate`",
+            m.version, m.file
+        );
+    }
+    for m in &shared.changed {
+        println!(
+            "shared: {} ({}) changed since it was applied; restore the file",
+            m.version, m.file
+        );
+    }
+    for v in &shared.unknown {
+        println!("shared: applied migration {v} has no file");
+    }
+    let bad: Vec<_> = report.tenants.iter().filter(|t| !t.ok).collect();
+    for t in &bad {
+        println!("{:<24} {}", t.tenant, t.state);
+        let versions = |ms: &[tenantgate::migrations::MigrationRef]| {
+            ms.iter()
+                .map(|m| format!("{} ({})", m.version, m.file))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if t.ledger_missing {
+            println!("    schema or ledger missing");
+        }
+        if !t.missing.is_empty() {
+            println!("    missing: {}", versions(&t.missing));
+        }
+        if !t.changed.is_empty() {
+            println!("    changed since applied: {}", versions(&t.changed));
+        }
+        if !t.unknown.is_empty() {
+            println!("    applied without a file: {:?}", t.unknown);
+        }
+        for d in &t.drift {
+            println!("    drift: {d}");
+        }
+        if let Some(e) = &t.last_error {
+            println!("    last error: {e}");
+        }
+        for r in &t.recovery {
+            println!("    to recover: {r}");
+        }
+    }
+    println!(
+        "{} of {} tenant(s) verified ok{}",
+        report.tenants.len() - bad.len(),
+        report.tenants.len(),
+        if report.deep {
+            " (deep: ledgers and catalogs)"
+        } else {
+            " (ledgers)"
+        }
+    );
+}
+
+pub(crate) fn provisioned(global: &Global, created: &Provisioned) {
+    if global.json {
+        return json(created);
+    }
+    let domains: Vec<&str> = created.domains.iter().map(|d| d.as_str()).collect();
+    println!(
+        "created tenant {} (schema {}) with {} migration(s) in {}{}",
+        created.tenant,
+        created.tenant.quoted(),
+        created.applied.len(),
+        seconds(created.duration),
+        if domains.is_empty() {
+            String::new()
+        } else {
+            format!("; domains: {}", domains.join(", "))
+        }
+    );
+}
+
+pub(crate) fn tenant_list(global: &Global, tenants: &[Tenant]) {
+    if global.json {
+        return json(&tenants);
+    }
+    println!(
+        "{:<24} {:<8} {:>8}  {:<30} last error",
+        "tenant", "state", "version", "domains"
+    );
+    for t in tenants {
+        let domains: Vec<&str> = t.domains.iter().map(|d| d.as_str()).collect();
+        let version = t
+            .applied_versions
+            .last()
+            .map_or("-".to_owned(), i64::to_string);
+        let error = t.last_error.as_deref().unwrap_or("");
+        println!(
+            "{:<24} {:<8} {version:>8}  {:<30} {error}",
+            t.name,
+            t.state,
+            domains.join(",")
+        );
+    }
+    println!("{} tenant(s)", tenants.len());
+}
+
+pub(crate) fn tenant_detail(global: &Global, t: &Tenant) {
+    if global.json {
+        return json(t);
+    }
+    let domains: Vec<&str> = t.domains.iter().map(|d| d.as_str()).collect();
+    println!("tenant:     {}", t.name);
+    println!("schema:     \"{}\"", t.name);
+    println!("state:      {}", t.state);
+    println!("placement:  {}", t.placement);
+    println!("applied:    {:?}", t.applied_versions);
+    println!("domains:    {}", domains.join(", "));
+    println!("created:    {}", t.created_at);
+    println!("updated:    {}", t.updated_at);
+    if let Some(e) = &t.last_error {
+        println!("last error: {e}");
+    }
+}
+
+pub(crate) fn dropped(global: &Global, tenant: &TenantName) {
+    if global.json {
+        return json(&serde_json::json!({ "dropped": tenant }));
+    }
+    println!("dropped tenant {tenant}: schema, ledger, registry row and domains");
+}

@@ -1,0 +1,170 @@
+//! One trait, one implementation per store.
+//!
+//! [`Backend`] is everything the engine asks of a store; [`connect`] picks
+//! the implementation from the URL. The PostgreSQL store keeps one schema per
+//! tenant with the registry in schema `tenantgate` of the same database.
+
+pub mod postgres;
+
+use std::{collections::HashMap, time::Duration};
+
+use async_trait::async_trait;
+
+use crate::{
+    AppliedMigration, Domain, Error, MigrationSet, Tenant, TenantFailure, TenantName, TenantState,
+};
+
+/// Per-tenant time limits, so one tenant stuck behind application locks is
+/// reported rather than waited on forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How long a statement waits for a lock before the attempt fails.
+    pub lock_timeout: Duration,
+    /// How long one statement may run; `None` for no limit.
+    pub statement_timeout: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            lock_timeout: Duration::from_secs(5),
+            statement_timeout: Some(Duration::from_secs(600)),
+        }
+    }
+}
+
+/// A tenant's ledger as read from its own schema; `None` when the schema or
+/// its ledger table does not exist.
+pub type Ledgers = HashMap<String, Option<Vec<AppliedMigration>>>;
+
+/// A registry state change to record.
+#[derive(Debug, Clone)]
+pub struct StateChange {
+    /// The tenant.
+    pub tenant: TenantName,
+    /// Its new state.
+    pub state: TenantState,
+    /// The error or drift to keep with it; `None` clears it.
+    pub detail: Option<String>,
+}
+
+/// A store of tenants: the registry, each tenant's schema and ledger.
+///
+/// Every method is safe to call from several processes at once: the
+/// implementation serialises work on the same tenant with locks.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// Where the store is, without credentials, for messages.
+    fn describe(&self) -> String;
+
+    /// Installs or upgrades the registry; idempotent.
+    async fn prepare(&self) -> Result<(), Error>;
+
+    /// Applies the shared migrations the shared ledger lacks; returns the
+    /// versions applied. Fails with [`Error::ChecksumChanged`] when an
+    /// applied shared migration's file changed.
+    async fn apply_shared(&self, set: &MigrationSet, limits: &Limits) -> Result<Vec<i64>, Error>;
+
+    /// The shared ledger.
+    async fn shared_ledger(&self) -> Result<Vec<AppliedMigration>, Error>;
+
+    /// Every registered tenant, with its domains, ordered by name.
+    async fn tenants(&self) -> Result<Vec<Tenant>, Error>;
+
+    /// Creates a tenant in one transaction: its schema, the migrations of
+    /// `set` up to the first no-transaction one, their ledger rows, its
+    /// registry row and domains. On failure nothing of the tenant exists and
+    /// the failure is recorded as an event. Returns the versions applied.
+    async fn create_tenant(
+        &self,
+        tenant: &TenantName,
+        domains: &[Domain],
+        set: &MigrationSet,
+        limits: &Limits,
+    ) -> Result<Vec<i64>, Error>;
+
+    /// Removes a tenant's schema, ledger, registry and domain rows in one transaction.
+    async fn drop_tenant(&self, tenant: &TenantName) -> Result<(), Error>;
+
+    /// Reads the ledgers of `tenants`.
+    async fn read_ledgers(&self, tenants: &[TenantName]) -> Result<Ledgers, Error>;
+
+    /// Compares each tenant's live catalog with the shape its applied
+    /// versions promise; returns the differences of tenants that drifted.
+    async fn catalog_drift(
+        &self,
+        set: &MigrationSet,
+        tenants: &[(TenantName, Vec<i64>)],
+    ) -> Result<HashMap<String, Vec<String>>, Error>;
+
+    /// Records state changes in the registry and announces them.
+    async fn record_states(&self, changes: &[StateChange]) -> Result<(), Error>;
+
+    /// Opens a session for migrating tenants one after another.
+    async fn open_session(&self) -> Result<Box<dyn TenantSession>, Error>;
+}
+
+/// A connection dedicated to migrating tenants, one transaction per tenant.
+#[async_trait]
+pub trait TenantSession: Send {
+    /// Brings `tenant` to every migration of `set` it lacks, each transactional
+    /// run committing the migrations, their ledger rows and the registry state
+    /// together. Returns the versions applied. On failure the tenant's
+    /// transaction is rolled back; nothing is recorded (see [`Self::record_failure`]).
+    async fn migrate_tenant(
+        &mut self,
+        tenant: &TenantName,
+        set: &MigrationSet,
+        limits: &Limits,
+    ) -> Result<Vec<i64>, TenantFailure>;
+
+    /// Marks `tenant` failed with `failure` and records an event.
+    async fn record_failure(
+        &mut self,
+        tenant: &TenantName,
+        failure: &TenantFailure,
+    ) -> Result<(), Error>;
+}
+
+/// Opens the store a URL names: `postgres://…` or `postgresql://…` (libpq
+/// URL syntax, `sslmode=disable|prefer|require`).
+pub async fn connect(url: &str) -> Result<Box<dyn Backend>, Error> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Box::new(postgres::PgBackend::new(url)?))
+    } else if url.starts_with("sqlite:") {
+        Err(Error::Config(
+            "the SQLite backend is not available in this build yet; use a postgres:// URL".into(),
+        ))
+    } else {
+        Err(Error::Config(format!(
+            "unsupported database URL {:?}: expected postgres://…",
+            redact(url)
+        )))
+    }
+}
+
+/// The URL with any password replaced by `***`, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_hides_passwords() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

@@ -1,0 +1,359 @@
+//! Applying a migration set to one schema: the heart of provisioning, fleet
+//! migration and shared migrations.
+//!
+//! A transactional run is one transaction: the advisory lock on the target,
+//! `SET LOCAL search_path`, the pending migrations with their ledger rows and
+//! (for tenants) the registry row, sent as one simple-query batch. `COMMIT`
+//! goes separately, only once the batch succeeded, so a client killed
+//! mid-run leaves an open transaction that the server rolls back.
+
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use super::sql::{db_error, is_lock_timeout, limits_sql, literal, xact_lock_sql, LEDGER_TABLE};
+use crate::{
+    backend::Limits,
+    migrations::{Migration, MigrationRef},
+    DbError, FailureKind, MigrationSet, TenantName,
+};
+
+/// Where a migration set is applied.
+pub(crate) struct Target {
+    /// The name the advisory lock is keyed on.
+    pub(crate) lock_name: String,
+    /// The quoted schema the migrations run in.
+    pub(crate) schema: String,
+    /// The quoted, schema-qualified ledger table.
+    pub(crate) ledger: String,
+    /// Whether a tenant registry row (named after the schema) is kept in step.
+    pub(crate) registry_row: bool,
+}
+
+impl Target {
+    /// A tenant's schema, ledger and registry row.
+    pub(crate) fn tenant(tenant: &TenantName) -> Self {
+        Self {
+            lock_name: tenant.as_str().to_owned(),
+            schema: tenant.quoted(),
+            ledger: format!("{}.{LEDGER_TABLE}", tenant.quoted()),
+            registry_row: true,
+        }
+    }
+
+    /// The shared (public) schema and the shared ledger.
+    pub(crate) fn shared() -> Self {
+        Self {
+            lock_name: "tenantgate shared".into(),
+            schema: "public".into(),
+            ledger: "tenantgate._shared_migrations".into(),
+            registry_row: false,
+        }
+    }
+
+    /// `BEGIN`, limits, the lock and the search path: the start of every run.
+    pub(crate) fn begin_sql(&self, limits: &Limits) -> String {
+        format!(
+            "BEGIN; {} {} SET LOCAL search_path TO {}, public;",
+            limits_sql(limits),
+            xact_lock_sql(&self.lock_name),
+            self.schema
+        )
+    }
+
+    /// The DDL of an empty ledger table with sqlx's six columns.
+    pub(crate) fn create_ledger_sql(&self) -> String {
+        format!(
+            "CREATE TABLE {} (
+                version bigint PRIMARY KEY,
+                description text NOT NULL,
+                installed_on timestamptz NOT NULL DEFAULT now(),
+                success boolean NOT NULL,
+                checksum bytea NOT NULL,
+                execution_time bigint NOT NULL
+            );",
+            self.ledger
+        )
+    }
+
+    /// Brings the registry row in step with the ledger: state `ready` (or
+    /// `pending` when `complete` is false), unless it is `drift`, which only
+    /// a deep verification clears. Announces the change at commit.
+    fn registry_sync_sql(&self, complete: bool) -> String {
+        if !self.registry_row {
+            return String::new();
+        }
+        let state = if complete { "ready" } else { "pending" };
+        format!(
+            "UPDATE tenantgate.tenants SET
+                state = CASE WHEN state = 'drift' THEN 'drift' ELSE '{state}' END,
+                last_error = CASE WHEN state = 'drift' THEN last_error END,
+                applied_versions = ARRAY(SELECT version FROM {ledger} ORDER BY version),
+                applied_checksums = ARRAY(SELECT checksum FROM {ledger} ORDER BY version),
+                updated_at = now()
+              WHERE name = current_schema();
+             SELECT pg_notify('tenantgate', current_schema());",
+            ledger = self.ledger
+        )
+    }
+}
+
+/// Why applying to a target failed.
+#[derive(Debug)]
+pub(crate) struct ApplyFailure {
+    pub(crate) kind: FailureKind,
+    pub(crate) migration: Option<MigrationRef>,
+    pub(crate) error: DbError,
+}
+
+impl ApplyFailure {
+    pub(crate) fn db(e: &tokio_postgres::Error, migration: Option<MigrationRef>) -> Self {
+        let error = db_error(e);
+        let kind = if error.connection_lost {
+            FailureKind::ConnectionLost
+        } else if is_lock_timeout(&error) {
+            FailureKind::LockTimeout
+        } else {
+            FailureKind::Migration
+        };
+        Self {
+            kind,
+            migration,
+            error,
+        }
+    }
+}
+
+/// The statement that records `m` in `ledger`, with `execution_time` (an
+/// SQL expression for nanoseconds).
+fn ledger_insert_sql(ledger: &str, m: &Migration, execution_time: &str) -> String {
+    format!(
+        "INSERT INTO {ledger} (version, description, installed_on, success, checksum, execution_time) \
+         VALUES ({version}, {description}, now(), true, '\\x{checksum}'::bytea, {execution_time});\n",
+        version = m.version,
+        description = literal(&m.description),
+        checksum = hex::encode(&m.checksum),
+    )
+}
+
+/// The statements that run one migration and record it in the ledger,
+/// timing it on the server.
+fn migration_sql(ledger: &str, m: &Migration) -> String {
+    format!(
+        "SELECT set_config('tenantgate.t0', clock_timestamp()::text, true);\n{sql}\n;\n{insert}",
+        sql = m.sql,
+        insert = ledger_insert_sql(
+            ledger,
+            m,
+            "(extract(epoch FROM clock_timestamp() - current_setting('tenantgate.t0')::timestamptz) * 1e9)::bigint"
+        ),
+    )
+}
+
+/// The batch for a transactional run of `segment`.
+pub(crate) fn segment_sql(target: &Target, segment: &[&Migration], complete: bool) -> String {
+    let mut sql: String = segment
+        .iter()
+        .map(|m| migration_sql(&target.ledger, m))
+        .collect();
+    sql.push_str(&target.registry_sync_sql(complete));
+    sql
+}
+
+/// Applied (version, checksum) pairs, read inside the current transaction.
+async fn read_ledger(
+    client: &Client,
+    target: &Target,
+) -> Result<Vec<(i64, Vec<u8>)>, tokio_postgres::Error> {
+    let messages = client
+        .simple_query(&format!(
+            "SELECT version, encode(checksum, 'hex') FROM {} WHERE success ORDER BY version",
+            target.ledger
+        ))
+        .await?;
+    Ok(messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some((
+                row.get(0).and_then(|v| v.parse().ok()).unwrap_or(-1),
+                row.get(1)
+                    .and_then(|c| hex::decode(c).ok())
+                    .unwrap_or_default(),
+            )),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Rolls back, ignoring errors: the connection may already be gone, and then
+/// the server rolls back on its own.
+pub(crate) async fn rollback(client: &Client) {
+    let _ = client.batch_execute("ROLLBACK").await;
+}
+
+/// Applies every migration of `set` the target's ledger lacks. Transactional
+/// migrations run in as few transactions as the no-transaction ones allow.
+/// Returns the versions applied.
+pub(crate) async fn apply_set(
+    client: &Client,
+    target: &Target,
+    set: &MigrationSet,
+    limits: &Limits,
+) -> Result<Vec<i64>, ApplyFailure> {
+    let mut applied_now = Vec::new();
+    loop {
+        client
+            .batch_execute(&target.begin_sql(limits))
+            .await
+            .map_err(|e| ApplyFailure::db(&e, None))?;
+        let ledger = match read_ledger(client, target).await {
+            Ok(ledger) => ledger,
+            Err(e) => {
+                rollback(client).await;
+                let mut failure = ApplyFailure::db(&e, None);
+                if failure.kind == FailureKind::Migration {
+                    failure.kind = FailureKind::LedgerMissing;
+                }
+                return Err(failure);
+            }
+        };
+        if let Some(changed) = changed_migration(set, &ledger) {
+            rollback(client).await;
+            return Err(ApplyFailure {
+                kind: FailureKind::ChecksumMismatch,
+                error: DbError {
+                    code: None,
+                    message: format!(
+                        "the file of applied migration {} ({}) changed since it was applied",
+                        changed.version, changed.file
+                    ),
+                    connection_lost: false,
+                },
+                migration: Some(changed.reference()),
+            });
+        }
+        let pending: Vec<&Migration> = set
+            .iter()
+            .filter(|m| !ledger.iter().any(|(v, _)| *v == m.version))
+            .collect();
+        let segment: Vec<&Migration> = pending
+            .iter()
+            .take_while(|m| !m.no_transaction)
+            .copied()
+            .collect();
+        if segment.is_empty() && !pending.is_empty() {
+            rollback(client).await;
+            apply_no_transaction(client, target, pending[0], pending.len() == 1, limits).await?;
+            applied_now.push(pending[0].version);
+            continue;
+        }
+        let complete = segment.len() == pending.len();
+        let batch = segment_sql(target, &segment, complete);
+        if let Err(e) = client.batch_execute(&batch).await {
+            rollback(client).await;
+            return Err(blame(client, target, &segment, limits, &e, "").await);
+        }
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| ApplyFailure::db(&e, None))?;
+        applied_now.extend(segment.iter().map(|m| m.version));
+        if complete {
+            return Ok(applied_now);
+        }
+    }
+}
+
+/// The first applied migration whose file differs from what was applied.
+pub(crate) fn changed_migration<'a>(
+    set: &'a MigrationSet,
+    ledger: &[(i64, Vec<u8>)],
+) -> Option<&'a Migration> {
+    ledger
+        .iter()
+        .find_map(|(v, checksum)| set.get(*v).filter(|m| &m.checksum != checksum))
+}
+
+/// Finds which migration of a failed batch failed, by replaying the
+/// migrations one statement batch at a time in a transaction that is rolled
+/// back. Falls back to the batch's own error when the replay passes.
+pub(crate) async fn blame(
+    client: &Client,
+    target: &Target,
+    segment: &[&Migration],
+    limits: &Limits,
+    batch_error: &tokio_postgres::Error,
+    setup: &str,
+) -> ApplyFailure {
+    let failure = ApplyFailure::db(batch_error, None);
+    if failure.kind != FailureKind::Migration {
+        return failure;
+    }
+    let begin = format!("{} {setup}", target.begin_sql(limits));
+    if client.batch_execute(&begin).await.is_err() {
+        rollback(client).await;
+        return failure;
+    }
+    for m in segment {
+        if let Err(e) = client.batch_execute(&m.sql).await {
+            rollback(client).await;
+            return ApplyFailure::db(&e, Some(m.reference()));
+        }
+    }
+    rollback(client).await;
+    failure
+}
+
+/// Runs one `-- no-transaction` migration: under a session-level advisory
+/// lock, re-checking the ledger, then records it in its own transaction.
+async fn apply_no_transaction(
+    client: &Client,
+    target: &Target,
+    m: &Migration,
+    last: bool,
+    limits: &Limits,
+) -> Result<(), ApplyFailure> {
+    let (class, key) = super::sql::lock_key(&target.lock_name);
+    let reference = || Some(m.reference());
+    client
+        .batch_execute(&format!("SELECT pg_advisory_lock({class}, {key})"))
+        .await
+        .map_err(|e| ApplyFailure::db(&e, reference()))?;
+    let result = async {
+        let already = read_ledger(client, target)
+            .await
+            .map_err(|e| ApplyFailure::db(&e, reference()))?
+            .iter()
+            .any(|(v, _)| *v == m.version);
+        if already {
+            return Ok(());
+        }
+        // A no-transaction statement cannot share a message with SET LOCAL;
+        // the session setting is reset right after, on this dedicated connection.
+        client
+            .batch_execute(&format!("SET search_path TO {}, public", target.schema))
+            .await
+            .map_err(|e| ApplyFailure::db(&e, reference()))?;
+        let started = std::time::Instant::now();
+        let run = client.batch_execute(&m.sql).await;
+        let _ = client.batch_execute("RESET search_path").await;
+        run.map_err(|e| ApplyFailure::db(&e, reference()))?;
+        let record = format!(
+            "{} {} {}",
+            target.begin_sql(limits),
+            ledger_insert_sql(&target.ledger, m, &started.elapsed().as_nanos().to_string()),
+            target.registry_sync_sql(last),
+        );
+        if let Err(e) = client.batch_execute(&record).await {
+            rollback(client).await;
+            return Err(ApplyFailure::db(&e, reference()));
+        }
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| ApplyFailure::db(&e, reference()))
+    }
+    .await;
+    let _ = client
+        .batch_execute(&format!("SELECT pg_advisory_unlock({class}, {key})"))
+        .await;
+    result
+}

@@ -1,0 +1,134 @@
+//! Opening connections: libpq-style URLs, TLS as libpq's `sslmode` means it.
+
+use std::{str::FromStr, sync::Arc};
+
+use rustls::{
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::CryptoProvider,
+    pki_types::{CertificateDer, ServerName, UnixTime},
+    DigitallySignedStruct, SignatureScheme,
+};
+use tokio_postgres::{Client, Config};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::sql::db_error;
+use crate::Error;
+
+/// How to reach one PostgreSQL database.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    config: Config,
+    tls: MakeRustlsConnect,
+}
+
+impl Connector {
+    pub(crate) fn new(url: &str) -> Result<Self, Error> {
+        let config = Config::from_str(url).map_err(|e| {
+            Error::Config(format!(
+                "cannot parse database URL {:?}: {e}",
+                crate::backend::redact(url)
+            ))
+        })?;
+        Ok(Self {
+            config,
+            tls: MakeRustlsConnect::new(tls_config()),
+        })
+    }
+
+    /// Where it connects to, without credentials.
+    pub(crate) fn describe(&self) -> String {
+        let hosts: Vec<String> = self
+            .config
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+            })
+            .collect();
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        format!(
+            "postgres {}:{port}/{}",
+            hosts.join(","),
+            self.config.get_dbname().unwrap_or("")
+        )
+    }
+
+    /// Opens a connection; its driver task runs on the current runtime.
+    pub(crate) async fn connect(&self) -> Result<Client, Error> {
+        let (client, connection) = self.config.connect(self.tls.clone()).await.map_err(|e| {
+            Error::DatabaseUnavailable {
+                context: format!("connecting to {}", self.describe()),
+                source: db_error(&e),
+            }
+        })?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "postgres connection closed");
+            }
+        });
+        Ok(client)
+    }
+}
+
+/// TLS as libpq's `sslmode=require` means it: encrypted, server certificate
+/// not verified (`verify-ca`/`verify-full` are not offered by this build).
+fn tls_config() -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
+        .with_no_client_auth()
+}
+
+/// Accepts any server certificate but checks the handshake signatures, as
+/// libpq does for `sslmode=require`.
+#[derive(Debug)]
+struct EncryptOnly(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for EncryptOnly {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,209 @@
+//! PostgreSQL: one schema per tenant, the registry in schema `tenantgate`.
+//!
+//! Every tenant operation runs in a transaction that takes a
+//! transaction-scoped advisory lock keyed on the tenant's name and sets
+//! `search_path` with `SET LOCAL`, so commit or rollback releases both and
+//! no connection ever carries one tenant's search path into other work.
+
+mod apply;
+mod connect;
+mod fingerprint;
+mod ledger;
+mod provision;
+mod registry;
+mod sql;
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use tokio_postgres::Client;
+
+use self::{
+    apply::{apply_set, ApplyFailure, Target},
+    connect::Connector,
+    sql::error_while,
+};
+use crate::{
+    backend::{Backend, Ledgers, Limits, StateChange, TenantSession},
+    AppliedMigration, Domain, Error, FailureKind, MigrationSet, Tenant, TenantFailure, TenantName,
+};
+
+/// A PostgreSQL database holding the registry and the tenant schemas.
+pub struct PgBackend {
+    connector: Connector,
+}
+
+impl PgBackend {
+    /// Prepares to connect to the database a libpq-style URL names; connects lazily.
+    pub fn new(url: &str) -> Result<Self, Error> {
+        Ok(Self {
+            connector: Connector::new(url)?,
+        })
+    }
+}
+
+#[async_trait]
+impl Backend for PgBackend {
+    fn describe(&self) -> String {
+        self.connector.describe()
+    }
+
+    async fn prepare(&self) -> Result<(), Error> {
+        registry::prepare(&mut self.connector.connect().await?).await
+    }
+
+    async fn apply_shared(&self, set: &MigrationSet, limits: &Limits) -> Result<Vec<i64>, Error> {
+        if set.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.connector.connect().await?;
+        apply_set(&client, &Target::shared(), set, limits)
+            .await
+            .map_err(|f| match f.kind {
+                FailureKind::ChecksumMismatch => Error::ChecksumChanged {
+                    changed: vec![(
+                        "shared".into(),
+                        f.migration.expect("a checksum failure names its migration"),
+                    )],
+                },
+                FailureKind::ConnectionLost => Error::DatabaseUnavailable {
+                    context: "applying shared migrations".into(),
+                    source: f.error,
+                },
+                _ => match f.migration {
+                    Some(migration) => Error::SharedMigrationFailed {
+                        migration,
+                        source: f.error,
+                    },
+                    None => Error::Database {
+                        context: "applying shared migrations".into(),
+                        source: f.error,
+                    },
+                },
+            })
+    }
+
+    async fn shared_ledger(&self) -> Result<Vec<AppliedMigration>, Error> {
+        let client = self.connector.connect().await?;
+        let rows = client
+            .query(
+                "SELECT version, description, checksum FROM tenantgate._shared_migrations WHERE success ORDER BY version",
+                &[],
+            )
+            .await
+            .map_err(|e| error_while("reading the shared ledger", &e))?;
+        Ok(rows
+            .iter()
+            .map(|r| AppliedMigration {
+                version: r.get(0),
+                description: r.get(1),
+                checksum: r.get(2),
+            })
+            .collect())
+    }
+
+    async fn tenants(&self) -> Result<Vec<Tenant>, Error> {
+        registry::tenants(&self.connector.connect().await?).await
+    }
+
+    async fn create_tenant(
+        &self,
+        tenant: &TenantName,
+        domains: &[Domain],
+        set: &MigrationSet,
+        limits: &Limits,
+    ) -> Result<Vec<i64>, Error> {
+        let client = self.connector.connect().await?;
+        provision::create_tenant(&client, tenant, domains, set, limits).await
+    }
+
+    async fn drop_tenant(&self, tenant: &TenantName) -> Result<(), Error> {
+        let client = self.connector.connect().await?;
+        provision::drop_tenant(&client, tenant, &Limits::default()).await
+    }
+
+    async fn read_ledgers(&self, tenants: &[TenantName]) -> Result<Ledgers, Error> {
+        ledger::read_ledgers(&self.connector, tenants).await
+    }
+
+    async fn catalog_drift(
+        &self,
+        set: &MigrationSet,
+        tenants: &[(TenantName, Vec<i64>)],
+    ) -> Result<HashMap<String, Vec<String>>, Error> {
+        let client = self.connector.connect().await?;
+        fingerprint::catalog_drift(&client, set, tenants).await
+    }
+
+    async fn record_states(&self, changes: &[StateChange]) -> Result<(), Error> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        registry::record_states(&mut self.connector.connect().await?, changes).await
+    }
+
+    async fn open_session(&self) -> Result<Box<dyn TenantSession>, Error> {
+        Ok(Box::new(PgSession {
+            client: self.connector.connect().await?,
+        }))
+    }
+}
+
+/// One dedicated connection migrating tenants one after another.
+struct PgSession {
+    client: Client,
+}
+
+#[async_trait]
+impl TenantSession for PgSession {
+    async fn migrate_tenant(
+        &mut self,
+        tenant: &TenantName,
+        set: &MigrationSet,
+        limits: &Limits,
+    ) -> Result<Vec<i64>, TenantFailure> {
+        apply_set(&self.client, &Target::tenant(tenant), set, limits)
+            .await
+            .map_err(|f| tenant_failure(tenant, f))
+    }
+
+    async fn record_failure(
+        &mut self,
+        tenant: &TenantName,
+        failure: &TenantFailure,
+    ) -> Result<(), Error> {
+        registry::record_failure(&mut self.client, tenant, failure).await
+    }
+}
+
+/// Adds the recovery command to a failure.
+fn tenant_failure(tenant: &TenantName, f: ApplyFailure) -> TenantFailure {
+    let rerun = format!("tenantgate migrate --tenant {tenant}");
+    let recovery = match (f.kind, &f.migration) {
+        (FailureKind::ChecksumMismatch, Some(m)) => format!(
+            "restore {} as it was applied (migrations are forward-only; put new changes in a new migration)",
+            m.file
+        ),
+        (FailureKind::LockTimeout, _) => format!(
+            "find the sessions holding locks on schema {} (pg_locks, pg_stat_activity), then run `{rerun}`",
+            tenant.quoted()
+        ),
+        (FailureKind::LedgerMissing, _) => format!(
+            "schema {} or its ledger is gone: restore it from a backup, or `tenantgate tenants drop {tenant} --yes` and create it again",
+            tenant.quoted()
+        ),
+        (FailureKind::ConnectionLost, _) => format!("once the database is reachable, run `{rerun}`"),
+        (_, Some(m)) => format!(
+            "fix {} or the conflicting object in schema {}, then run `{rerun}`",
+            m.file,
+            tenant.quoted()
+        ),
+        (_, None) => format!("resolve the database error, then run `{rerun}`"),
+    };
+    TenantFailure {
+        kind: f.kind,
+        migration: f.migration,
+        message: f.error.to_string(),
+        recovery,
+    }
+}

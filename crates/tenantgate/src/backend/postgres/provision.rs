@@ -1,0 +1,232 @@
+//! Creating and dropping a tenant, each in one transaction.
+
+use tokio_postgres::{error::SqlState, types::Type, Client};
+
+use super::{
+    apply::{blame, rollback, segment_sql, ApplyFailure, Target},
+    registry::record_event,
+    sql::error_while,
+};
+use crate::{
+    backend::Limits, Domain, Error, FailureKind, Migration, MigrationSet, TenantFailure, TenantName,
+};
+
+/// Provisions `tenant` atomically; see [`crate::Backend::create_tenant`].
+pub(crate) async fn create_tenant(
+    client: &Client,
+    tenant: &TenantName,
+    domains: &[Domain],
+    set: &MigrationSet,
+    limits: &Limits,
+) -> Result<Vec<i64>, Error> {
+    let target = Target::tenant(tenant);
+    let segment: Vec<&Migration> = set.iter().take_while(|m| !m.no_transaction).collect();
+    let complete = segment.len() == set.len();
+    match build(client, tenant, &target, domains, &segment, complete, limits).await {
+        Ok(()) => Ok(segment.iter().map(|m| m.version).collect()),
+        Err(Build::Conflict(error)) => Err(error),
+        Err(Build::Failed(failure)) => {
+            let failure = provision_failure(tenant, failure);
+            let version = failure.migration.as_ref().map(|m| m.version);
+            // A separate commit, so operators can count failed attempts.
+            if let Err(e) = record_event(
+                client,
+                tenant.as_str(),
+                "provision_failed",
+                version,
+                &failure.to_string(),
+            )
+            .await
+            {
+                tracing::warn!(tenant = %tenant, error = %e, "could not record the failed provisioning event");
+            }
+            if failure.kind == FailureKind::ConnectionLost {
+                return Err(Error::DatabaseUnavailable {
+                    context: format!("provisioning tenant {tenant} (rolled back)"),
+                    source: crate::DbError {
+                        code: None,
+                        message: failure.message,
+                        connection_lost: true,
+                    },
+                });
+            }
+            Err(Error::ProvisionFailed {
+                tenant: tenant.to_string(),
+                failure,
+            })
+        }
+    }
+}
+
+enum Build {
+    Conflict(Error),
+    Failed(ApplyFailure),
+}
+
+async fn build(
+    client: &Client,
+    tenant: &TenantName,
+    target: &Target,
+    domains: &[Domain],
+    segment: &[&Migration],
+    complete: bool,
+    limits: &Limits,
+) -> Result<(), Build> {
+    let failed = |e: &tokio_postgres::Error| Build::Failed(ApplyFailure::db(e, None));
+    client
+        .batch_execute(&target.begin_sql(limits))
+        .await
+        .map_err(|e| failed(&e))?;
+    let steps = async {
+        if let Err(e) = client
+            .query_typed(
+                "INSERT INTO tenantgate.tenants (name, state) VALUES ($1, 'pending')",
+                &[(&tenant.as_str(), Type::TEXT)],
+            )
+            .await
+        {
+            return Err(if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                Build::Conflict(Error::TenantExists {
+                    tenant: tenant.to_string(),
+                    detail: "it is registered".into(),
+                })
+            } else {
+                failed(&e)
+            });
+        }
+        let names: Vec<&str> = domains.iter().map(Domain::as_str).collect();
+        if let Err(e) = client
+            .query_typed(
+                "INSERT INTO tenantgate.domains (domain, tenant) SELECT unnest($1::text[]), $2",
+                &[(&names, Type::TEXT_ARRAY), (&tenant.as_str(), Type::TEXT)],
+            )
+            .await
+        {
+            return Err(if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                Build::Conflict(domain_conflict(client, tenant, &names).await)
+            } else {
+                failed(&e)
+            });
+        }
+        if let Err(e) = client
+            .batch_execute(&format!("CREATE SCHEMA {}; {}", target.schema, target.create_ledger_sql()))
+            .await
+        {
+            return Err(if e.code() == Some(&SqlState::DUPLICATE_SCHEMA) {
+                Build::Conflict(Error::TenantExists {
+                    tenant: tenant.to_string(),
+                    detail: format!("schema {} exists without a registry row; drop or rename it first", target.schema),
+                })
+            } else {
+                failed(&e)
+            });
+        }
+        let mut batch = segment_sql(target, segment, complete);
+        batch.push_str("INSERT INTO tenantgate.events (tenant, kind) VALUES (current_schema(), 'provisioned');");
+        if let Err(e) = client.batch_execute(&batch).await {
+            rollback(client).await;
+            return Err(Build::Failed(provision_blame(client, target, segment, limits, &e).await));
+        }
+        client.batch_execute("COMMIT").await.map_err(|e| failed(&e))
+    }
+    .await;
+    if steps.is_err() {
+        rollback(client).await;
+    }
+    steps
+}
+
+/// Replays a failed build to name the migration that failed: the replay
+/// must recreate the schema first, inside its own rolled-back transaction.
+async fn provision_blame(
+    client: &Client,
+    target: &Target,
+    segment: &[&Migration],
+    limits: &Limits,
+    error: &tokio_postgres::Error,
+) -> ApplyFailure {
+    let setup = format!("CREATE SCHEMA {};", target.schema);
+    blame(client, target, segment, limits, error, &setup).await
+}
+
+/// After a rollback: which of `names` is taken, and by whom.
+async fn domain_conflict(client: &Client, tenant: &TenantName, names: &[&str]) -> Error {
+    rollback(client).await;
+    let owner = client
+        .query_typed(
+            "SELECT domain, tenant FROM tenantgate.domains WHERE domain = ANY($1) ORDER BY domain LIMIT 1",
+            &[(&names, Type::TEXT_ARRAY)],
+        )
+        .await;
+    match owner.ok().and_then(|rows| rows.into_iter().next()) {
+        Some(row) => Error::DomainTaken {
+            domain: row.get(0),
+            owner: row.get(1),
+        },
+        None => Error::DomainTaken {
+            domain: names.join(", "),
+            owner: format!("another tenant (or {tenant} listed it twice)"),
+        },
+    }
+}
+
+fn provision_failure(tenant: &TenantName, failure: ApplyFailure) -> TenantFailure {
+    let recovery = match &failure.migration {
+        Some(m) => format!(
+            "fix {} and run `tenantgate tenants create {tenant}` again; nothing of the failed attempt remains",
+            m.file
+        ),
+        None => format!("run `tenantgate tenants create {tenant}` again once the database error is resolved"),
+    };
+    TenantFailure {
+        kind: failure.kind,
+        migration: failure.migration,
+        message: failure.error.to_string(),
+        recovery,
+    }
+}
+
+/// Drops `tenant` in one transaction; see [`crate::Backend::drop_tenant`].
+pub(crate) async fn drop_tenant(
+    client: &Client,
+    tenant: &TenantName,
+    limits: &Limits,
+) -> Result<(), Error> {
+    let context = format!("dropping tenant {tenant} (rolled back, nothing changed)");
+    let err = |e: &tokio_postgres::Error| error_while(&context, e);
+    let target = Target::tenant(tenant);
+    client
+        .batch_execute(&target.begin_sql(limits))
+        .await
+        .map_err(|e| err(&e))?;
+    let result = async {
+        let deleted = client
+            .query_typed(
+                "DELETE FROM tenantgate.tenants WHERE name = $1 RETURNING name",
+                &[(&tenant.as_str(), Type::TEXT)],
+            )
+            .await
+            .map_err(|e| err(&e))?;
+        if deleted.is_empty() {
+            return Err(Error::UnknownTenant {
+                tenant: tenant.to_string(),
+            });
+        }
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", target.schema))
+            .await
+            .map_err(|e| err(&e))?;
+        record_event(client, tenant.as_str(), "dropped", None, "")
+            .await
+            .map_err(|e| err(&e))?;
+        super::registry::notify(client, tenant.as_str())
+            .await
+            .map_err(|e| err(&e))?;
+        client.batch_execute("COMMIT").await.map_err(|e| err(&e))
+    }
+    .await;
+    if result.is_err() {
+        rollback(client).await;
+    }
+    result
+}

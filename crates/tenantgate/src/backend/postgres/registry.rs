@@ -1,0 +1,212 @@
+//! The registry in schema `tenantgate`: install, upgrade, read, record.
+
+use tokio_postgres::{types::Type, Client, GenericClient};
+
+use super::sql::{error_while, xact_lock_sql, CHANNEL};
+use crate::{backend::StateChange, Domain, Error, Tenant, TenantFailure, TenantName, TenantState};
+
+/// The registry's own migrations, applied in order; the index + 1 is the
+/// registry schema version recorded in `tenantgate.registry_version`.
+const REGISTRY_MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE tenantgate.tenants (
+    name              text PRIMARY KEY,
+    placement         text NOT NULL DEFAULT 'default',
+    state             text NOT NULL CHECK (state IN ('ready', 'pending', 'failed', 'drift')),
+    applied_versions  bigint[] NOT NULL DEFAULT '{}',
+    applied_checksums bytea[] NOT NULL DEFAULT '{}',
+    last_error        text,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    updated_at        timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE tenantgate.domains (
+    domain text PRIMARY KEY,
+    tenant text NOT NULL REFERENCES tenantgate.tenants (name) ON DELETE CASCADE
+);
+CREATE INDEX domains_tenant_idx ON tenantgate.domains (tenant);
+CREATE TABLE tenantgate.events (
+    id      bigserial PRIMARY KEY,
+    at      timestamptz NOT NULL DEFAULT now(),
+    tenant  text NOT NULL,
+    kind    text NOT NULL,
+    version bigint,
+    detail  text
+);
+CREATE TABLE tenantgate._shared_migrations (
+    version        bigint PRIMARY KEY,
+    description    text NOT NULL,
+    installed_on   timestamptz NOT NULL DEFAULT now(),
+    success        boolean NOT NULL,
+    checksum       bytea NOT NULL,
+    execution_time bigint NOT NULL
+);
+"#];
+
+/// The name the registry lock is taken on; no tenant can be named so.
+const REGISTRY_LOCK: &str = "tenantgate registry";
+
+/// Creates or upgrades the registry, serialised across processes.
+pub(crate) async fn prepare(client: &mut Client) -> Result<(), Error> {
+    let err = |e: tokio_postgres::Error| error_while("installing the tenantgate registry", &e);
+    let tx = client.transaction().await.map_err(err)?;
+    tx.batch_execute(&format!(
+        "{} CREATE SCHEMA IF NOT EXISTS tenantgate; \
+         CREATE TABLE IF NOT EXISTS tenantgate.registry_version \
+           (version integer PRIMARY KEY, installed_on timestamptz NOT NULL DEFAULT now());",
+        xact_lock_sql(REGISTRY_LOCK)
+    ))
+    .await
+    .map_err(err)?;
+    let current: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM tenantgate.registry_version",
+            &[],
+        )
+        .await
+        .map_err(err)?
+        .get(0);
+    for (index, ddl) in REGISTRY_MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(current as usize)
+    {
+        tx.batch_execute(ddl).await.map_err(err)?;
+        tx.execute(
+            "INSERT INTO tenantgate.registry_version (version) VALUES ($1)",
+            &[&(index as i32 + 1)],
+        )
+        .await
+        .map_err(err)?;
+    }
+    tx.commit().await.map_err(err)
+}
+
+/// Every tenant with its domains.
+pub(crate) async fn tenants(client: &Client) -> Result<Vec<Tenant>, Error> {
+    let rows = client
+        .query(
+            "SELECT t.name, t.placement, t.state, t.applied_versions, t.last_error,
+                    to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                    to_char(t.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                    coalesce(array_agg(d.domain ORDER BY d.domain) FILTER (WHERE d.domain IS NOT NULL), '{}')
+               FROM tenantgate.tenants t LEFT JOIN tenantgate.domains d ON d.tenant = t.name
+              GROUP BY t.name ORDER BY t.name",
+            &[],
+        )
+        .await
+        .map_err(|e| error_while("reading the registry", &e))?;
+    rows.iter()
+        .map(|row| {
+            let state: String = row.get(2);
+            let domains: Vec<String> = row.get(7);
+            Ok(Tenant {
+                name: row.get(0),
+                placement: row.get(1),
+                state: TenantState::parse(&state).ok_or_else(|| Error::Database {
+                    context: "reading the registry".into(),
+                    source: crate::DbError {
+                        code: None,
+                        message: format!("unknown tenant state {state:?}"),
+                        connection_lost: false,
+                    },
+                })?,
+                applied_versions: row.get(3),
+                last_error: row.get(4),
+                created_at: row.get(5),
+                updated_at: row.get(6),
+                domains: domains
+                    .iter()
+                    .filter_map(|d| Domain::parse(d).ok())
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+/// Appends an event in its own statement (its own commit outside a transaction).
+pub(crate) async fn record_event(
+    client: &impl GenericClient,
+    tenant: &str,
+    kind: &str,
+    version: Option<i64>,
+    detail: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .query_typed(
+            "INSERT INTO tenantgate.events (tenant, kind, version, detail) VALUES ($1, $2, $3, $4)",
+            &[
+                (&tenant, Type::TEXT),
+                (&kind, Type::TEXT),
+                (&version, Type::INT8),
+                (&detail, Type::TEXT),
+            ],
+        )
+        .await
+        .map(drop)
+}
+
+/// Marks a tenant failed, keeps the error, records an event, announces it;
+/// one transaction.
+pub(crate) async fn record_failure(
+    client: &mut Client,
+    tenant: &TenantName,
+    failure: &TenantFailure,
+) -> Result<(), Error> {
+    let err = |e: tokio_postgres::Error| {
+        error_while(&format!("recording the failure of tenant {tenant}"), &e)
+    };
+    let text = failure.to_string();
+    let tx = client.transaction().await.map_err(err)?;
+    tx.query_typed(
+        "UPDATE tenantgate.tenants SET state = 'failed', last_error = $2, updated_at = now() WHERE name = $1",
+        &[(&tenant.as_str(), Type::TEXT), (&text, Type::TEXT)],
+    )
+    .await
+    .map_err(err)?;
+    let version = failure.migration.as_ref().map(|m| m.version);
+    record_event(&tx, tenant.as_str(), "migration_failed", version, &text)
+        .await
+        .map_err(err)?;
+    notify(&tx, tenant.as_str()).await.map_err(err)?;
+    tx.commit().await.map_err(err)
+}
+
+/// Writes state changes and announces each; one transaction.
+pub(crate) async fn record_states(
+    client: &mut Client,
+    changes: &[StateChange],
+) -> Result<(), Error> {
+    let err = |e: tokio_postgres::Error| error_while("recording tenant states", &e);
+    let names: Vec<&str> = changes.iter().map(|c| c.tenant.as_str()).collect();
+    let states: Vec<&str> = changes.iter().map(|c| c.state.as_str()).collect();
+    let details: Vec<Option<&str>> = changes.iter().map(|c| c.detail.as_deref()).collect();
+    let tx = client.transaction().await.map_err(err)?;
+    tx.query_typed(
+        "WITH c AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS c(name, state, detail)),
+              u AS (UPDATE tenantgate.tenants t SET state = c.state, last_error = c.detail, updated_at = now()
+                      FROM c WHERE t.name = c.name AND (t.state, t.last_error) IS DISTINCT FROM (c.state, c.detail)
+                    RETURNING t.name)
+         SELECT pg_notify('tenantgate', name) FROM u",
+        &[
+            (&names, Type::TEXT_ARRAY),
+            (&states, Type::TEXT_ARRAY),
+            (&details, Type::TEXT_ARRAY),
+        ],
+    )
+    .await
+    .map_err(err)?;
+    tx.commit().await.map_err(err)
+}
+
+/// Queues a `NOTIFY tenantgate, '<tenant>'`, delivered when the transaction commits.
+pub(crate) async fn notify(
+    client: &impl GenericClient,
+    tenant: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .query_typed(
+            "SELECT pg_notify($1, $2)",
+            &[(&CHANNEL, Type::TEXT), (&tenant, Type::TEXT)],
+        )
+        .await
+        .map(drop)
+}

@@ -1,0 +1,113 @@
+//! Small SQL helpers: literals, lock keys, error conversion.
+
+use sha2::{Digest, Sha384};
+use tokio_postgres::error::SqlState;
+
+use crate::{DbError, TenantName};
+
+/// The advisory-lock class every tenantgate lock uses ("tg" in ASCII).
+const LOCK_CLASS: i32 = 0x7467;
+
+/// The ledger table in each tenant schema.
+pub(crate) const LEDGER_TABLE: &str = "_tenantgate_migrations";
+
+/// The channel state changes are announced on.
+pub(crate) const CHANNEL: &str = "tenantgate";
+
+/// `pg_advisory_xact_lock` arguments for a named thing (a tenant, or an
+/// internal name no tenant can have).
+pub(crate) fn lock_key(name: &str) -> (i32, i32) {
+    let digest = Sha384::digest(name.as_bytes());
+    (
+        LOCK_CLASS,
+        i32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]),
+    )
+}
+
+/// The SQL that takes the transaction-scoped lock on `name`.
+pub(crate) fn xact_lock_sql(name: &str) -> String {
+    let (class, key) = lock_key(name);
+    format!("SELECT pg_advisory_xact_lock({class}, {key});")
+}
+
+/// A SQL string literal. Only for text from migration files (descriptions),
+/// never for user input, which goes as bind parameters.
+pub(crate) fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// The ledger table of `tenant`, schema-qualified and quoted.
+pub(crate) fn tenant_ledger(tenant: &TenantName) -> String {
+    format!("{}.{LEDGER_TABLE}", tenant.quoted())
+}
+
+/// Converts a driver error into the engine's neutral form.
+pub(crate) fn db_error(e: &tokio_postgres::Error) -> DbError {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut message = db.message().to_owned();
+            if let Some(detail) = db.detail() {
+                message.push_str(": ");
+                message.push_str(detail);
+            }
+            let code = db.code();
+            DbError {
+                code: Some(code.code().to_owned()),
+                message,
+                connection_lost: [
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CRASH_SHUTDOWN,
+                    SqlState::CANNOT_CONNECT_NOW,
+                ]
+                .contains(code),
+            }
+        }
+        None => DbError {
+            code: None,
+            message: e.to_string(),
+            connection_lost: true,
+        },
+    }
+}
+
+/// The engine error for a failed statement outside tenant migrations:
+/// unavailable when the connection is gone, a database error otherwise.
+pub(crate) fn error_while(context: &str, e: &tokio_postgres::Error) -> crate::Error {
+    let source = db_error(e);
+    let context = context.to_owned();
+    if source.connection_lost {
+        crate::Error::DatabaseUnavailable { context, source }
+    } else {
+        crate::Error::Database { context, source }
+    }
+}
+
+/// Whether the error is a lock or statement timeout worth retrying.
+pub(crate) fn is_lock_timeout(e: &DbError) -> bool {
+    e.code.as_deref() == Some(SqlState::LOCK_NOT_AVAILABLE.code())
+}
+
+/// `SET LOCAL` statements that bound a transaction's lock and statement waits.
+pub(crate) fn limits_sql(limits: &crate::backend::Limits) -> String {
+    format!(
+        "SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}; SET LOCAL standard_conforming_strings = on;",
+        limits.lock_timeout.as_millis().max(1),
+        limits.statement_timeout.map_or(0, |d| d.as_millis().max(1))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_double_quotes() {
+        assert_eq!(literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn lock_keys_differ_per_name_and_are_stable() {
+        assert_eq!(lock_key("acme"), lock_key("acme"));
+        assert_ne!(lock_key("acme"), lock_key("globex"));
+    }
+}

@@ -1,0 +1,120 @@
+//! Domain names that route requests to tenants, normalised one way everywhere.
+
+use std::fmt;
+
+use crate::Error;
+
+/// A normalised host name: lowercase, IDNA-encoded ASCII, no port, no
+/// trailing dot.
+///
+/// The same normalisation runs when a domain is stored and when a request's
+/// host is looked up, so `ACME.example.com.:443` and `acme.example.com` are
+/// the same domain.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct Domain(String);
+
+impl Domain {
+    /// Normalises `input` (a host, optionally with a port) or explains why it
+    /// is not a host name.
+    pub fn parse(input: &str) -> Result<Self, Error> {
+        let reject = |reason: &str| Error::InvalidDomain {
+            domain: input.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if input.len() > 1024 {
+            return Err(reject("it is longer than 1024 bytes"));
+        }
+        let host = strip_port(input.trim()).ok_or_else(|| reject("its port is not a number"))?;
+        let host = host.strip_suffix('.').unwrap_or(host);
+        if host.is_empty() {
+            return Err(reject("it is empty"));
+        }
+        if host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok() {
+            return Err(reject("it is an IP address, not a domain name"));
+        }
+        let ascii = idna::domain_to_ascii_strict(host)
+            .map_err(|_| reject("it is not a valid internationalised domain name"))?;
+        if ascii.len() > 253 {
+            return Err(reject("it is longer than 253 bytes"));
+        }
+        for label in ascii.split('.') {
+            if label.is_empty() || label.len() > 63 {
+                return Err(reject("each label must be 1 to 63 bytes"));
+            }
+            if !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                || label.starts_with('-')
+                || label.ends_with('-')
+            {
+                return Err(reject("labels hold letters, digits and inner hyphens only"));
+            }
+        }
+        Ok(Self(ascii))
+    }
+
+    /// The normalised name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Removes a `:port` suffix, returning `None` when the port is not numeric.
+fn strip_port(host: &str) -> Option<&str> {
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') => {
+            (!port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())).then_some(name)
+        }
+        Some(_) => Some(host),
+        None => Some(host),
+    }
+}
+
+impl fmt::Display for Domain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_case_port_trailing_dot_and_idna() {
+        assert_eq!(
+            Domain::parse("ACME.Example.com.:8443").unwrap().as_str(),
+            "acme.example.com"
+        );
+        assert_eq!(
+            Domain::parse("acme.localhost").unwrap().as_str(),
+            "acme.localhost"
+        );
+        assert_eq!(
+            Domain::parse("Bücher.example").unwrap().as_str(),
+            "xn--bcher-kva.example"
+        );
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_host() {
+        for input in [
+            "",
+            ".",
+            "a..b",
+            "a b.com",
+            "acme.com:port",
+            "-a.com",
+            "a_b.com",
+            "[::1]",
+            "127.0.0.1",
+            "a/b",
+            "x\r\ny",
+            "a:1:2",
+        ] {
+            assert!(Domain::parse(input).is_err(), "{input:?} accepted");
+        }
+        assert!(Domain::parse(&"a".repeat(2000)).is_err());
+    }
+}

@@ -1,0 +1,188 @@
+//! The engine's typed errors.
+
+use std::{fmt, path::PathBuf};
+
+use crate::migrations::MigrationRef;
+
+/// An error the database reported, kept backend-neutral.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DbError {
+    /// The SQLSTATE code, when the database sent one.
+    pub code: Option<String>,
+    /// The database's own message, verbatim.
+    pub message: String,
+    /// True when the connection itself failed or closed.
+    pub connection_lost: bool,
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.code {
+            Some(code) => write!(f, "{} (SQLSTATE {code})", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for DbError {}
+
+/// Why one tenant's migration run did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// A migration's SQL failed; its transaction was rolled back.
+    Migration,
+    /// The tenant stayed locked by other sessions past the lock timeout on every attempt.
+    LockTimeout,
+    /// An applied migration's file changed since it was applied.
+    ChecksumMismatch,
+    /// The tenant's schema or ledger is missing although the registry lists it.
+    LedgerMissing,
+    /// The connection to the database was lost mid-run.
+    ConnectionLost,
+    /// The run was interrupted; the tenant's transaction was rolled back.
+    Interrupted,
+}
+
+/// One tenant's failure, with everything an operator needs to act on it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TenantFailure {
+    /// What kind of failure this is.
+    pub kind: FailureKind,
+    /// The migration that failed, when one did.
+    pub migration: Option<MigrationRef>,
+    /// The database's own error text, or the engine's explanation.
+    pub message: String,
+    /// The command (or steps) that recovers.
+    pub recovery: String,
+}
+
+impl fmt::Display for TenantFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(m) = &self.migration {
+            write!(f, "migration {} ({}): ", m.version, m.file)?;
+        }
+        write!(f, "{}; to recover: {}", self.message, self.recovery)
+    }
+}
+
+/// Everything the engine can fail with.
+///
+/// Each variant names the tenant, migration and database error it concerns,
+/// so its `Display` is a complete message for an operator.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A tenant name broke the naming rule; nothing was sent to the database.
+    #[error(
+        "invalid tenant name {name:?}: {reason}; {}",
+        crate::tenant_name::TENANT_NAME_RULE
+    )]
+    InvalidTenantName {
+        /// The name as given.
+        name: String,
+        /// Which part of the rule it broke.
+        reason: String,
+    },
+    /// A domain is not a host name.
+    #[error("invalid domain {domain:?}: {reason}")]
+    InvalidDomain {
+        /// The domain as given.
+        domain: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The migration folder cannot be used as it is.
+    #[error("migration folder {}: {reason}", path.display())]
+    MigrationFolder {
+        /// The file or folder at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The database URL or another setting is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The database could not be reached, or went away.
+    #[error("database unavailable while {context}: {source}")]
+    DatabaseUnavailable {
+        /// What the engine was doing.
+        context: String,
+        /// The underlying error.
+        source: DbError,
+    },
+    /// The database refused a statement outside any tenant's migrations.
+    #[error("database error while {context}: {source}")]
+    Database {
+        /// What the engine was doing.
+        context: String,
+        /// The underlying error.
+        source: DbError,
+    },
+    /// A tenant with that name (or its schema) already exists.
+    #[error("tenant {tenant} already exists ({detail}); nothing was changed")]
+    TenantExists {
+        /// The tenant.
+        tenant: String,
+        /// What exists: the registry row or the schema.
+        detail: String,
+    },
+    /// A domain already routes to a tenant.
+    #[error("domain {domain} already belongs to tenant {owner}; nothing was changed")]
+    DomainTaken {
+        /// The domain.
+        domain: String,
+        /// The tenant that holds it.
+        owner: String,
+    },
+    /// No tenant by that name is registered.
+    #[error("unknown tenant {tenant}; `tenantgate tenants list` shows the registered tenants")]
+    UnknownTenant {
+        /// The name asked for.
+        tenant: String,
+    },
+    /// Provisioning failed; the whole transaction was rolled back and nothing of the tenant exists.
+    #[error(
+        "provisioning tenant {tenant} failed and was rolled back, nothing of it exists: {failure}"
+    )]
+    ProvisionFailed {
+        /// The tenant.
+        tenant: String,
+        /// What failed and how to recover.
+        failure: TenantFailure,
+    },
+    /// Applied migrations whose files changed since; `migrate` refuses to run.
+    #[error("{} applied migration(s) changed since they were applied, first: {} in {}; restore the original file (migrations are forward-only: add a new migration for new changes)", changed.len(), changed[0].1.file, changed[0].0)]
+    ChecksumChanged {
+        /// (tenant or `shared`, migration) pairs.
+        changed: Vec<(String, MigrationRef)>,
+    },
+    /// A shared (public schema) migration failed; its transaction was rolled back.
+    #[error("shared migration {} ({}) failed and was rolled back: {}", migration.version, migration.file, source)]
+    SharedMigrationFailed {
+        /// The migration.
+        migration: MigrationRef,
+        /// The database's error.
+        source: DbError,
+    },
+    /// The tenant was created, but a no-transaction migration after the
+    /// creating transaction failed; the tenant is `failed` and blocked.
+    #[error("tenant {tenant} was created but is not ready: {failure}")]
+    TenantLeftFailed {
+        /// The tenant.
+        tenant: String,
+        /// What failed and how to recover.
+        failure: TenantFailure,
+    },
+    /// The operation was interrupted before it finished.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl Error {
+    /// True when the database was unreachable or the connection was lost.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::DatabaseUnavailable { .. })
+    }
+}

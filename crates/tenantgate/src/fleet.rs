@@ -1,0 +1,439 @@
+//! Migrating a fleet of tenants: planning, bounded parallelism, per-tenant
+//! transactions, retries on lock timeouts, fail-fast, interruption.
+//!
+//! Every run ends with a per-tenant report (state, duration, versions
+//! applied, error) and a rerun picks up exactly the tenants that are not
+//! ready: tenants whose ledger already holds the whole set and whose
+//! registry row says `ready` are not touched.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    backend::{Ledgers, Limits},
+    migrations::MigrationRef,
+    progress::ProgressSink,
+    Backend, Error, FailureKind, MigrationFolder, MigrationSet, Progress, Tenant, TenantFailure,
+    TenantName, TenantSession, TenantState,
+};
+
+/// How a fleet run is carried out.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    /// Only these tenants; empty means every registered tenant.
+    pub tenants: Vec<TenantName>,
+    /// Tenants migrated in parallel, each on its own connection.
+    pub jobs: usize,
+    /// Stop scheduling tenants after the first failure.
+    pub fail_fast: bool,
+    /// Plan only: report what each tenant lacks, change nothing.
+    pub dry_run: bool,
+    /// Per-tenant lock and statement timeouts.
+    pub limits: Limits,
+    /// Attempts per tenant when it stays locked past the lock timeout.
+    pub lock_attempts: u32,
+    /// Tenants a connection migrates before it is replaced, bounding the
+    /// catalog cache each server process accumulates.
+    pub recycle_after: usize,
+}
+
+impl Default for FleetOptions {
+    fn default() -> Self {
+        Self {
+            tenants: Vec::new(),
+            jobs: 4,
+            fail_fast: false,
+            dry_run: false,
+            limits: Limits::default(),
+            lock_attempts: 3,
+            recycle_after: 250,
+        }
+    }
+}
+
+/// What happened to one tenant in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Migrations were applied (or its registry row was brought in step).
+    Migrated,
+    /// Nothing to do.
+    UpToDate,
+    /// Dry run: what would be applied.
+    Planned,
+    /// The attempt failed and was rolled back.
+    Failed,
+    /// The run was interrupted while this tenant was in flight; rolled back.
+    Interrupted,
+}
+
+/// One tenant's result.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TenantReport {
+    /// The tenant.
+    pub tenant: String,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Its state afterwards.
+    pub state: TenantState,
+    /// Versions applied in this run (planned, for a dry run).
+    pub applied: Vec<i64>,
+    /// Attempts made (more than one after lock timeouts).
+    pub attempts: u32,
+    /// Time spent on it.
+    #[serde(rename = "duration_ms", serialize_with = "millis")]
+    pub duration: Duration,
+    /// Why it failed.
+    pub error: Option<TenantFailure>,
+}
+
+/// The result of a fleet run.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FleetReport {
+    /// Shared migrations applied (planned, for a dry run).
+    pub shared_applied: Vec<i64>,
+    /// Per tenant, ordered by name.
+    pub tenants: Vec<TenantReport>,
+    /// Tenants that were due but never started (interruption, fail-fast, outage).
+    pub not_started: Vec<String>,
+    /// True when the run was interrupted.
+    pub interrupted: bool,
+    /// Set when the database became unreachable mid-run.
+    pub database_error: Option<String>,
+    /// True for a dry run.
+    pub dry_run: bool,
+    /// Wall time of the run.
+    #[serde(rename = "duration_ms", serialize_with = "millis")]
+    pub duration: Duration,
+}
+
+impl FleetReport {
+    /// Reports of tenants that failed or were interrupted.
+    pub fn failures(&self) -> impl Iterator<Item = &TenantReport> {
+        self.tenants
+            .iter()
+            .filter(|t| matches!(t.outcome, Outcome::Failed | Outcome::Interrupted))
+    }
+
+    /// True when every tenant considered ended ready.
+    pub fn all_ready(&self) -> bool {
+        self.not_started.is_empty()
+            && self.database_error.is_none()
+            && self.tenants.iter().all(|t| t.state == TenantState::Ready)
+    }
+}
+
+/// Serialises a duration as fractional milliseconds.
+pub(crate) fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 1e6).round() / 1e3)
+}
+
+/// Applies pending shared migrations, then brings every tenant (or those in
+/// `options.tenants`) to the full tenant set.
+///
+/// Refuses to start, with [`Error::ChecksumChanged`], when an applied
+/// migration's file changed. A tenant that fails is rolled back, marked
+/// `failed` with its error, and the others proceed (unless `fail_fast`).
+/// Cancelling `cancel` stops scheduling and rolls back tenants in flight.
+pub async fn migrate(
+    backend: &dyn Backend,
+    folder: &MigrationFolder,
+    options: &FleetOptions,
+    progress: ProgressSink<'_>,
+    cancel: &CancellationToken,
+) -> Result<FleetReport, Error> {
+    let started = Instant::now();
+    backend.prepare().await?;
+    let shared_applied = if options.dry_run {
+        let ledger = backend.shared_ledger().await?;
+        folder
+            .shared
+            .iter()
+            .filter(|m| !ledger.iter().any(|a| a.version == m.version))
+            .map(|m| m.version)
+            .collect()
+    } else {
+        backend
+            .apply_shared(&folder.shared, &options.limits)
+            .await?
+    };
+    if !shared_applied.is_empty() {
+        progress(Progress::SharedApplied {
+            versions: shared_applied.clone(),
+        });
+    }
+    let tenants = select_tenants(backend.tenants().await?, &options.tenants)?;
+    let names: Vec<TenantName> = tenants
+        .iter()
+        .filter_map(|t| TenantName::parse(&t.name).ok())
+        .collect();
+    let ledgers = backend.read_ledgers(&names).await?;
+    refuse_changed(&folder.tenant, &ledgers)?;
+
+    let mut report = FleetReport {
+        shared_applied,
+        dry_run: options.dry_run,
+        ..Default::default()
+    };
+    let mut due = Vec::new();
+    for (tenant, name) in tenants.iter().zip(&names) {
+        let pending = pending_versions(
+            &folder.tenant,
+            ledgers.get(&tenant.name).and_then(Option::as_ref),
+        );
+        let in_step = matches!(tenant.state, TenantState::Ready | TenantState::Drift);
+        if pending.as_ref().is_some_and(Vec::is_empty) && in_step {
+            report
+                .tenants
+                .push(quick_report(tenant, Outcome::UpToDate, Vec::new()));
+        } else if options.dry_run {
+            let mut planned = quick_report(tenant, Outcome::Planned, pending.unwrap_or_default());
+            if planned.state == TenantState::Ready {
+                planned.state = TenantState::Pending;
+            }
+            report.tenants.push(planned);
+        } else {
+            due.push(name.clone());
+        }
+    }
+    progress(Progress::Planned {
+        total: tenants.len(),
+        to_migrate: due.len(),
+    });
+    if !due.is_empty() {
+        let run = Run {
+            backend,
+            set: &folder.tenant,
+            options,
+            progress,
+            cancel,
+            stop: cancel.child_token(),
+            queue: Mutex::new(due.into()),
+            reports: Mutex::new(Vec::new()),
+            database_error: Mutex::new(None),
+        };
+        let workers = options
+            .jobs
+            .max(1)
+            .min(run.queue.lock().expect("queue lock").len());
+        futures::future::join_all((0..workers).map(|_| run.worker())).await;
+        report
+            .tenants
+            .extend(run.reports.into_inner().expect("reports lock"));
+        report.not_started = run
+            .queue
+            .into_inner()
+            .expect("queue lock")
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        report.database_error = run.database_error.into_inner().expect("error lock");
+    }
+    report.interrupted = cancel.is_cancelled();
+    report.tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+    report.duration = started.elapsed();
+    Ok(report)
+}
+
+/// The registered tenants, or only those asked for (each must exist).
+pub(crate) fn select_tenants(
+    all: Vec<Tenant>,
+    wanted: &[TenantName],
+) -> Result<Vec<Tenant>, Error> {
+    if wanted.is_empty() {
+        return Ok(all);
+    }
+    let mut by_name: HashMap<String, Tenant> =
+        all.into_iter().map(|t| (t.name.clone(), t)).collect();
+    let mut selected = Vec::new();
+    for name in wanted {
+        match by_name.remove(name.as_str()) {
+            Some(t) => selected.push(t),
+            None if selected.iter().any(|t: &Tenant| t.name == name.as_str()) => {}
+            None => {
+                return Err(Error::UnknownTenant {
+                    tenant: name.to_string(),
+                })
+            }
+        }
+    }
+    selected.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(selected)
+}
+
+/// Versions of `set` the ledger lacks; `None` when the ledger is missing.
+pub(crate) fn pending_versions(
+    set: &MigrationSet,
+    ledger: Option<&Vec<crate::AppliedMigration>>,
+) -> Option<Vec<i64>> {
+    let ledger = ledger?;
+    Some(
+        set.iter()
+            .filter(|m| !ledger.iter().any(|a| a.version == m.version))
+            .map(|m| m.version)
+            .collect(),
+    )
+}
+
+/// Applied migrations whose file changed, across all ledgers.
+pub(crate) fn changed_migrations(
+    set: &MigrationSet,
+    ledgers: &Ledgers,
+) -> Vec<(String, MigrationRef)> {
+    let mut changed: Vec<(String, MigrationRef)> = ledgers
+        .iter()
+        .filter_map(|(tenant, ledger)| Some((tenant, ledger.as_ref()?)))
+        .flat_map(|(tenant, ledger)| {
+            ledger.iter().filter_map(move |a| {
+                let m = set.get(a.version)?;
+                (m.checksum != a.checksum).then(|| (tenant.clone(), m.reference()))
+            })
+        })
+        .collect();
+    changed.sort_by(|a, b| (&a.0, a.1.version).cmp(&(&b.0, b.1.version)));
+    changed
+}
+
+fn refuse_changed(set: &MigrationSet, ledgers: &Ledgers) -> Result<(), Error> {
+    let changed = changed_migrations(set, ledgers);
+    if changed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::ChecksumChanged { changed })
+    }
+}
+
+fn quick_report(tenant: &Tenant, outcome: Outcome, applied: Vec<i64>) -> TenantReport {
+    TenantReport {
+        tenant: tenant.name.clone(),
+        outcome,
+        state: tenant.state,
+        applied,
+        attempts: 0,
+        duration: Duration::ZERO,
+        error: None,
+    }
+}
+
+/// Shared state of one run's workers.
+struct Run<'a> {
+    backend: &'a dyn Backend,
+    set: &'a MigrationSet,
+    options: &'a FleetOptions,
+    progress: ProgressSink<'a>,
+    cancel: &'a CancellationToken,
+    /// Stops scheduling: interruption, fail-fast, or the database gone.
+    stop: CancellationToken,
+    queue: Mutex<VecDeque<TenantName>>,
+    reports: Mutex<Vec<TenantReport>>,
+    database_error: Mutex<Option<String>>,
+}
+
+impl Run<'_> {
+    /// Takes tenants from the queue until it is empty or the run stops,
+    /// replacing its connection every `recycle_after` tenants.
+    async fn worker(&self) {
+        let mut session: Option<Box<dyn TenantSession>> = None;
+        let mut used = 0;
+        while !self.stop.is_cancelled() {
+            if session.is_none() || used >= self.options.recycle_after {
+                match self.backend.open_session().await {
+                    Ok(s) => (session, used) = (Some(s), 0),
+                    Err(e) => return self.database_gone(e.to_string()),
+                }
+            }
+            let Some(tenant) = self.queue.lock().expect("queue lock").pop_front() else {
+                return;
+            };
+            let active = session.as_mut().expect("a session was just opened");
+            let report = self.migrate_one(active.as_mut(), &tenant).await;
+            used += 1;
+            match report.error.as_ref().map(|e| e.kind) {
+                Some(FailureKind::Interrupted | FailureKind::ConnectionLost) => session = None,
+                Some(_) if self.options.fail_fast => self.stop.cancel(),
+                _ => {}
+            }
+            (self.progress)(Progress::TenantFinished(report.clone()));
+            self.reports.lock().expect("reports lock").push(report);
+        }
+    }
+
+    async fn migrate_one(
+        &self,
+        session: &mut dyn TenantSession,
+        tenant: &TenantName,
+    ) -> TenantReport {
+        (self.progress)(Progress::TenantStarted {
+            tenant: tenant.to_string(),
+        });
+        let started = Instant::now();
+        let mut attempts = 0;
+        let result = loop {
+            attempts += 1;
+            let attempt = tokio::select! {
+                result = session.migrate_tenant(tenant, self.set, &self.options.limits) => result,
+                () = self.cancel.cancelled() => Err(interrupted(tenant)),
+            };
+            match attempt {
+                Err(f)
+                    if f.kind == FailureKind::LockTimeout
+                        && attempts < self.options.lock_attempts =>
+                {
+                    (self.progress)(Progress::TenantRetrying {
+                        tenant: tenant.to_string(),
+                        attempt: attempts + 1,
+                    });
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempts))).await;
+                }
+                other => break other,
+            }
+        };
+        let (outcome, state, applied, error) = match result {
+            Ok(applied) => (Outcome::Migrated, TenantState::Ready, applied, None),
+            Err(failure) => {
+                let (outcome, state) = match failure.kind {
+                    FailureKind::Interrupted => (Outcome::Interrupted, TenantState::Pending),
+                    FailureKind::ConnectionLost => (Outcome::Failed, TenantState::Pending),
+                    _ => {
+                        if let Err(e) = session.record_failure(tenant, &failure).await {
+                            tracing::warn!(tenant = %tenant, error = %e, "could not record the failure");
+                        }
+                        (Outcome::Failed, TenantState::Failed)
+                    }
+                };
+                (outcome, state, Vec::new(), Some(failure))
+            }
+        };
+        TenantReport {
+            tenant: tenant.to_string(),
+            outcome,
+            state,
+            applied,
+            attempts,
+            duration: started.elapsed(),
+            error,
+        }
+    }
+
+    fn database_gone(&self, message: String) {
+        self.database_error
+            .lock()
+            .expect("error lock")
+            .get_or_insert(message);
+        self.stop.cancel();
+    }
+}
+
+fn interrupted(tenant: &TenantName) -> TenantFailure {
+    TenantFailure {
+        kind: FailureKind::Interrupted,
+        migration: None,
+        message: "interrupted; the tenant's transaction was rolled back".into(),
+        recovery: format!("run `tenantgate migrate --tenant {tenant}`"),
+    }
+}

@@ -1,0 +1,280 @@
+//! Migration sets loaded from a folder: versions, descriptions, checksums.
+//!
+//! A migration folder holds `tenant/` (applied to every tenant) and,
+//! optionally, `shared/` (applied once to the shared schema). Files are
+//! named `<version>_<description>.sql` as sqlx names them; files that do
+//! not end in `.sql` are ignored.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use sha2::{Digest, Sha384};
+
+use crate::Error;
+
+/// The first line that marks a migration to run outside a transaction.
+pub const NO_TRANSACTION_MARKER: &str = "-- no-transaction";
+
+/// A migration identified by version and file name, for reports and errors.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct MigrationRef {
+    /// The version from the file name.
+    pub version: i64,
+    /// The description from the file name (underscores read as spaces).
+    pub description: String,
+    /// The file name.
+    pub file: String,
+}
+
+/// One migration file, read and checksummed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migration {
+    /// The version from the file name.
+    pub version: i64,
+    /// The description from the file name, underscores read as spaces.
+    pub description: String,
+    /// The file name, for messages.
+    pub file: String,
+    /// The file's text.
+    pub sql: String,
+    /// SHA-384 of the file's bytes, as sqlx computes it.
+    pub checksum: Vec<u8>,
+    /// True when the file's first line is `-- no-transaction`.
+    pub no_transaction: bool,
+}
+
+impl Migration {
+    /// Builds a migration from a file name and its bytes, rejecting bad names
+    /// and non-UTF-8 content.
+    pub fn from_file(file: &str, bytes: &[u8]) -> Result<Self, String> {
+        let stem = file
+            .strip_suffix(".sql")
+            .ok_or_else(|| format!("{file}: a migration file name ends in .sql"))?;
+        if stem.ends_with(".up") || stem.ends_with(".down") {
+            return Err(format!(
+                "{file}: reversible (.up/.down) migrations are not supported; migrations are forward-only"
+            ));
+        }
+        let (version, description) = stem.split_once('_').ok_or_else(|| {
+            format!("{file}: expected <version>_<description>.sql, e.g. 0001_create_users.sql")
+        })?;
+        let version: i64 = match version.parse() {
+            Ok(v) if v >= 0 && version.bytes().all(|b| b.is_ascii_digit()) => v,
+            _ => {
+                return Err(format!(
+                    "{file}: the version {version:?} is not a non-negative integer; expected <version>_<description>.sql"
+                ))
+            }
+        };
+        if description.is_empty() {
+            return Err(format!(
+                "{file}: the description after the version is empty"
+            ));
+        }
+        let sql = std::str::from_utf8(bytes)
+            .map_err(|e| format!("{file}: not UTF-8 text ({e})"))?
+            .to_owned();
+        Ok(Self {
+            version,
+            description: description.replace('_', " "),
+            file: file.to_owned(),
+            no_transaction: sql.starts_with(NO_TRANSACTION_MARKER),
+            checksum: Sha384::digest(bytes).to_vec(),
+            sql,
+        })
+    }
+
+    /// This migration's identity for reports.
+    pub fn reference(&self) -> MigrationRef {
+        MigrationRef {
+            version: self.version,
+            description: self.description.clone(),
+            file: self.file.clone(),
+        }
+    }
+}
+
+/// An ordered set of migrations with unique versions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationSet {
+    by_version: BTreeMap<i64, Migration>,
+}
+
+impl MigrationSet {
+    /// Loads every `.sql` file of `dir` (not recursing). Rejects badly named
+    /// files and duplicate versions.
+    pub fn load(dir: &Path) -> Result<Self, Error> {
+        let folder_error = |path: &Path, reason: String| Error::MigrationFolder {
+            path: path.to_owned(),
+            reason,
+        };
+        let entries =
+            fs::read_dir(dir).map_err(|e| folder_error(dir, format!("cannot read: {e}")))?;
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| folder_error(dir, format!("cannot read: {e}")))?;
+            let path = entry.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+                continue;
+            };
+            if !name.ends_with(".sql") || !path.is_file() {
+                continue;
+            }
+            let bytes =
+                fs::read(&path).map_err(|e| folder_error(&path, format!("cannot read: {e}")))?;
+            files.push((name, bytes));
+        }
+        Self::from_files(files).map_err(|reason| folder_error(dir, reason))
+    }
+
+    /// Builds a set from (file name, contents) pairs, for migrations embedded
+    /// in a binary. Rejects badly named files and duplicate versions.
+    pub fn from_files<N: AsRef<str>, B: AsRef<[u8]>>(
+        files: impl IntoIterator<Item = (N, B)>,
+    ) -> Result<Self, String> {
+        let mut by_version = BTreeMap::new();
+        for (name, bytes) in files {
+            let migration = Migration::from_file(name.as_ref(), bytes.as_ref())?;
+            if let Some(other) = by_version.get(&migration.version) {
+                let other: &Migration = other;
+                return Err(format!(
+                    "{} and {} share version {}; versions must be unique",
+                    other.file, migration.file, migration.version
+                ));
+            }
+            by_version.insert(migration.version, migration);
+        }
+        Ok(Self { by_version })
+    }
+
+    /// The migrations in version order.
+    pub fn iter(&self) -> impl Iterator<Item = &Migration> {
+        self.by_version.values()
+    }
+
+    /// The migration with this version.
+    pub fn get(&self, version: i64) -> Option<&Migration> {
+        self.by_version.get(&version)
+    }
+
+    /// How many migrations the set holds.
+    pub fn len(&self) -> usize {
+        self.by_version.len()
+    }
+
+    /// True when the set holds no migration.
+    pub fn is_empty(&self) -> bool {
+        self.by_version.is_empty()
+    }
+
+    /// The highest version, if any.
+    pub fn latest_version(&self) -> Option<i64> {
+        self.by_version.keys().next_back().copied()
+    }
+
+    /// A copy holding only the migrations up to and including `version`.
+    pub fn up_to(&self, version: i64) -> Self {
+        Self {
+            by_version: self
+                .by_version
+                .range(..=version)
+                .map(|(v, m)| (*v, m.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// A migration folder: the shared set and the tenant set.
+#[derive(Debug, Clone, Default)]
+pub struct MigrationFolder {
+    /// Where it was loaded from.
+    pub root: PathBuf,
+    /// Migrations for the shared (public) schema; empty when `shared/` is absent.
+    pub shared: MigrationSet,
+    /// Migrations applied to every tenant.
+    pub tenant: MigrationSet,
+}
+
+impl MigrationFolder {
+    /// Loads `root/shared` (optional) and `root/tenant` (required).
+    pub fn load(root: impl AsRef<Path>) -> Result<Self, Error> {
+        let root = root.as_ref();
+        let tenant_dir = root.join("tenant");
+        if !tenant_dir.is_dir() {
+            return Err(Error::MigrationFolder {
+                path: tenant_dir,
+                reason: "missing; a migration folder holds tenant/ (and optionally shared/)".into(),
+            });
+        }
+        let shared_dir = root.join("shared");
+        let shared = if shared_dir.is_dir() {
+            MigrationSet::load(&shared_dir)?
+        } else {
+            MigrationSet::default()
+        };
+        Ok(Self {
+            root: root.to_owned(),
+            shared,
+            tenant: MigrationSet::load(&tenant_dir)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sqlx_style_names() {
+        let m = Migration::from_file("0003_auth_initial.sql", b"-- only a comment\n").unwrap();
+        assert_eq!((m.version, m.description.as_str()), (3, "auth initial"));
+        assert_eq!(m.checksum.len(), 48);
+        assert!(!m.no_transaction);
+        let m = Migration::from_file(
+            "20240101_idx.sql",
+            b"-- no-transaction\nCREATE INDEX CONCURRENTLY x ON y (z);",
+        )
+        .unwrap();
+        assert!(m.no_transaction);
+    }
+
+    #[test]
+    fn rejects_bad_names() {
+        for name in [
+            "abc.sql",
+            "x_abc.sql",
+            "-1_a.sql",
+            "0001_.sql",
+            "0001.sql",
+            "0001_a.down.sql",
+            "+1_a.sql",
+        ] {
+            assert!(Migration::from_file(name, b"").is_err(), "{name} accepted");
+        }
+        assert!(Migration::from_file("0001_a.sql", &[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn rejects_duplicate_versions_and_orders_the_rest() {
+        let err = MigrationSet::from_files([("1_a.sql", ""), ("01_b.sql", "")]).unwrap_err();
+        assert!(err.contains("share version 1"), "{err}");
+        let set = MigrationSet::from_files([("10_b.sql", ""), ("2_a.sql", "")]).unwrap();
+        assert_eq!(set.iter().map(|m| m.version).collect::<Vec<_>>(), [2, 10]);
+    }
+
+    #[test]
+    fn loads_a_folder_ignoring_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("tenant")).unwrap();
+        fs::write(dir.path().join("tenant/0001_a.sql"), "select 1;").unwrap();
+        fs::write(dir.path().join("tenant/README.md"), "notes").unwrap();
+        let folder = MigrationFolder::load(dir.path()).unwrap();
+        assert_eq!(folder.tenant.len(), 1);
+        assert!(folder.shared.is_empty());
+        fs::write(dir.path().join("tenant/bad.sql"), "").unwrap();
+        assert!(MigrationFolder::load(dir.path()).is_err());
+    }
+}

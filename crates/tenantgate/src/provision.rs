@@ -1,0 +1,74 @@
+//! Creating and dropping tenants, all or nothing.
+
+use std::time::{Duration, Instant};
+
+use crate::{backend::Limits, Backend, Domain, Error, MigrationFolder, TenantName, TenantState};
+
+/// What a successful `create_tenant` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Provisioned {
+    /// The tenant, which is also its schema's name.
+    pub tenant: TenantName,
+    /// Domains that now route to it.
+    pub domains: Vec<Domain>,
+    /// Versions applied, in order.
+    pub applied: Vec<i64>,
+    /// Its state afterwards (always `ready`).
+    pub state: TenantState,
+    /// How long provisioning took.
+    #[serde(serialize_with = "crate::fleet::millis")]
+    pub duration: Duration,
+}
+
+/// Provisions `tenant` atomically: shared migrations first, then one
+/// transaction that creates the schema, applies every tenant migration (up
+/// to the first `-- no-transaction` one), writes their ledger rows, the
+/// registry row and the domains. When that transaction fails, nothing of the
+/// tenant exists and the failure is recorded as an event.
+///
+/// No-transaction migrations run right after the commit; until they
+/// succeed the tenant is `pending`, and if one fails it is `failed` and
+/// [`Error::TenantLeftFailed`] is returned.
+pub async fn create_tenant(
+    backend: &dyn Backend,
+    folder: &MigrationFolder,
+    tenant: &TenantName,
+    domains: &[Domain],
+    limits: &Limits,
+) -> Result<Provisioned, Error> {
+    let started = Instant::now();
+    let mut domains = domains.to_vec();
+    domains.sort();
+    domains.dedup();
+    backend.prepare().await?;
+    backend.apply_shared(&folder.shared, limits).await?;
+    let mut applied = backend
+        .create_tenant(tenant, &domains, &folder.tenant, limits)
+        .await?;
+    if applied.len() < folder.tenant.len() {
+        let mut session = backend.open_session().await?;
+        match session.migrate_tenant(tenant, &folder.tenant, limits).await {
+            Ok(more) => applied.extend(more),
+            Err(failure) => {
+                session.record_failure(tenant, &failure).await?;
+                return Err(Error::TenantLeftFailed {
+                    tenant: tenant.to_string(),
+                    failure,
+                });
+            }
+        }
+    }
+    Ok(Provisioned {
+        tenant: tenant.clone(),
+        domains,
+        applied,
+        state: TenantState::Ready,
+        duration: started.elapsed(),
+    })
+}
+
+/// Removes `tenant`: schema, ledger, registry row and domains, in one transaction.
+pub async fn drop_tenant(backend: &dyn Backend, tenant: &TenantName) -> Result<(), Error> {
+    backend.prepare().await?;
+    backend.drop_tenant(tenant).await
+}

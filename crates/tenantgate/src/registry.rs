@@ -1,0 +1,110 @@
+//! The registry's view of tenants: names, placements, states, domains.
+//!
+//! On PostgreSQL the registry lives in schema `tenantgate` beside the tenant
+//! schemas, so a tenant's migrations and its registry row commit together.
+
+use std::fmt;
+
+use crate::{migrations::MigrationSet, Domain};
+
+/// The placement every tenant has until scale-out assigns others.
+pub const DEFAULT_PLACEMENT: &str = "default";
+
+/// A tenant's state as the registry records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantState {
+    /// Its ledger holds every migration known when it was last written.
+    Ready,
+    /// Migrations are missing (or a no-transaction migration has yet to run).
+    Pending,
+    /// The last attempt to migrate it failed; the error is kept.
+    Failed,
+    /// The live catalog disagrees with what its ledger promises.
+    Drift,
+}
+
+impl TenantState {
+    /// The state's name as stored and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantState::Ready => "ready",
+            TenantState::Pending => "pending",
+            TenantState::Failed => "failed",
+            TenantState::Drift => "drift",
+        }
+    }
+
+    /// Parses a stored state name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "ready" => TenantState::Ready,
+            "pending" => TenantState::Pending,
+            "failed" => TenantState::Failed,
+            "drift" => TenantState::Drift,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for TenantState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One row of a tenant's ledger.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AppliedMigration {
+    /// The migration's version.
+    pub version: i64,
+    /// The description recorded when it was applied.
+    pub description: String,
+    /// SHA-384 of the file as it was applied.
+    #[serde(with = "hex_bytes")]
+    pub checksum: Vec<u8>,
+}
+
+/// A registered tenant.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Tenant {
+    /// The tenant's name, which is also its schema's name.
+    pub name: String,
+    /// Which database server holds it.
+    pub placement: String,
+    /// The state the registry records.
+    pub state: TenantState,
+    /// Versions its ledger held when the registry row was last written.
+    pub applied_versions: Vec<i64>,
+    /// Domains that route to it.
+    pub domains: Vec<Domain>,
+    /// The error of the last failed attempt, or the drift found.
+    pub last_error: Option<String>,
+    /// When the tenant was created (RFC 3339).
+    pub created_at: String,
+    /// When its registry row last changed (RFC 3339).
+    pub updated_at: String,
+}
+
+impl Tenant {
+    /// The state as seen against `set`: a `ready` tenant whose recorded
+    /// versions lack a migration of the set is `pending`.
+    pub fn effective_state(&self, set: &MigrationSet) -> TenantState {
+        match self.state {
+            TenantState::Ready
+                if set
+                    .iter()
+                    .any(|m| !self.applied_versions.contains(&m.version)) =>
+            {
+                TenantState::Pending
+            }
+            state => state,
+        }
+    }
+}
+
+mod hex_bytes {
+    pub(super) fn serialize<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(bytes))
+    }
+}

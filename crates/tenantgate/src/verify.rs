@@ -1,0 +1,319 @@
+//! Verification: every tenant's ledger against the migration files, and
+//! (deep) every tenant's live catalog against what its ledger promises.
+//!
+//! A deep verification records `drift` in the registry for tenants whose
+//! catalog differs, so the request guard blocks them, and clears it for
+//! tenants found clean again. `fix` applies missing migrations the way
+//! `migrate` does; what it cannot repair is reported with recovery steps.
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    backend::StateChange,
+    fleet::{self, FleetOptions, FleetReport},
+    migrations::MigrationRef,
+    progress::ProgressSink,
+    AppliedMigration, Backend, Error, MigrationFolder, MigrationSet, Tenant, TenantName,
+    TenantState,
+};
+
+/// How to verify.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Also compare each tenant's live catalog with its ledger's promise.
+    pub deep: bool,
+    /// Apply missing migrations, then verify again.
+    pub fix: bool,
+    /// Fleet settings used by `fix`; its `tenants` also limits verification.
+    pub fleet: FleetOptions,
+}
+
+/// What verification found for one tenant.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TenantCheck {
+    /// The tenant.
+    pub tenant: String,
+    /// Its registry state after verification.
+    pub state: TenantState,
+    /// True when nothing is wrong.
+    pub ok: bool,
+    /// Migrations of the folder its ledger lacks.
+    pub missing: Vec<MigrationRef>,
+    /// Applied migrations whose file changed since.
+    pub changed: Vec<MigrationRef>,
+    /// Applied versions that have no file in the folder.
+    pub unknown: Vec<i64>,
+    /// True when its schema or ledger table does not exist.
+    pub ledger_missing: bool,
+    /// Differences between the live catalog and the ledger's promise (deep only).
+    pub drift: Vec<String>,
+    /// The error of its last failed attempt, while it is `failed`.
+    pub last_error: Option<String>,
+    /// What to do about each problem.
+    pub recovery: Vec<String>,
+}
+
+/// Shared-schema findings.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SharedCheck {
+    /// Shared migrations not applied.
+    pub missing: Vec<MigrationRef>,
+    /// Applied shared migrations whose file changed.
+    pub changed: Vec<MigrationRef>,
+    /// Applied shared versions without a file.
+    pub unknown: Vec<i64>,
+}
+
+/// The result of a verification.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct VerifyReport {
+    /// Whether the catalog was compared too.
+    pub deep: bool,
+    /// The shared schema.
+    pub shared: SharedCheck,
+    /// Per tenant, ordered by name.
+    pub tenants: Vec<TenantCheck>,
+    /// What `fix` did, when asked.
+    pub fixed: Option<FleetReport>,
+}
+
+impl VerifyReport {
+    /// True when the shared schema and every tenant verified clean.
+    pub fn all_ok(&self) -> bool {
+        self.shared.missing.is_empty()
+            && self.shared.changed.is_empty()
+            && self.shared.unknown.is_empty()
+            && self.tenants.iter().all(|t| t.ok)
+    }
+}
+
+/// Verifies the shared schema and the tenants; see the module docs.
+pub async fn verify(
+    backend: &dyn Backend,
+    folder: &MigrationFolder,
+    options: &VerifyOptions,
+    progress: ProgressSink<'_>,
+    cancel: &CancellationToken,
+) -> Result<VerifyReport, Error> {
+    backend.prepare().await?;
+    let mut report = check(backend, folder, options).await?;
+    if options.fix {
+        let fixable: Vec<TenantName> = report
+            .tenants
+            .iter()
+            .filter(|t| {
+                t.changed.is_empty()
+                    && !t.ledger_missing
+                    && (!t.missing.is_empty() || t.state == TenantState::Failed)
+            })
+            .filter_map(|t| TenantName::parse(&t.tenant).ok())
+            .collect();
+        let shared_fixable = !report.shared.missing.is_empty() && report.shared.changed.is_empty();
+        if !fixable.is_empty() || shared_fixable {
+            let fleet_options = FleetOptions {
+                tenants: fixable.clone(),
+                dry_run: false,
+                ..options.fleet.clone()
+            };
+            let fixed = if fixable.is_empty() {
+                backend
+                    .apply_shared(&folder.shared, &fleet_options.limits)
+                    .await?;
+                FleetReport::default()
+            } else {
+                fleet::migrate(backend, folder, &fleet_options, progress, cancel).await?
+            };
+            let fixed_report = check(backend, folder, options).await?;
+            report = VerifyReport {
+                fixed: Some(fixed),
+                ..fixed_report
+            };
+        }
+    }
+    Ok(report)
+}
+
+/// One verification pass: ledgers, then (deep) catalogs and registry states.
+async fn check(
+    backend: &dyn Backend,
+    folder: &MigrationFolder,
+    options: &VerifyOptions,
+) -> Result<VerifyReport, Error> {
+    let shared_ledger = backend.shared_ledger().await?;
+    let (missing, changed, unknown) = compare(&folder.shared, &shared_ledger);
+    let shared = SharedCheck {
+        missing,
+        changed,
+        unknown,
+    };
+
+    let tenants = fleet::select_tenants(backend.tenants().await?, &options.fleet.tenants)?;
+    let names: Vec<TenantName> = tenants
+        .iter()
+        .filter_map(|t| TenantName::parse(&t.name).ok())
+        .collect();
+    let ledgers = backend.read_ledgers(&names).await?;
+    let mut checks: Vec<TenantCheck> = tenants
+        .iter()
+        .map(|t| {
+            check_ledger(
+                t,
+                &folder.tenant,
+                ledgers.get(&t.name).and_then(Option::as_ref),
+            )
+        })
+        .collect();
+
+    if options.deep {
+        let comparable: Vec<(TenantName, Vec<i64>)> = checks
+            .iter()
+            .zip(&names)
+            .filter(|(c, _)| !c.ledger_missing && c.changed.is_empty() && c.unknown.is_empty())
+            .map(|(c, name)| {
+                let applied = ledgers[&c.tenant]
+                    .iter()
+                    .flatten()
+                    .map(|a| a.version)
+                    .collect();
+                (name.clone(), applied)
+            })
+            .collect();
+        let drift = backend.catalog_drift(&folder.tenant, &comparable).await?;
+        let mut changes = Vec::new();
+        for ((check, tenant), name) in checks.iter_mut().zip(&tenants).zip(&names) {
+            if let Some(differences) = drift.get(&check.tenant) {
+                check.drift = differences.clone();
+                check.state = TenantState::Drift;
+                check.recovery.push(format!(
+                    "schema {} differs from what its ledger promises: restore the objects from a backup, or delete \
+                     the ledger rows of the migrations that created them from {}._tenantgate_migrations and run \
+                     `tenantgate migrate --tenant {name}`",
+                    name.quoted(),
+                    name.quoted()
+                ));
+                changes.push(StateChange {
+                    tenant: name.clone(),
+                    state: TenantState::Drift,
+                    detail: Some(drift_summary(differences)),
+                });
+            } else if tenant.state == TenantState::Drift
+                && comparable.iter().any(|(t, _)| t == name)
+            {
+                check.state = if check.missing.is_empty() {
+                    TenantState::Ready
+                } else {
+                    TenantState::Pending
+                };
+                changes.push(StateChange {
+                    tenant: name.clone(),
+                    state: check.state,
+                    detail: None,
+                });
+            }
+        }
+        backend.record_states(&changes).await?;
+    }
+    for check in &mut checks {
+        check.ok = check.missing.is_empty()
+            && check.changed.is_empty()
+            && check.unknown.is_empty()
+            && !check.ledger_missing
+            && check.drift.is_empty()
+            && !matches!(check.state, TenantState::Failed | TenantState::Drift);
+    }
+    Ok(VerifyReport {
+        deep: options.deep,
+        shared,
+        tenants: checks,
+        fixed: None,
+    })
+}
+
+/// A one-line summary of drift for the registry: whole relations first.
+fn drift_summary(differences: &[String]) -> String {
+    let mut sorted: Vec<&String> = differences.iter().collect();
+    sorted.sort_by_key(|d| !d.contains(" relation "));
+    match sorted.as_slice() {
+        [] => "drift".into(),
+        [only] => format!("drift: {only}"),
+        [first, rest @ ..] => format!("drift: {first} (and {} more difference(s))", rest.len()),
+    }
+}
+
+/// Missing, changed and unknown migrations of a ledger against a set.
+fn compare(
+    set: &MigrationSet,
+    ledger: &[AppliedMigration],
+) -> (Vec<MigrationRef>, Vec<MigrationRef>, Vec<i64>) {
+    let missing = set
+        .iter()
+        .filter(|m| !ledger.iter().any(|a| a.version == m.version))
+        .map(|m| m.reference())
+        .collect();
+    let changed = ledger
+        .iter()
+        .filter_map(|a| set.get(a.version).filter(|m| m.checksum != a.checksum))
+        .map(|m| m.reference())
+        .collect();
+    let unknown = ledger
+        .iter()
+        .filter(|a| set.get(a.version).is_none())
+        .map(|a| a.version)
+        .collect();
+    (missing, changed, unknown)
+}
+
+fn check_ledger(
+    tenant: &Tenant,
+    set: &MigrationSet,
+    ledger: Option<&Vec<AppliedMigration>>,
+) -> TenantCheck {
+    let name = &tenant.name;
+    let mut check = TenantCheck {
+        tenant: name.clone(),
+        state: tenant.effective_state(set),
+        ok: false,
+        missing: Vec::new(),
+        changed: Vec::new(),
+        unknown: Vec::new(),
+        ledger_missing: ledger.is_none(),
+        drift: Vec::new(),
+        last_error: (tenant.state != TenantState::Ready)
+            .then(|| tenant.last_error.clone())
+            .flatten(),
+        recovery: Vec::new(),
+    };
+    let Some(ledger) = ledger else {
+        check.recovery.push(format!(
+            "schema \"{name}\" or its ledger is gone: restore it from a backup, or run \
+             `tenantgate tenants drop {name} --yes` and create the tenant again"
+        ));
+        return check;
+    };
+    (check.missing, check.changed, check.unknown) = compare(set, ledger);
+    if !check.missing.is_empty() {
+        check.state = match check.state {
+            TenantState::Ready => TenantState::Pending,
+            other => other,
+        };
+        check.recovery.push(format!(
+            "run `tenantgate migrate --tenant {name}` (or `tenantgate verify --fix`)"
+        ));
+    } else if check.state == TenantState::Failed {
+        check
+            .recovery
+            .push(format!("run `tenantgate migrate --tenant {name}` to retry"));
+    }
+    for m in &check.changed {
+        check.recovery.push(format!(
+            "restore {} as it was applied (migrations are forward-only; put new changes in a new migration)",
+            m.file
+        ));
+    }
+    for v in &check.unknown {
+        check.recovery.push(format!(
+            "applied migration {v} has no file here: deploy the migration folder that has it"
+        ));
+    }
+    check
+}
