@@ -150,7 +150,7 @@ pub enum Error {
         /// The tenant.
         tenant: String,
         /// What failed and how to recover.
-        failure: TenantFailure,
+        failure: Box<TenantFailure>,
     },
     /// Applied migrations whose files changed since; `migrate` refuses to run.
     #[error("{} applied migration(s) changed since they were applied, first: {} in {}; restore the original file (migrations are forward-only: add a new migration for new changes)", changed.len(), changed[0].1.file, changed[0].0)]
@@ -173,7 +173,7 @@ pub enum Error {
         /// The tenant.
         tenant: String,
         /// What failed and how to recover.
-        failure: TenantFailure,
+        failure: Box<TenantFailure>,
     },
     /// The operation was interrupted before it finished.
     #[error("interrupted")]

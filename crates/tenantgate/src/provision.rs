@@ -53,7 +53,7 @@ pub async fn create_tenant(
                 session.record_failure(tenant, &failure).await?;
                 return Err(Error::TenantLeftFailed {
                     tenant: tenant.to_string(),
-                    failure,
+                    failure: Box::new(failure),
                 });
             }
         }

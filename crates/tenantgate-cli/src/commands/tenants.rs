@@ -45,9 +45,7 @@ pub(crate) async fn run(
             let mut tenants = backend.tenants().await?;
             tenants.retain(|t| t.name == tenant.as_str());
             apply_effective_states(global, &mut tenants);
-            let found = tenants
-                .pop()
-                .ok_or_else(|| Error::UnknownTenant { tenant: name })?;
+            let found = tenants.pop().ok_or(Error::UnknownTenant { tenant: name })?;
             output::tenant_detail(global, &found);
             Ok(exit::OK)
         }

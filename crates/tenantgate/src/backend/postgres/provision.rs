@@ -52,7 +52,7 @@ pub(crate) async fn create_tenant(
             }
             Err(Error::ProvisionFailed {
                 tenant: tenant.to_string(),
-                failure,
+                failure: Box::new(failure),
             })
         }
     }

@@ -1,0 +1,389 @@
+//! Fleet migration: one transaction per tenant, failures isolated and
+//! reported, reruns touch only what is not ready, no double apply.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::{
+    backend_tests,
+    harness::{eventually, Harness},
+};
+
+backend_tests!(
+    one_failing_tenant_is_rolled_back_and_the_rest_proceed,
+    locked_tenant_is_retried_then_reported,
+    two_migrators_apply_each_migration_once,
+    dry_run_changes_nothing,
+    each_tenant_runs_in_its_own_schema_under_load,
+    registry_state_follows_the_ledger_and_is_announced,
+    interrupt_rolls_back_in_flight_and_reports_the_rest,
+    lost_connection_exits_3_with_a_summary,
+    shared_migrations_apply_once_before_tenants,
+);
+
+fn tenant<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tenant"] == name)
+        .unwrap_or_else(|| panic!("{name} in {report}"))
+}
+
+async fn one_failing_tenant_is_rolled_back_and_the_rest_proceed(h: Harness) {
+    h.write_tables(2);
+    let names = ["t_a", "t_b", "t_c", "t_d", "t_e"];
+    h.create(&names).await;
+    h.write(
+        "0003_widgets.sql",
+        "CREATE TABLE widgets (id int); INSERT INTO widgets VALUES (1);",
+    );
+    h.exec_in_tenant("t_c", "CREATE TABLE widgets (conflicting text)")
+        .await;
+
+    let run = h.run(&["migrate", "--json", "--jobs", "3"]).await;
+    run.expect(1);
+    let report = run.json();
+    let failed = tenant(&report, "t_c");
+    assert_eq!(failed["outcome"], "failed");
+    assert_eq!(failed["state"], "failed");
+    assert_eq!(failed["error"]["migration"]["version"], 3);
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already exists"),
+        "{failed}"
+    );
+    assert!(failed["error"]["recovery"]
+        .as_str()
+        .unwrap()
+        .contains("tenantgate migrate --tenant t_c"));
+    for name in ["t_a", "t_b", "t_d", "t_e"] {
+        let t = tenant(&report, name);
+        assert_eq!(
+            (t["outcome"].as_str(), t["state"].as_str()),
+            (Some("migrated"), Some("ready")),
+            "{t}"
+        );
+        assert_eq!(t["applied"], serde_json::json!([3]));
+        assert!(t["duration_ms"].as_f64().is_some());
+        assert_eq!(h.ledger(name).await, [1, 2, 3]);
+    }
+    assert_eq!(h.ledger("t_c").await, [1, 2], "rolled back");
+    assert_eq!(h.state("t_c").await, "failed");
+    let kept: Option<String> = h
+        .db()
+        .query_one(
+            "SELECT last_error FROM tenantgate.tenants WHERE name = 't_c'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(kept.unwrap().contains("already exists"));
+
+    h.exec_in_tenant("t_c", "DROP TABLE widgets").await;
+    let run = h.run(&["migrate", "--json"]).await;
+    run.expect(0);
+    let report = run.json();
+    assert_eq!(tenant(&report, "t_c")["outcome"], "migrated");
+    for name in ["t_a", "t_b", "t_d", "t_e"] {
+        assert_eq!(
+            tenant(&report, name)["outcome"],
+            "up_to_date",
+            "only the not-ready tenant is touched"
+        );
+    }
+    assert_eq!(h.state("t_c").await, "ready");
+    assert_eq!(
+        h.count(
+            "SELECT count(*)::bigint FROM t_c.widgets WHERE id = $1::text::int",
+            "1"
+        )
+        .await,
+        1
+    );
+}
+
+async fn locked_tenant_is_retried_then_reported(h: Harness) {
+    h.write_tables(1);
+    h.create(&["t_a", "t_b"]).await;
+    h.write("0002_alter.sql", "ALTER TABLE t1 ADD COLUMN extra int;");
+    let blocker = crate::harness::connect(&h.url).await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE t_a.t1 IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let run = h
+        .run(&[
+            "migrate",
+            "--json",
+            "--lock-timeout",
+            "100ms",
+            "--lock-attempts",
+            "2",
+        ])
+        .await;
+    run.expect(1);
+    let report = run.json();
+    let locked = tenant(&report, "t_a");
+    assert_eq!(locked["error"]["kind"], "lock_timeout");
+    assert_eq!(locked["attempts"], 2);
+    assert!(locked["error"]["recovery"]
+        .as_str()
+        .unwrap()
+        .contains("pg_locks"));
+    assert_eq!(tenant(&report, "t_b")["state"], "ready");
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    h.run(&["migrate"]).await.expect(0);
+    assert_eq!(h.ledger("t_a").await, [1, 2]);
+}
+
+async fn two_migrators_apply_each_migration_once(h: Harness) {
+    h.write_tables(1);
+    let names: Vec<String> = (0..12).map(|i| format!("t_{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    h.create(&refs).await;
+    h.write(
+        "shared/0001_shared_counter.sql",
+        "CREATE TABLE shared_counter (n int);",
+    );
+    h.write(
+        "0002_counter.sql",
+        "CREATE TABLE counter (n int); INSERT INTO counter VALUES (1); SELECT pg_sleep(0.02);",
+    );
+    h.write("0003_more.sql", "INSERT INTO counter VALUES (2);");
+    let (a, b) = tokio::join!(
+        h.run(&["migrate", "--json", "--jobs", "3"]),
+        h.run(&["migrate", "--json", "--jobs", "3"])
+    );
+    a.expect(0);
+    b.expect(0);
+    for name in &names {
+        assert_eq!(h.ledger(name).await, [1, 2, 3]);
+        let rows = h
+            .db()
+            .query(&format!("SELECT n FROM {name}.counter ORDER BY n"), &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>(),
+            [1, 2],
+            "{name}: applied exactly once"
+        );
+    }
+    assert_eq!(
+        h.count(
+            "SELECT count(*) FROM tenantgate._shared_migrations WHERE version = $1::text::bigint",
+            "1"
+        )
+        .await,
+        1
+    );
+}
+
+async fn dry_run_changes_nothing(h: Harness) {
+    h.write_tables(1);
+    h.create(&["t_a", "t_b"]).await;
+    h.write("0002_t2.sql", "CREATE TABLE t2 (id int);");
+    let run = h.run(&["migrate", "--dry-run", "--json"]).await;
+    run.expect(0);
+    let report = run.json();
+    assert_eq!(report["dry_run"], true);
+    assert_eq!(tenant(&report, "t_a")["outcome"], "planned");
+    assert_eq!(tenant(&report, "t_a")["applied"], serde_json::json!([2]));
+    assert_eq!(h.ledger("t_a").await, [1]);
+    let text = h.run(&["migrate", "--dry-run"]).await;
+    assert!(text.stdout.contains("would apply [2]"), "{}", text.stdout);
+    h.run(&["migrate", "--tenant", "nobody"]).await.expect(1);
+}
+
+async fn each_tenant_runs_in_its_own_schema_under_load(h: Harness) {
+    h.write_tables(1);
+    let names: Vec<String> = (0..16).map(|i| format!("t_{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    h.create(&refs).await;
+    // Unqualified names resolve through search_path: a leak would put a
+    // tenant's rows in another tenant's schema.
+    h.write("0002_whoami.sql", "CREATE TABLE whoami AS SELECT current_schema()::text AS s, current_setting('search_path') AS p;");
+    h.run(&["migrate", "--jobs", "4"]).await.expect(0);
+    for name in &names {
+        let row = h
+            .db()
+            .query_one(&format!("SELECT s, p FROM {name}.whoami"), &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), *name);
+        assert!(
+            row.get::<_, String>(1).starts_with(&format!("\"{name}\""))
+                || row.get::<_, String>(1).starts_with(name.as_str())
+        );
+    }
+}
+
+async fn registry_state_follows_the_ledger_and_is_announced(h: Harness) {
+    h.write_tables(1);
+    h.create(&["t_a"]).await;
+    let (listener, mut connection) = tokio_postgres::connect(&h.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        use futures::StreamExt;
+        while let Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) = messages.next().await {
+            let _ = tx.send(n.payload().to_owned());
+        }
+    });
+    listener.batch_execute("LISTEN tenantgate").await.unwrap();
+    h.write("0002_t2.sql", "CREATE TABLE t2 (id int);");
+    h.run(&["migrate"]).await.expect(0);
+    let payload = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a notification")
+        .unwrap();
+    assert_eq!(payload, "t_a");
+    let row = h
+        .db()
+        .query_one(
+            "SELECT applied_versions, state FROM tenantgate.tenants WHERE name = 't_a'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Vec<i64>>(0), h.ledger("t_a").await);
+    assert_eq!(row.get::<_, String>(1), "ready");
+}
+
+async fn interrupt_rolls_back_in_flight_and_reports_the_rest(h: Harness) {
+    h.write_tables(1);
+    let names = ["t_a", "t_b", "t_c", "t_d"];
+    h.create(&names).await;
+    h.write(
+        "0002_slow.sql",
+        "CREATE TABLE slow (id int); SELECT pg_sleep(3);",
+    );
+    let child = h.spawn(&["migrate", "--jobs", "1", "--json"]);
+    let pid = child.id().unwrap();
+    let started = || async {
+        h.count(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE $1 AND pid <> pg_backend_pid()",
+            "%pg_sleep(3)%",
+        )
+        .await
+            > 0
+    };
+    assert!(eventually(Duration::from_secs(10), started).await);
+    std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["interrupted"], true);
+    let interrupted: Vec<&Value> = report["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["outcome"] == "interrupted")
+        .collect();
+    assert_eq!(interrupted.len(), 1, "{report}");
+    assert_eq!(
+        report["not_started"].as_array().unwrap().len(),
+        3,
+        "{report}"
+    );
+    let gone = || async { !started().await };
+    assert!(eventually(Duration::from_secs(15), gone).await);
+    for name in names {
+        assert_eq!(
+            h.ledger(name).await,
+            [1],
+            "{name}: rolled back or never started"
+        );
+        assert_eq!(
+            h.count(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename = 'slow'",
+                name
+            )
+            .await,
+            0
+        );
+    }
+}
+
+async fn lost_connection_exits_3_with_a_summary(h: Harness) {
+    h.write_tables(1);
+    h.create(&["t_a", "t_b"]).await;
+    h.write(
+        "0002_slow.sql",
+        "CREATE TABLE slow (id int); SELECT pg_sleep(5);",
+    );
+    let child = h.spawn(&["migrate", "--jobs", "2", "--json"]);
+    let sleeping = || async {
+        h.count(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE $1 AND pid <> pg_backend_pid()",
+            "%pg_sleep(5)%",
+        )
+        .await
+            >= 2
+    };
+    assert!(eventually(Duration::from_secs(10), sleeping).await);
+    h.db()
+        .batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(5)%' AND pid <> pg_backend_pid()")
+        .await
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(tenant(&report, "t_a")["error"]["kind"], "connection_lost");
+    assert_eq!(h.ledger("t_a").await, [1]);
+    h.run(&["migrate"]).await.expect(0);
+    assert_eq!(h.ledger("t_b").await, [1, 2]);
+}
+
+async fn shared_migrations_apply_once_before_tenants(h: Harness) {
+    h.write(
+        "shared/0001_plans.sql",
+        "CREATE TABLE public.plans (id int PRIMARY KEY); INSERT INTO public.plans VALUES (1);",
+    );
+    h.write(
+        "0001_subscriptions.sql",
+        "CREATE TABLE subscriptions (plan int REFERENCES public.plans (id));",
+    );
+    h.create(&["t_a"]).await;
+    h.run(&["migrate"]).await.expect(0);
+    assert_eq!(
+        h.count(
+            "SELECT count(*) FROM public.plans WHERE id = $1::text::int",
+            "1"
+        )
+        .await,
+        1
+    );
+    h.write(
+        "shared/0002_bad.sql",
+        "INSERT INTO public.plans VALUES (1);",
+    );
+    let run = h.run(&["migrate"]).await;
+    run.expect(1);
+    assert!(
+        run.stderr.contains("shared migration 2 (0002_bad.sql)"),
+        "{}",
+        run.stderr
+    );
+}

@@ -1,0 +1,12 @@
+//! Behaviour tests: the `tenantgate` binary against a real store.
+//!
+//! Every scenario is written once against [`harness::Harness`] and run for
+//! each backend by `backend_tests!`, so a new backend runs the same suite.
+
+mod harness;
+
+mod checksums;
+mod cli_errors;
+mod fleet;
+mod provisioning;
+mod verification;
