@@ -232,7 +232,14 @@ async fn check(
 /// A one-line summary of drift for the registry: whole relations first.
 fn drift_summary(differences: &[String]) -> String {
     let mut sorted: Vec<&String> = differences.iter().collect();
-    sorted.sort_by_key(|d| !d.contains(" relation "));
+    let whole_relation = |d: &str| {
+        d.split_once(' ').is_some_and(|(_, object)| {
+            ["table ", "partitioned table ", "view ", "materialized view ", "foreign table ", "sequence "]
+                .iter()
+                .any(|kind| object.starts_with(kind))
+        })
+    };
+    sorted.sort_by_key(|d| !whole_relation(d));
     match sorted.as_slice() {
         [] => "drift".into(),
         [only] => format!("drift: {only}"),

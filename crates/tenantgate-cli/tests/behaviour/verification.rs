@@ -65,7 +65,7 @@ async fn deep_verification_finds_the_missing_table(h: Harness) {
             .as_array()
             .unwrap()
             .iter()
-            .any(|d| d == "missing relation messages_sys_userstatus kind r"),
+            .any(|d| d == "missing table messages_sys_userstatus"),
         "{broken}"
     );
     assert!(broken["recovery"][0].as_str().unwrap().contains("t_b"));

@@ -25,7 +25,9 @@ rel AS (
    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND c.relname NOT LIKE '\_tenantgate\_%'
 ),
 lines AS (
-  SELECT nspname, 'relation ' || relname || ' kind ' || relkind::text AS line FROM rel
+  SELECT nspname, CASE relkind WHEN 'r' THEN 'table ' WHEN 'p' THEN 'partitioned table ' WHEN 'v' THEN 'view '
+                   WHEN 'm' THEN 'materialized view ' WHEN 'f' THEN 'foreign table ' ELSE 'sequence ' END || relname AS line
+    FROM rel
   UNION ALL
   SELECT r.nspname, 'column ' || r.relname || '.' || a.attname || ' ' || pg_catalog.format_type(a.atttypid, a.atttypmod)
          || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
