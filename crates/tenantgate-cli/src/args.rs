@@ -45,6 +45,61 @@ pub(crate) enum Command {
     Tenants(TenantsCommand),
     /// Check every tenant's ledger (and with --deep its catalog) against the migration files
     Verify(VerifyArgs),
+    /// Run a named, idempotent data fix (backfills/NAME.sql) across the fleet
+    Backfill(BackfillArgs),
+    /// Serve the messages demo app behind the migration guard, with /health/migrations and /metrics
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the address is printed)
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub(crate) listen: std::net::SocketAddr,
+    /// Migrate the fleet before starting; start only if that succeeds
+    #[arg(long, conflicts_with = "allow_degraded")]
+    pub(crate) migrate_on_start: bool,
+    /// Start even when tenants are not ready; the guard blocks them
+    #[arg(long)]
+    pub(crate) allow_degraded: bool,
+    /// How often the whole registry is re-read besides notifications
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub(crate) refresh_interval: Duration,
+    /// How long the registry may go unconfirmed before requests get 503 "migration state unknown"
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub(crate) staleness_bound: Duration,
+    /// How often the registry connection is checked
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub(crate) heartbeat: Duration,
+    /// Retry-After of 503 answers
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub(crate) retry_after: Duration,
+    /// Show the database's own error text on 503 pages
+    #[arg(long, env = "TENANTGATE_SHOW_DETAILS")]
+    pub(crate) show_details: bool,
+    /// Emergency bypass: serve tenants that are not ready (each request logged and counted)
+    #[arg(long = "dangerous-disable-migration-check", env = "DISABLE_MIGRATION_CHECK")]
+    pub(crate) disable_migration_check: bool,
+    /// Tenants migrated in parallel by --migrate-on-start
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub(crate) jobs: u16,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BackfillArgs {
+    /// The backfill's name: the file stem in the migration folder's backfills/
+    pub(crate) name: String,
+    #[command(flatten)]
+    pub(crate) fleet: FleetArgs,
+    /// Run again in tenants whose backfill ledger says it already ran
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Count the rows it would change in each tenant, then roll back
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Stop scheduling tenants after the first failure
+    #[arg(long)]
+    pub(crate) fail_fast: bool,
 }
 
 /// How a fleet run is carried out.

@@ -60,7 +60,7 @@ async fn cancel_on_signal(cancel: CancellationToken) {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
-    eprintln!("interrupted: rolling back tenants in flight…");
+    eprintln!("interrupted: stopping (tenants in flight are rolled back)…");
     cancel.cancel();
 }
 
@@ -73,6 +73,7 @@ fn init_logging(global: &args::Global) {
     if global.log_json {
         builder.json().init();
     } else {
-        builder.without_time().with_target(false).init();
+        use std::io::IsTerminal;
+        builder.without_time().with_target(false).with_ansi(std::io::stderr().is_terminal()).init();
     }
 }

@@ -106,13 +106,15 @@ pub(crate) fn fleet_report(global: &Global, report: &FleetReport) {
         } else {
             format!(" {:?}", t.applied)
         };
-        let verb = match t.outcome {
-            Outcome::Migrated if t.applied.is_empty() => "registry brought in step",
-            Outcome::Migrated => "applied",
-            Outcome::Planned => "would apply",
-            Outcome::Failed => "FAILED",
-            Outcome::Interrupted => "interrupted",
-            Outcome::UpToDate => "up to date",
+        let verb = match (t.outcome, t.rows_changed) {
+            (Outcome::Migrated, _) if t.applied.is_empty() => "registry brought in step".to_owned(),
+            (Outcome::Migrated, _) => "applied".to_owned(),
+            (Outcome::Planned, Some(rows)) => format!("would change {rows} row(s)"),
+            (Outcome::Planned, None) => "would apply".to_owned(),
+            (Outcome::Backfilled, rows) => format!("backfilled, {} row(s) changed", rows.unwrap_or(0)),
+            (Outcome::Failed, _) => "FAILED".to_owned(),
+            (Outcome::Interrupted, _) => "interrupted".to_owned(),
+            (Outcome::UpToDate, _) => "up to date".to_owned(),
         };
         println!(
             "{:<24} {:<8} {verb}{versions} ({})",
@@ -136,8 +138,9 @@ pub(crate) fn fleet_report(global: &Global, report: &FleetReport) {
         return;
     }
     println!(
-        "{} migrated, {} up to date, {} failed, {} interrupted, {} not started in {}",
+        "{} migrated, {} backfilled, {} up to date, {} failed, {} interrupted, {} not started in {}",
         count(Outcome::Migrated),
+        count(Outcome::Backfilled),
         count(Outcome::UpToDate),
         count(Outcome::Failed),
         count(Outcome::Interrupted),

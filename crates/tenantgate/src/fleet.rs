@@ -15,8 +15,8 @@ use std::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    backend::{Ledgers, Limits},
-    migrations::MigrationRef,
+    backend::{BackfillMode, BackfillOutcome, Ledgers, Limits},
+    migrations::{Backfill, MigrationRef},
     progress::ProgressSink,
     Backend, Error, FailureKind, MigrationFolder, MigrationSet, Progress, Tenant, TenantFailure,
     TenantName, TenantSession, TenantState,
@@ -70,6 +70,8 @@ pub enum Outcome {
     Failed,
     /// The run was interrupted while this tenant was in flight; rolled back.
     Interrupted,
+    /// A backfill ran and committed.
+    Backfilled,
 }
 
 /// One tenant's result.
@@ -90,6 +92,9 @@ pub struct TenantReport {
     pub duration: Duration,
     /// Why it failed.
     pub error: Option<TenantFailure>,
+    /// Rows a backfill changed (or would change, in a dry run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows_changed: Option<u64>,
 }
 
 /// The result of a fleet run.
@@ -158,39 +163,23 @@ pub async fn migrate(
             .map(|m| m.version)
             .collect()
     } else {
-        backend
-            .apply_shared(&folder.shared, &options.limits)
-            .await?
+        backend.apply_shared(&folder.shared, &options.limits).await?
     };
     if !shared_applied.is_empty() {
-        progress(Progress::SharedApplied {
-            versions: shared_applied.clone(),
-        });
+        progress(Progress::SharedApplied { versions: shared_applied.clone() });
     }
     let tenants = select_tenants(backend.tenants().await?, &options.tenants)?;
-    let names: Vec<TenantName> = tenants
-        .iter()
-        .filter_map(|t| TenantName::parse(&t.name).ok())
-        .collect();
+    let names: Vec<TenantName> = tenants.iter().filter_map(|t| TenantName::parse(&t.name).ok()).collect();
     let ledgers = backend.read_ledgers(&names).await?;
     refuse_changed(&folder.tenant, &ledgers)?;
 
-    let mut report = FleetReport {
-        shared_applied,
-        dry_run: options.dry_run,
-        ..Default::default()
-    };
+    let mut report = FleetReport { shared_applied, dry_run: options.dry_run, ..Default::default() };
     let mut due = Vec::new();
     for (tenant, name) in tenants.iter().zip(&names) {
-        let pending = pending_versions(
-            &folder.tenant,
-            ledgers.get(&tenant.name).and_then(Option::as_ref),
-        );
+        let pending = pending_versions(&folder.tenant, ledgers.get(&tenant.name).and_then(Option::as_ref));
         let in_step = matches!(tenant.state, TenantState::Ready | TenantState::Drift);
         if pending.as_ref().is_some_and(Vec::is_empty) && in_step {
-            report
-                .tenants
-                .push(quick_report(tenant, Outcome::UpToDate, Vec::new()));
+            report.tenants.push(quick_report(tenant, Outcome::UpToDate, Vec::new()));
         } else if options.dry_run {
             let mut planned = quick_report(tenant, Outcome::Planned, pending.unwrap_or_default());
             if planned.state == TenantState::Ready {
@@ -198,68 +187,96 @@ pub async fn migrate(
             }
             report.tenants.push(planned);
         } else {
-            due.push(name.clone());
+            due.push((name.clone(), tenant.state));
         }
     }
-    progress(Progress::Planned {
-        total: tenants.len(),
-        to_migrate: due.len(),
-    });
-    if !due.is_empty() {
-        let run = Run {
-            backend,
-            set: &folder.tenant,
-            options,
-            progress,
-            cancel,
-            stop: cancel.child_token(),
-            queue: Mutex::new(due.into()),
-            reports: Mutex::new(Vec::new()),
-            database_error: Mutex::new(None),
-        };
-        let workers = options
-            .jobs
-            .max(1)
-            .min(run.queue.lock().expect("queue lock").len());
-        futures::future::join_all((0..workers).map(|_| run.worker())).await;
-        report
-            .tenants
-            .extend(run.reports.into_inner().expect("reports lock"));
-        report.not_started = run
-            .queue
-            .into_inner()
-            .expect("queue lock")
-            .iter()
-            .map(|t| t.to_string())
-            .collect();
-        report.database_error = run.database_error.into_inner().expect("error lock");
-    }
+    progress(Progress::Planned { total: tenants.len(), to_migrate: due.len() });
+    execute(backend, Job::Migrate(&folder.tenant), due, options, progress, cancel, &mut report).await;
     report.interrupted = cancel.is_cancelled();
     report.tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
     report.duration = started.elapsed();
     Ok(report)
 }
 
+/// Runs the backfill `name` across every tenant (or those in
+/// `options.tenants`) with the same scheduling, locks, per-tenant
+/// transactions and report as [`migrate`]. A tenant whose backfill ledger
+/// already holds it is skipped unless `mode.force`; `mode.dry_run` runs each
+/// tenant's transaction, counts the rows and rolls back.
+pub async fn backfill(
+    backend: &dyn Backend,
+    folder: &MigrationFolder,
+    name: &str,
+    mode: BackfillMode,
+    options: &FleetOptions,
+    progress: ProgressSink<'_>,
+    cancel: &CancellationToken,
+) -> Result<FleetReport, Error> {
+    let started = Instant::now();
+    let backfill = folder.backfills.get(name).ok_or_else(|| {
+        let known: Vec<&str> = folder.backfills.keys().map(String::as_str).collect();
+        Error::Config(format!(
+            "no backfill named {name:?} in {}; known: {}",
+            folder.root.join("backfills").display(),
+            if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+        ))
+    })?;
+    backend.prepare().await?;
+    let tenants = select_tenants(backend.tenants().await?, &options.tenants)?;
+    let due: Vec<(TenantName, TenantState)> =
+        tenants.iter().filter_map(|t| Some((TenantName::parse(&t.name).ok()?, t.state))).collect();
+    progress(Progress::Planned { total: due.len(), to_migrate: due.len() });
+    let mut report = FleetReport { dry_run: mode.dry_run, ..Default::default() };
+    execute(backend, Job::Backfill(backfill, mode), due, options, progress, cancel, &mut report).await;
+    report.interrupted = cancel.is_cancelled();
+    report.tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+    report.duration = started.elapsed();
+    Ok(report)
+}
+
+/// Runs `job` on the `due` tenants with bounded workers, adding their reports.
+async fn execute(
+    backend: &dyn Backend,
+    job: Job<'_>,
+    due: Vec<(TenantName, TenantState)>,
+    options: &FleetOptions,
+    progress: ProgressSink<'_>,
+    cancel: &CancellationToken,
+    report: &mut FleetReport,
+) {
+    if due.is_empty() {
+        return;
+    }
+    let workers = options.jobs.max(1).min(due.len());
+    let run = Run {
+        backend,
+        job,
+        options,
+        progress,
+        cancel,
+        stop: cancel.child_token(),
+        queue: Mutex::new(due.into()),
+        reports: Mutex::new(Vec::new()),
+        database_error: Mutex::new(None),
+    };
+    futures::future::join_all((0..workers).map(|_| run.worker())).await;
+    report.tenants.extend(run.reports.into_inner().expect("reports lock"));
+    report.not_started = run.queue.into_inner().expect("queue lock").iter().map(|(t, _)| t.to_string()).collect();
+    report.database_error = run.database_error.into_inner().expect("error lock");
+}
+
 /// The registered tenants, or only those asked for (each must exist).
-pub(crate) fn select_tenants(
-    all: Vec<Tenant>,
-    wanted: &[TenantName],
-) -> Result<Vec<Tenant>, Error> {
+pub(crate) fn select_tenants(all: Vec<Tenant>, wanted: &[TenantName]) -> Result<Vec<Tenant>, Error> {
     if wanted.is_empty() {
         return Ok(all);
     }
-    let mut by_name: HashMap<String, Tenant> =
-        all.into_iter().map(|t| (t.name.clone(), t)).collect();
+    let mut by_name: HashMap<String, Tenant> = all.into_iter().map(|t| (t.name.clone(), t)).collect();
     let mut selected = Vec::new();
     for name in wanted {
         match by_name.remove(name.as_str()) {
             Some(t) => selected.push(t),
             None if selected.iter().any(|t: &Tenant| t.name == name.as_str()) => {}
-            None => {
-                return Err(Error::UnknownTenant {
-                    tenant: name.to_string(),
-                })
-            }
+            None => return Err(Error::UnknownTenant { tenant: name.to_string() }),
         }
     }
     selected.sort_by(|a, b| a.name.cmp(&b.name));
@@ -267,24 +284,13 @@ pub(crate) fn select_tenants(
 }
 
 /// Versions of `set` the ledger lacks; `None` when the ledger is missing.
-pub(crate) fn pending_versions(
-    set: &MigrationSet,
-    ledger: Option<&Vec<crate::AppliedMigration>>,
-) -> Option<Vec<i64>> {
+pub(crate) fn pending_versions(set: &MigrationSet, ledger: Option<&Vec<crate::AppliedMigration>>) -> Option<Vec<i64>> {
     let ledger = ledger?;
-    Some(
-        set.iter()
-            .filter(|m| !ledger.iter().any(|a| a.version == m.version))
-            .map(|m| m.version)
-            .collect(),
-    )
+    Some(set.iter().filter(|m| !ledger.iter().any(|a| a.version == m.version)).map(|m| m.version).collect())
 }
 
 /// Applied migrations whose file changed, across all ledgers.
-pub(crate) fn changed_migrations(
-    set: &MigrationSet,
-    ledgers: &Ledgers,
-) -> Vec<(String, MigrationRef)> {
+pub(crate) fn changed_migrations(set: &MigrationSet, ledgers: &Ledgers) -> Vec<(String, MigrationRef)> {
     let mut changed: Vec<(String, MigrationRef)> = ledgers
         .iter()
         .filter_map(|(tenant, ledger)| Some((tenant, ledger.as_ref()?)))
@@ -317,19 +323,47 @@ fn quick_report(tenant: &Tenant, outcome: Outcome, applied: Vec<i64>) -> TenantR
         attempts: 0,
         duration: Duration::ZERO,
         error: None,
+        rows_changed: None,
+    }
+}
+
+/// What a run does to each tenant.
+enum Job<'a> {
+    /// Bring it to the whole set.
+    Migrate(&'a MigrationSet),
+    /// Run a backfill.
+    Backfill(&'a Backfill, BackfillMode),
+}
+
+/// A successful attempt.
+enum Done {
+    Migrated(Vec<i64>),
+    AlreadyDone,
+    Backfilled { rows: u64, dry_run: bool },
+}
+
+impl Job<'_> {
+    async fn run(&self, session: &mut dyn TenantSession, tenant: &TenantName, limits: &Limits) -> Result<Done, TenantFailure> {
+        match self {
+            Job::Migrate(set) => session.migrate_tenant(tenant, set, limits).await.map(Done::Migrated),
+            Job::Backfill(backfill, mode) => Ok(match session.run_backfill(tenant, backfill, *mode, limits).await? {
+                BackfillOutcome::AlreadyDone => Done::AlreadyDone,
+                BackfillOutcome::Ran { rows } => Done::Backfilled { rows, dry_run: mode.dry_run },
+            }),
+        }
     }
 }
 
 /// Shared state of one run's workers.
 struct Run<'a> {
     backend: &'a dyn Backend,
-    set: &'a MigrationSet,
+    job: Job<'a>,
     options: &'a FleetOptions,
     progress: ProgressSink<'a>,
     cancel: &'a CancellationToken,
     /// Stops scheduling: interruption, fail-fast, or the database gone.
     stop: CancellationToken,
-    queue: Mutex<VecDeque<TenantName>>,
+    queue: Mutex<VecDeque<(TenantName, TenantState)>>,
     reports: Mutex<Vec<TenantReport>>,
     database_error: Mutex<Option<String>>,
 }
@@ -347,11 +381,11 @@ impl Run<'_> {
                     Err(e) => return self.database_gone(e.to_string()),
                 }
             }
-            let Some(tenant) = self.queue.lock().expect("queue lock").pop_front() else {
+            let Some((tenant, state)) = self.queue.lock().expect("queue lock").pop_front() else {
                 return;
             };
             let active = session.as_mut().expect("a session was just opened");
-            let report = self.migrate_one(active.as_mut(), &tenant).await;
+            let report = self.run_one(active.as_mut(), &tenant, state).await;
             used += 1;
             match report.error.as_ref().map(|e| e.kind) {
                 Some(FailureKind::Interrupted | FailureKind::ConnectionLost) => session = None,
@@ -363,68 +397,66 @@ impl Run<'_> {
         }
     }
 
-    async fn migrate_one(
-        &self,
-        session: &mut dyn TenantSession,
-        tenant: &TenantName,
-    ) -> TenantReport {
-        (self.progress)(Progress::TenantStarted {
-            tenant: tenant.to_string(),
-        });
+    /// Runs the job on one tenant, retrying lock timeouts, and reports.
+    async fn run_one(&self, session: &mut dyn TenantSession, tenant: &TenantName, state: TenantState) -> TenantReport {
+        (self.progress)(Progress::TenantStarted { tenant: tenant.to_string() });
         let started = Instant::now();
         let mut attempts = 0;
         let result = loop {
             attempts += 1;
             let attempt = tokio::select! {
-                result = session.migrate_tenant(tenant, self.set, &self.options.limits) => result,
+                result = self.job.run(session, tenant, &self.options.limits) => result,
                 () = self.cancel.cancelled() => Err(interrupted(tenant)),
             };
             match attempt {
-                Err(f)
-                    if f.kind == FailureKind::LockTimeout
-                        && attempts < self.options.lock_attempts =>
-                {
-                    (self.progress)(Progress::TenantRetrying {
-                        tenant: tenant.to_string(),
-                        attempt: attempts + 1,
-                    });
+                Err(f) if f.kind == FailureKind::LockTimeout && attempts < self.options.lock_attempts => {
+                    (self.progress)(Progress::TenantRetrying { tenant: tenant.to_string(), attempt: attempts + 1 });
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(attempts))).await;
                 }
                 other => break other,
             }
         };
-        let (outcome, state, applied, error) = match result {
-            Ok(applied) => (Outcome::Migrated, TenantState::Ready, applied, None),
+        let mut report = TenantReport {
+            tenant: tenant.to_string(),
+            outcome: Outcome::Failed,
+            state,
+            applied: Vec::new(),
+            attempts,
+            duration: Duration::ZERO,
+            error: None,
+            rows_changed: None,
+        };
+        match result {
+            Ok(Done::Migrated(applied)) => {
+                (report.outcome, report.state, report.applied) = (Outcome::Migrated, TenantState::Ready, applied);
+            }
+            Ok(Done::AlreadyDone) => report.outcome = Outcome::UpToDate,
+            Ok(Done::Backfilled { rows, dry_run }) => {
+                report.outcome = if dry_run { Outcome::Planned } else { Outcome::Backfilled };
+                report.rows_changed = Some(rows);
+            }
             Err(failure) => {
-                let (outcome, state) = match failure.kind {
-                    FailureKind::Interrupted => (Outcome::Interrupted, TenantState::Pending),
-                    FailureKind::ConnectionLost => (Outcome::Failed, TenantState::Pending),
-                    _ => {
+                match failure.kind {
+                    FailureKind::Interrupted => report.outcome = Outcome::Interrupted,
+                    FailureKind::ConnectionLost => {}
+                    // A failed backfill leaves the schema as it was: no registry change.
+                    _ if matches!(self.job, Job::Migrate(_)) => {
                         if let Err(e) = session.record_failure(tenant, &failure).await {
                             tracing::warn!(tenant = %tenant, error = %e, "could not record the failure");
                         }
-                        (Outcome::Failed, TenantState::Failed)
+                        report.state = TenantState::Failed;
                     }
-                };
-                (outcome, state, Vec::new(), Some(failure))
+                    _ => {}
+                }
+                report.error = Some(failure);
             }
-        };
-        TenantReport {
-            tenant: tenant.to_string(),
-            outcome,
-            state,
-            applied,
-            attempts,
-            duration: started.elapsed(),
-            error,
         }
+        report.duration = started.elapsed();
+        report
     }
 
     fn database_gone(&self, message: String) {
-        self.database_error
-            .lock()
-            .expect("error lock")
-            .get_or_insert(message);
+        self.database_error.lock().expect("error lock").get_or_insert(message);
         self.stop.cancel();
     }
 }

@@ -33,11 +33,12 @@ pub mod fleet;
 pub mod migrations;
 pub mod progress;
 pub mod provision;
+pub mod readiness;
 pub mod registry;
 pub mod tenant_name;
 pub mod verify;
 
-pub use backend::{connect, Backend, TenantSession};
+pub use backend::{connect, Backend, TenantSession, Watch};
 pub use domain::Domain;
 pub use error::{DbError, Error, FailureKind, TenantFailure};
 pub use migrations::{Migration, MigrationFolder, MigrationSet};

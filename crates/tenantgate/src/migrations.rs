@@ -107,27 +107,7 @@ impl MigrationSet {
     /// Loads every `.sql` file of `dir` (not recursing). Rejects badly named
     /// files and duplicate versions.
     pub fn load(dir: &Path) -> Result<Self, Error> {
-        let folder_error = |path: &Path, reason: String| Error::MigrationFolder {
-            path: path.to_owned(),
-            reason,
-        };
-        let entries =
-            fs::read_dir(dir).map_err(|e| folder_error(dir, format!("cannot read: {e}")))?;
-        let mut files = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| folder_error(dir, format!("cannot read: {e}")))?;
-            let path = entry.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
-                continue;
-            };
-            if !name.ends_with(".sql") || !path.is_file() {
-                continue;
-            }
-            let bytes =
-                fs::read(&path).map_err(|e| folder_error(&path, format!("cannot read: {e}")))?;
-            files.push((name, bytes));
-        }
-        Self::from_files(files).map_err(|reason| folder_error(dir, reason))
+        Self::from_files(read_sql_files(dir)?).map_err(|reason| Error::MigrationFolder { path: dir.to_owned(), reason })
     }
 
     /// Builds a set from (file name, contents) pairs, for migrations embedded
@@ -187,7 +167,56 @@ impl MigrationSet {
     }
 }
 
-/// A migration folder: the shared set and the tenant set.
+/// A named, idempotent data fix run across the fleet
+/// (`backfills/<name>.sql`; the name is the file stem).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Backfill {
+    /// The file stem: lowercase ASCII letters, digits, `-` and `_`.
+    pub name: String,
+    /// The file's text.
+    #[serde(skip)]
+    pub sql: String,
+    /// SHA-384 of the file's bytes.
+    #[serde(skip)]
+    pub checksum: Vec<u8>,
+}
+
+impl Backfill {
+    /// Builds a backfill from a file name and its bytes.
+    pub fn from_file(file: &str, bytes: &[u8]) -> Result<Self, String> {
+        let name = file.strip_suffix(".sql").ok_or_else(|| format!("{file}: a backfill file name ends in .sql"))?;
+        if name.is_empty()
+            || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        {
+            return Err(format!("{file}: a backfill is named with lowercase ASCII letters, digits, '-' and '_'"));
+        }
+        let sql = std::str::from_utf8(bytes).map_err(|e| format!("{file}: not UTF-8 text ({e})"))?.to_owned();
+        Ok(Self { name: name.to_owned(), sql, checksum: Sha384::digest(bytes).to_vec() })
+    }
+}
+
+/// Reads every `.sql` file of `dir` as (file name, bytes), not recursing.
+fn read_sql_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, Error> {
+    let folder_error = |path: &Path, reason: String| Error::MigrationFolder { path: path.to_owned(), reason };
+    let entries = fs::read_dir(dir).map_err(|e| folder_error(dir, format!("cannot read: {e}")))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| folder_error(dir, format!("cannot read: {e}")))?;
+        let path = entry.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+            continue;
+        };
+        if !name.ends_with(".sql") || !path.is_file() {
+            continue;
+        }
+        let bytes = fs::read(&path).map_err(|e| folder_error(&path, format!("cannot read: {e}")))?;
+        files.push((name, bytes));
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// A migration folder: the shared set, the tenant set and the backfills.
 #[derive(Debug, Clone, Default)]
 pub struct MigrationFolder {
     /// Where it was loaded from.
@@ -196,6 +225,8 @@ pub struct MigrationFolder {
     pub shared: MigrationSet,
     /// Migrations applied to every tenant.
     pub tenant: MigrationSet,
+    /// Backfills by name; empty when `backfills/` is absent.
+    pub backfills: BTreeMap<String, Backfill>,
 }
 
 impl MigrationFolder {
@@ -215,10 +246,20 @@ impl MigrationFolder {
         } else {
             MigrationSet::default()
         };
+        let backfills_dir = root.join("backfills");
+        let mut backfills = BTreeMap::new();
+        if backfills_dir.is_dir() {
+            for (file, bytes) in read_sql_files(&backfills_dir)? {
+                let backfill = Backfill::from_file(&file, &bytes)
+                    .map_err(|reason| Error::MigrationFolder { path: backfills_dir.clone(), reason })?;
+                backfills.insert(backfill.name.clone(), backfill);
+            }
+        }
         Ok(Self {
             root: root.to_owned(),
             shared,
             tenant: MigrationSet::load(&tenant_dir)?,
+            backfills,
         })
     }
 }

@@ -11,7 +11,7 @@ use crate::{migrations::MigrationSet, Domain};
 pub const DEFAULT_PLACEMENT: &str = "default";
 
 /// A tenant's state as the registry records it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TenantState {
     /// Its ledger holds every migration known when it was last written.
@@ -76,6 +76,9 @@ pub struct Tenant {
     pub state: TenantState,
     /// Versions its ledger held when the registry row was last written.
     pub applied_versions: Vec<i64>,
+    /// The checksums of `applied_versions`, in the same order.
+    #[serde(skip)]
+    pub applied_checksums: Vec<Vec<u8>>,
     /// Domains that route to it.
     pub domains: Vec<Domain>,
     /// The error of the last failed attempt, or the drift found.

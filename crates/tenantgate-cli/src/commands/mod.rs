@@ -1,6 +1,8 @@
 //! One module per command; each returns its exit code.
 
+mod backfill;
 mod migrate;
+mod serve;
 mod tenants;
 mod verify;
 
@@ -21,6 +23,8 @@ pub(crate) async fn run(cli: Cli, cancel: CancellationToken) -> u8 {
         Command::Migrate(args) => migrate::run(global, args, &cancel).await,
         Command::Tenants(command) => tenants::run(global, command, &cancel).await,
         Command::Verify(args) => verify::run(global, args, &cancel).await,
+        Command::Backfill(args) => backfill::run(global, args, &cancel).await,
+        Command::Serve(args) => serve::run(global, args, &cancel).await,
     };
     match result {
         Ok(code) => code,
@@ -39,9 +43,21 @@ pub(crate) async fn backend(global: &Global) -> Result<Box<dyn Backend>, Error> 
     tenantgate::connect(url).await
 }
 
-/// Loads the migration folder the global options name.
+/// Loads the migration folder the global options name. A folder that holds
+/// one set per store (`postgres/`, …) instead of `tenant/` is read from the
+/// subfolder matching the database URL, and the choice is said.
 pub(crate) fn folder(global: &Global) -> Result<MigrationFolder, Error> {
-    MigrationFolder::load(&global.migrations)
+    let root = &global.migrations;
+    let per_store = root.join("postgres");
+    let is_postgres = global
+        .database_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"));
+    if !root.join("tenant").is_dir() && is_postgres && per_store.join("tenant").is_dir() {
+        eprintln!("note: using the PostgreSQL migration set in {}", per_store.display());
+        return MigrationFolder::load(per_store);
+    }
+    MigrationFolder::load(root)
 }
 
 /// Engine fleet options from the command line.

@@ -11,7 +11,8 @@ use std::{collections::HashMap, time::Duration};
 use async_trait::async_trait;
 
 use crate::{
-    AppliedMigration, Domain, Error, MigrationSet, Tenant, TenantFailure, TenantName, TenantState,
+    migrations::Backfill, AppliedMigration, Domain, Error, MigrationSet, Tenant, TenantFailure,
+    TenantName, TenantState,
 };
 
 /// Per-tenant time limits, so one tenant stuck behind application locks is
@@ -71,6 +72,12 @@ pub trait Backend: Send + Sync {
     /// Every registered tenant, with its domains, ordered by name.
     async fn tenants(&self) -> Result<Vec<Tenant>, Error>;
 
+    /// The registered tenants among `names` (unknown names are left out).
+    async fn tenants_named(&self, names: &[String]) -> Result<Vec<Tenant>, Error>;
+
+    /// Subscribes to registry state changes.
+    async fn watch(&self) -> Result<Box<dyn Watch>, Error>;
+
     /// Creates a tenant in one transaction: its schema, the migrations of
     /// `set` up to the first no-transaction one, their ledger rows, its
     /// registry row and domains. On failure nothing of the tenant exists and
@@ -124,6 +131,50 @@ pub trait TenantSession: Send {
         tenant: &TenantName,
         failure: &TenantFailure,
     ) -> Result<(), Error>;
+
+    /// Runs `backfill` in `tenant`'s schema in one transaction, recording it
+    /// in the tenant's backfill ledger. Skips a tenant whose ledger already
+    /// holds it unless `mode.force`; rolls back when `mode.dry_run`.
+    async fn run_backfill(
+        &mut self,
+        tenant: &TenantName,
+        backfill: &Backfill,
+        mode: BackfillMode,
+        limits: &Limits,
+    ) -> Result<BackfillOutcome, TenantFailure>;
+}
+
+/// How a backfill run treats each tenant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackfillMode {
+    /// Run again where the ledger says it already ran.
+    pub force: bool,
+    /// Run, count the rows it changes, and roll back.
+    pub dry_run: bool,
+}
+
+/// What a backfill did in one tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackfillOutcome {
+    /// The tenant's backfill ledger already held it.
+    AlreadyDone,
+    /// It ran (or would have, in a dry run), changing this many rows.
+    Ran {
+        /// Rows reported by its statements.
+        rows: u64,
+    },
+}
+
+/// A subscription to registry state changes (`NOTIFY tenantgate`).
+#[async_trait]
+pub trait Watch: Send {
+    /// The next tenant whose state changed, or `None` when `timeout` passed
+    /// without one. An error means the subscription is lost: resubscribe and
+    /// re-read the whole registry, since changes may have been missed.
+    async fn next(&mut self, timeout: Duration) -> Result<Option<String>, Error>;
+
+    /// Confirms the store still answers, within `timeout`.
+    async fn heartbeat(&mut self, timeout: Duration) -> Result<(), Error>;
 }
 
 /// Opens the store a URL names: `postgres://…` or `postgresql://…` (libpq

@@ -79,7 +79,8 @@ impl Target {
     /// a deep verification clears. Announces the change at commit.
     fn registry_sync_sql(&self, complete: bool) -> String {
         if !self.registry_row {
-            return String::new();
+            // Shared changes concern every tenant: watchers re-read everything.
+            return "SELECT pg_notify('tenantgate', '*');".into();
         }
         let state = if complete { "ready" } else { "pending" };
         format!(

@@ -8,7 +8,9 @@ use rustls::{
     pki_types::{CertificateDer, ServerName, UnixTime},
     DigitallySignedStruct, SignatureScheme,
 };
-use tokio_postgres::{Client, Config};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Client, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::sql::db_error;
@@ -31,7 +33,7 @@ impl Connector {
         })?;
         Ok(Self {
             config,
-            tls: MakeRustlsConnect::new(tls_config()),
+            tls: make_tls(),
         })
     }
 
@@ -56,19 +58,46 @@ impl Connector {
 
     /// Opens a connection; its driver task runs on the current runtime.
     pub(crate) async fn connect(&self) -> Result<Client, Error> {
-        let (client, connection) = self.config.connect(self.tls.clone()).await.map_err(|e| {
-            Error::DatabaseUnavailable {
+        Ok(self.connect_with_notifications().await?.0)
+    }
+
+    /// Opens a connection that forwards the notifications it receives; the
+    /// receiver closes when the connection ends.
+    pub(crate) async fn connect_with_notifications(
+        &self,
+    ) -> Result<(Client, mpsc::UnboundedReceiver<String>), Error> {
+        let (client, mut connection) = self
+            .config
+            .connect(self.tls.clone())
+            .await
+            .map_err(|e| Error::DatabaseUnavailable {
                 context: format!("connecting to {}", self.describe()),
                 source: db_error(&e),
-            }
-        })?;
+            })?;
+        let (sender, receiver) = mpsc::unbounded_channel();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "postgres connection closed");
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(AsyncMessage::Notification(n)) => {
+                        let _ = sender.send(n.payload().to_owned());
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "postgres connection closed");
+                        break;
+                    }
+                }
             }
         });
-        Ok(client)
+        Ok((client, receiver))
     }
+}
+
+/// The TLS connector tenantgate connects with, for applications that share
+/// the database and want the same `sslmode` semantics.
+pub fn make_tls() -> MakeRustlsConnect {
+    MakeRustlsConnect::new(tls_config())
 }
 
 /// TLS as libpq's `sslmode=require` means it: encrypted, server certificate

@@ -6,17 +6,21 @@
 //! no connection ever carries one tenant's search path into other work.
 
 mod apply;
+mod backfill;
 mod connect;
 mod fingerprint;
 mod ledger;
 mod provision;
 mod registry;
 mod sql;
+mod watch;
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use tokio_postgres::Client;
+
+pub use self::connect::make_tls;
 
 use self::{
     apply::{apply_set, ApplyFailure, Target},
@@ -24,7 +28,8 @@ use self::{
     sql::error_while,
 };
 use crate::{
-    backend::{Backend, Ledgers, Limits, StateChange, TenantSession},
+    backend::{BackfillMode, BackfillOutcome, Backend, Ledgers, Limits, StateChange, TenantSession, Watch},
+    migrations::Backfill,
     AppliedMigration, Domain, Error, FailureKind, MigrationSet, Tenant, TenantFailure, TenantName,
 };
 
@@ -103,7 +108,15 @@ impl Backend for PgBackend {
     }
 
     async fn tenants(&self) -> Result<Vec<Tenant>, Error> {
-        registry::tenants(&self.connector.connect().await?).await
+        registry::tenants(&self.connector.connect().await?, None).await
+    }
+
+    async fn tenants_named(&self, names: &[String]) -> Result<Vec<Tenant>, Error> {
+        registry::tenants(&self.connector.connect().await?, Some(names)).await
+    }
+
+    async fn watch(&self) -> Result<Box<dyn Watch>, Error> {
+        Ok(Box::new(watch::PgWatch::open(&self.connector).await?))
     }
 
     async fn create_tenant(
@@ -173,6 +186,28 @@ impl TenantSession for PgSession {
         failure: &TenantFailure,
     ) -> Result<(), Error> {
         registry::record_failure(&mut self.client, tenant, failure).await
+    }
+
+    async fn run_backfill(
+        &mut self,
+        tenant: &TenantName,
+        backfill: &Backfill,
+        mode: BackfillMode,
+        limits: &Limits,
+    ) -> Result<BackfillOutcome, TenantFailure> {
+        backfill::run_backfill(&self.client, &Target::tenant(tenant), backfill, mode, limits)
+            .await
+            .map_err(|f| {
+                let mut failure = tenant_failure(tenant, f);
+                if failure.kind != FailureKind::Migration {
+                    return failure;
+                }
+                failure.recovery = format!(
+                    "fix backfills/{}.sql or the data it trips on, then run `tenantgate backfill {} --tenant {tenant}`",
+                    backfill.name, backfill.name
+                );
+                failure
+            })
     }
 }
 

@@ -80,46 +80,45 @@ pub(crate) async fn prepare(client: &mut Client) -> Result<(), Error> {
     tx.commit().await.map_err(err)
 }
 
-/// Every tenant with its domains.
-pub(crate) async fn tenants(client: &Client) -> Result<Vec<Tenant>, Error> {
+/// Every tenant with its domains, or only those named in `only`.
+pub(crate) async fn tenants(client: &Client, only: Option<&[String]>) -> Result<Vec<Tenant>, Error> {
     let rows = client
-        .query(
-            "SELECT t.name, t.placement, t.state, t.applied_versions, t.last_error,
+        .query_typed(
+            "SELECT t.name, t.placement, t.state, t.applied_versions, t.applied_checksums, t.last_error,
                     to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
                     to_char(t.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
                     coalesce(array_agg(d.domain ORDER BY d.domain) FILTER (WHERE d.domain IS NOT NULL), '{}')
                FROM tenantgate.tenants t LEFT JOIN tenantgate.domains d ON d.tenant = t.name
+              WHERE $1::text[] IS NULL OR t.name = ANY($1)
               GROUP BY t.name ORDER BY t.name",
-            &[],
+            &[(&only, Type::TEXT_ARRAY)],
         )
         .await
         .map_err(|e| error_while("reading the registry", &e))?;
-    rows.iter()
-        .map(|row| {
-            let state: String = row.get(2);
-            let domains: Vec<String> = row.get(7);
-            Ok(Tenant {
-                name: row.get(0),
-                placement: row.get(1),
-                state: TenantState::parse(&state).ok_or_else(|| Error::Database {
-                    context: "reading the registry".into(),
-                    source: crate::DbError {
-                        code: None,
-                        message: format!("unknown tenant state {state:?}"),
-                        connection_lost: false,
-                    },
-                })?,
-                applied_versions: row.get(3),
-                last_error: row.get(4),
-                created_at: row.get(5),
-                updated_at: row.get(6),
-                domains: domains
-                    .iter()
-                    .filter_map(|d| Domain::parse(d).ok())
-                    .collect(),
-            })
-        })
-        .collect()
+    rows.iter().map(tenant_from_row).collect()
+}
+
+fn tenant_from_row(row: &tokio_postgres::Row) -> Result<Tenant, Error> {
+    let state: String = row.get(2);
+    let domains: Vec<String> = row.get(8);
+    Ok(Tenant {
+        name: row.get(0),
+        placement: row.get(1),
+        state: TenantState::parse(&state).ok_or_else(|| Error::Database {
+            context: "reading the registry".into(),
+            source: crate::DbError {
+                code: None,
+                message: format!("unknown tenant state {state:?}"),
+                connection_lost: false,
+            },
+        })?,
+        applied_versions: row.get(3),
+        applied_checksums: row.get(4),
+        last_error: row.get(5),
+        created_at: row.get(6),
+        updated_at: row.get(7),
+        domains: domains.iter().filter_map(|d| Domain::parse(d).ok()).collect(),
+    })
 }
 
 /// Appends an event in its own statement (its own commit outside a transaction).

@@ -1,0 +1,183 @@
+//! The tower layer: resolve the tenant, decide from the snapshot, pass or answer.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    body::Body,
+    extract::FromRequestParts,
+    http::{header::ACCEPT, request::Parts, HeaderValue, Request, StatusCode},
+    response::Response,
+};
+use tower::{Layer, Service};
+
+use crate::{
+    host::{request_host, HostError},
+    metrics,
+    pages::{self, BlockedPage},
+    snapshot::TenantEntry,
+    watcher::GuardState,
+};
+
+/// Set on every response while the emergency bypass is on.
+pub const BYPASS_HEADER: &str = "x-tenantgate-migration-check";
+
+/// Wraps services in a [`Guard`].
+#[derive(Clone)]
+pub struct GuardLayer {
+    state: Arc<GuardState>,
+}
+
+impl GuardLayer {
+    /// A layer deciding from `state`.
+    pub fn new(state: Arc<GuardState>) -> Self {
+        Self { state }
+    }
+}
+
+impl<S> Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Guard { inner, state: self.state.clone() }
+    }
+}
+
+/// Lets a request reach the inner service only when its tenant is served.
+#[derive(Clone)]
+pub struct Guard<S> {
+    inner: S,
+    state: Arc<GuardState>,
+}
+
+/// The tenant a request was resolved to, in the request's extensions; also
+/// an extractor for handlers behind the guard.
+#[derive(Debug, Clone)]
+pub struct ResolvedTenant(pub Arc<TenantEntry>);
+
+impl std::ops::Deref for ResolvedTenant {
+    type Target = TenantEntry;
+
+    fn deref(&self) -> &TenantEntry {
+        &self.0
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ResolvedTenant {
+    type Rejection = (StatusCode, &'static str);
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<ResolvedTenant>()
+            .cloned()
+            .ok_or((StatusCode::INTERNAL_SERVER_ERROR, "this route is not behind tenantgate's GuardLayer"))
+    }
+}
+
+/// What to do with a request.
+enum Decision {
+    Pass(Arc<TenantEntry>),
+    Bypass(Arc<TenantEntry>),
+    Respond(Response),
+}
+
+impl<S> Guard<S> {
+    fn decide(&self, request: &Request<Body>) -> Decision {
+        let wants_json = request
+            .headers()
+            .get(ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("application/json"));
+        let host = match request_host(request) {
+            Ok(host) => host,
+            Err(HostError::Missing) => return Decision::Respond(pages::bad_host("the request names no host", wants_json)),
+            Err(HostError::Malformed(reason)) => return Decision::Respond(pages::bad_host(&reason, wants_json)),
+        };
+        let config = self.state.config();
+        if self.state.is_stale() && !config.dangerous_bypass {
+            let reference = reference_id();
+            metrics::blocked("state_unknown");
+            tracing::error!(host = %host, reason = "state_unknown", reference = %reference, "request blocked: migration state unknown");
+            return Decision::Respond(pages::state_unknown(&reference, config.retry_after.as_secs(), wants_json));
+        }
+        let snapshot = self.state.snapshot();
+        let Some(entry) = snapshot.lookup(host.as_str()) else {
+            return Decision::Respond(pages::unknown_host(host.as_str(), wants_json));
+        };
+        let Some(blocked) = &entry.blocked else {
+            return Decision::Pass(entry.clone());
+        };
+        if config.dangerous_bypass {
+            metrics::bypassed();
+            tracing::warn!(tenant = %entry.name, reason = blocked.reason.as_str(), "migration check bypassed: serving a tenant that is not ready");
+            return Decision::Bypass(entry.clone());
+        }
+        let reference = reference_id();
+        metrics::blocked(blocked.reason.as_str());
+        tracing::error!(
+            tenant = %entry.name,
+            host = %host,
+            reason = blocked.reason.as_str(),
+            reference = %reference,
+            "request blocked: tenant not ready"
+        );
+        Decision::Respond(pages::blocked(
+            &BlockedPage {
+                entry,
+                host: host.as_str(),
+                reference: &reference,
+                show_details: config.show_details,
+                retry_after: config.retry_after.as_secs(),
+            },
+            wants_json,
+        ))
+    }
+}
+
+impl<S> Service<Request<Body>> for Guard<S>
+where
+    S: Service<Request<Body>, Response = Response> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let bypass_on = self.state.config().dangerous_bypass;
+        let entry = match self.decide(&request) {
+            Decision::Respond(response) => return Box::pin(async move { Ok(mark_bypass(response, bypass_on)) }),
+            Decision::Pass(entry) | Decision::Bypass(entry) => entry,
+        };
+        request.extensions_mut().insert(ResolvedTenant(entry));
+        let future = self.inner.call(request);
+        Box::pin(async move { future.await.map(|response| mark_bypass(response, bypass_on)) })
+    }
+}
+
+fn mark_bypass(mut response: Response, bypass_on: bool) -> Response {
+    if bypass_on {
+        response.headers_mut().insert(BYPASS_HEADER, HeaderValue::from_static("disabled"));
+    }
+    response
+}
+
+/// A short id that ties a 503 page to its log line.
+fn reference_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seconds = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    format!("tg-{seconds:x}-{:04x}", COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff)
+}

@@ -1,0 +1,43 @@
+//! Request-time protection for schema-per-tenant applications.
+//!
+//! [`GuardLayer`] resolves the tenant from each request's authority and lets
+//! the request through only when that tenant holds every migration the
+//! application requires (see [`tenantgate::readiness`]). Otherwise it answers
+//! 503 with a page (or JSON) that says what is missing and how to heal it;
+//! an unknown host gets 404; a malformed host 400. The decision is a hash
+//! lookup in an in-memory [`Snapshot`], kept fresh by [`watch_registry`]
+//! (`LISTEN tenantgate` plus a periodic full refresh); no request queries
+//! the database.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), tenantgate::Error> {
+//! use std::sync::Arc;
+//! use axum::{routing::get, Router};
+//! use tenantgate::{readiness::RequiredSet, MigrationFolder};
+//! use tenantgate_http::{watch_registry, GuardConfig, GuardLayer, ResolvedTenant};
+//!
+//! let backend: Arc<dyn tenantgate::Backend> = tenantgate::connect("postgres://app@localhost/app").await?.into();
+//! let required = RequiredSet::from_folder(&MigrationFolder::load("migrations")?);
+//! let state = watch_registry(backend, required, GuardConfig::default()).await?;
+//! let app: Router = Router::new()
+//!     .route("/", get(|tenant: ResolvedTenant| async move { format!("hello {}", tenant.name) }))
+//!     .layer(GuardLayer::new(state));
+//! # Ok(())
+//! # }
+//! ```
+
+mod gate;
+mod guard;
+mod host;
+pub mod metrics;
+mod pages;
+mod routes;
+mod snapshot;
+mod watcher;
+
+pub use gate::{startup_gate, NotServed, StartupPolicy, StartupRefused};
+pub use guard::{Guard, GuardLayer, ResolvedTenant, BYPASS_HEADER};
+pub use host::{request_host, HostError};
+pub use routes::{admin_router, health_router, AdminState};
+pub use snapshot::{Snapshot, TenantEntry};
+pub use watcher::{watch_registry, GuardConfig, GuardState};

@@ -1,0 +1,165 @@
+//! Routes that bypass tenant resolution: `/health/migrations`, `/metrics`
+//! and the admin API.
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    extract::State,
+    http::{header::AUTHORIZATION, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tenantgate::{
+    backend::Limits, provision, Backend, Domain, Error, MigrationFolder, TenantName,
+};
+
+use crate::{metrics, watcher::GuardState};
+
+/// What the health, metrics and admin routes need.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The guard's state.
+    pub guard: Arc<GuardState>,
+    /// The store, for provisioning.
+    pub backend: Arc<dyn Backend>,
+    /// The migration folder tenants are provisioned from.
+    pub folder: Arc<MigrationFolder>,
+    /// `TENANTGATE_ADMIN_TOKEN`; admin routes are off when `None`.
+    pub token: Option<String>,
+    /// Renders `/metrics`; the route is absent when `None`.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// `GET /health/migrations` and `GET /metrics`.
+pub fn health_router(state: AdminState) -> Router {
+    let mut router = Router::new().route("/health/migrations", get(health));
+    if state.metrics.is_some() {
+        router = router.route("/metrics", get(render_metrics));
+    }
+    router.with_state(state)
+}
+
+/// `POST /admin/tenants`, behind `Authorization: Bearer <token>`; every
+/// admin route answers 404 when no token is configured.
+pub fn admin_router(state: AdminState) -> Router {
+    Router::new().route("/admin/tenants", post(create_tenant)).with_state(state)
+}
+
+/// Compares without an early exit, so timing does not reveal the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether the request carries the admin token (false when none is set).
+fn authorized(state: &AdminState, headers: &HeaderMap) -> bool {
+    let (Some(token), Some(given)) = (&state.token, headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok())) else {
+        return false;
+    };
+    given.strip_prefix("Bearer ").is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+}
+
+async fn health(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    let guard = &state.guard;
+    let snapshot = guard.snapshot();
+    let required = guard.required();
+    let not_served: Vec<_> = snapshot.tenants().filter(|t| t.blocked.is_some()).collect();
+    let stale = guard.is_stale();
+    let healthy = not_served.is_empty() && !stale;
+    let counts: serde_json::Map<String, serde_json::Value> = snapshot
+        .counts_by_state()
+        .into_iter()
+        .map(|(state, n)| (state.as_str().to_owned(), json!(n)))
+        .collect();
+    let mut body = json!({
+        "status": if healthy { "ok" } else if stale { "unknown" } else { "degraded" },
+        "required": {
+            "tenant_versions": required.tenant.iter().map(|m| m.version).collect::<Vec<_>>(),
+            "shared_versions": required.shared.iter().map(|m| m.version).collect::<Vec<_>>(),
+            "digest": required.digest(),
+        },
+        "tenants": snapshot.tenants().count(),
+        "counts": counts,
+        "served": snapshot.tenants().count() - not_served.len(),
+        "not_served": not_served.len(),
+        "shared_missing": snapshot.shared_missing(),
+        "last_refresh_unix": snapshot.refreshed_at().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()),
+        "snapshot_age_seconds": guard.age().as_secs_f64(),
+    });
+    if authorized(&state, &headers) {
+        body["tenants_not_served"] = json!(not_served
+            .iter()
+            .map(|t| json!({ "tenant": t.name, "state": t.state, "blocked": t.blocked }))
+            .collect::<Vec<_>>());
+    }
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+async fn render_metrics(State(state): State<AdminState>) -> Response {
+    metrics::snapshot_age(state.guard.age());
+    let text = state.metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default();
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct NewTenant {
+    name: String,
+    #[serde(default)]
+    domains: Vec<String>,
+}
+
+async fn create_tenant(State(state): State<AdminState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if state.token.is_none() {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    if !authorized(&state, &headers) {
+        return (StatusCode::UNAUTHORIZED, Json(json!({ "error": "unauthorized" }))).into_response();
+    }
+    let request: NewTenant = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({ "error": format!("invalid JSON body: {e}") }))).into_response(),
+    };
+    let parsed = TenantName::parse(&request.name).and_then(|name| {
+        let domains = request.domains.iter().map(|d| Domain::parse(d)).collect::<Result<Vec<_>, _>>()?;
+        Ok((name, domains))
+    });
+    let (name, domains) = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => return error_response(&e),
+    };
+    let started = Instant::now();
+    let result = provision::create_tenant(state.backend.as_ref(), &state.folder, &name, &domains, &Limits::default()).await;
+    metrics::provisioning(started.elapsed(), result.is_ok());
+    match result {
+        Ok(created) => (StatusCode::CREATED, Json(json!(created))).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+fn error_response(error: &Error) -> Response {
+    let status = match error {
+        Error::InvalidTenantName { .. } | Error::InvalidDomain { .. } => StatusCode::BAD_REQUEST,
+        Error::TenantExists { .. } | Error::DomainTaken { .. } => StatusCode::CONFLICT,
+        Error::DatabaseUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        Error::ProvisionFailed { .. } | Error::TenantLeftFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let failure = match error {
+        Error::ProvisionFailed { failure, .. } | Error::TenantLeftFailed { failure, .. } => Some(failure.as_ref()),
+        _ => None,
+    };
+    (status, Json(json!({ "error": error.to_string(), "failure": failure }))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(super::constant_time_eq(b"secret", b"secret"));
+        assert!(!super::constant_time_eq(b"secret", b"secreT"));
+        assert!(!super::constant_time_eq(b"secret", b"secret2"));
+    }
+}

@@ -1,0 +1,224 @@
+//! Keeping the snapshot fresh: `LISTEN tenantgate`, heartbeats, periodic
+//! full refreshes, and a full resynchronisation after every reconnect.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+use tenantgate::{readiness::RequiredSet, Backend, Error, Watch};
+
+use crate::{metrics, snapshot::Snapshot};
+
+/// How the guard behaves.
+#[derive(Debug, Clone)]
+pub struct GuardConfig {
+    /// How often the whole registry is re-read, notifications or not.
+    pub refresh_interval: Duration,
+    /// How long the registry may go unconfirmed before the guard fails
+    /// closed with 503 "migration state unknown".
+    pub staleness_bound: Duration,
+    /// How often the watch connection is checked.
+    pub heartbeat_interval: Duration,
+    /// The `Retry-After` of a 503, in seconds.
+    pub retry_after: Duration,
+    /// Show the database's own error text on the 503 page and JSON.
+    pub show_details: bool,
+    /// Emergency bypass: let requests through to tenants that are not ready,
+    /// each one logged as a warning and counted.
+    ///
+    /// # Warning
+    ///
+    /// Requests then reach schemas that lack migrations the code needs,
+    /// which is the failure this library exists to prevent. Use it only to
+    /// restore service while the fleet is healed.
+    pub dangerous_bypass: bool,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        Self {
+            refresh_interval: Duration::from_secs(60),
+            staleness_bound: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(2),
+            retry_after: Duration::from_secs(30),
+            show_details: false,
+            dangerous_bypass: false,
+        }
+    }
+}
+
+/// The guard's shared state: the current snapshot and how fresh it is.
+pub struct GuardState {
+    snapshot: ArcSwap<Snapshot>,
+    /// Milliseconds since `epoch` at which the registry was last confirmed.
+    confirmed_ms: AtomicU64,
+    epoch: Instant,
+    config: GuardConfig,
+    required: RequiredSet,
+}
+
+impl GuardState {
+    /// A state around a fixed snapshot, confirmed now (for tests and for
+    /// callers that refresh it themselves with [`GuardState::replace`]).
+    pub fn new(snapshot: Snapshot, required: RequiredSet, config: GuardConfig) -> Self {
+        let state = Self {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            confirmed_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            config,
+            required,
+        };
+        state.publish_counts();
+        state
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
+    /// Swaps in a new snapshot and marks the registry confirmed.
+    pub fn replace(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+        self.confirm();
+        self.publish_counts();
+    }
+
+    fn publish_counts(&self) {
+        metrics::tenant_counts(&self.snapshot.load().counts_by_state());
+    }
+
+    /// Marks the registry confirmed now.
+    pub fn confirm(&self) {
+        self.confirmed_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long since the registry was last confirmed.
+    pub fn age(&self) -> Duration {
+        let confirmed = Duration::from_millis(self.confirmed_ms.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(confirmed)
+    }
+
+    /// True when the registry has gone unconfirmed past the staleness bound.
+    pub fn is_stale(&self) -> bool {
+        self.age() > self.config.staleness_bound
+    }
+
+    /// The guard's configuration.
+    pub fn config(&self) -> &GuardConfig {
+        &self.config
+    }
+
+    /// The application's required set.
+    pub fn required(&self) -> &RequiredSet {
+        &self.required
+    }
+}
+
+/// Reads the registry once (failing if it cannot), then keeps the snapshot
+/// fresh in a background task for as long as the runtime runs.
+pub async fn watch_registry(
+    backend: Arc<dyn Backend>,
+    required: RequiredSet,
+    config: GuardConfig,
+) -> Result<Arc<GuardState>, Error> {
+    let snapshot = full_snapshot(backend.as_ref(), &required).await?;
+    let state = Arc::new(GuardState::new(snapshot, required, config));
+    state.confirm();
+    tokio::spawn(watch_loop(backend, state.clone()));
+    Ok(state)
+}
+
+async fn full_snapshot(backend: &dyn Backend, required: &RequiredSet) -> Result<Snapshot, Error> {
+    let tenants = backend.tenants().await?;
+    let shared = backend.shared_ledger().await?;
+    Ok(Snapshot::build(tenants, &shared, required))
+}
+
+async fn watch_loop(backend: Arc<dyn Backend>, state: Arc<GuardState>) {
+    let config = state.config.clone();
+    let mut watch: Option<Box<dyn Watch>> = None;
+    let mut last_full = Instant::now();
+    loop {
+        let active = match watch.as_mut() {
+            Some(active) => active,
+            None => match subscribe(backend.as_ref(), &state).await {
+                Some(subscribed) => {
+                    last_full = Instant::now();
+                    watch.insert(subscribed)
+                }
+                None => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+            },
+        };
+        let healthy = match active.next(config.heartbeat_interval).await {
+            Ok(Some(first)) => apply_changes(backend.as_ref(), &state, active.as_mut(), first).await,
+            Ok(None) => active.heartbeat(config.heartbeat_interval).await.is_ok(),
+            Err(_) => false,
+        };
+        if !healthy {
+            tracing::warn!("lost the registry watch; resubscribing");
+            watch = None;
+            continue;
+        }
+        state.confirm();
+        if last_full.elapsed() >= config.refresh_interval {
+            match full_snapshot(backend.as_ref(), &state.required).await {
+                Ok(snapshot) => state.replace(snapshot),
+                Err(e) => tracing::warn!(error = %e, "periodic registry refresh failed"),
+            }
+            last_full = Instant::now();
+        }
+    }
+}
+
+/// Subscribes, then re-reads everything (changes may have been missed while
+/// unsubscribed).
+async fn subscribe(backend: &dyn Backend, state: &GuardState) -> Option<Box<dyn Watch>> {
+    let watch = backend.watch().await.ok()?;
+    match full_snapshot(backend, &state.required).await {
+        Ok(snapshot) => {
+            state.replace(snapshot);
+            Some(watch)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "registry refresh after subscribing failed");
+            None
+        }
+    }
+}
+
+/// Gathers notifications arriving together, then re-reads those tenants
+/// (or everything, for a shared change). Returns false when the store failed.
+async fn apply_changes(backend: &dyn Backend, state: &GuardState, watch: &mut dyn Watch, first: String) -> bool {
+    let mut names = vec![first];
+    while let Ok(Some(more)) = watch.next(Duration::from_millis(5)).await {
+        if !names.contains(&more) {
+            names.push(more);
+        }
+    }
+    if names.iter().any(|n| n == "*") {
+        return match full_snapshot(backend, &state.required).await {
+            Ok(snapshot) => {
+                state.replace(snapshot);
+                true
+            }
+            Err(_) => false,
+        };
+    }
+    match backend.tenants_named(&names).await {
+        Ok(fresh) => {
+            let next = state.snapshot().updated(&names, fresh, &state.required);
+            state.replace(next);
+            true
+        }
+        Err(_) => false,
+    }
+}

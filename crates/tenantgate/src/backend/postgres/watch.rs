@@ -1,0 +1,53 @@
+//! `LISTEN tenantgate` on a dedicated connection.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio_postgres::Client;
+
+use super::{connect::Connector, sql::CHANNEL};
+use crate::{backend::Watch, DbError, Error};
+
+/// A dedicated connection listening on the `tenantgate` channel.
+pub(crate) struct PgWatch {
+    client: Client,
+    notifications: mpsc::UnboundedReceiver<String>,
+}
+
+impl PgWatch {
+    pub(crate) async fn open(connector: &Connector) -> Result<Self, Error> {
+        let (client, notifications) = connector.connect_with_notifications().await?;
+        client
+            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .await
+            .map_err(|e| super::sql::error_while("subscribing to registry changes", &e))?;
+        Ok(Self { client, notifications })
+    }
+}
+
+fn lost(message: &str) -> Error {
+    Error::DatabaseUnavailable {
+        context: "watching registry changes".into(),
+        source: DbError { code: None, message: message.into(), connection_lost: true },
+    }
+}
+
+#[async_trait]
+impl Watch for PgWatch {
+    async fn next(&mut self, timeout: Duration) -> Result<Option<String>, Error> {
+        match tokio::time::timeout(timeout, self.notifications.recv()).await {
+            Ok(Some(tenant)) => Ok(Some(tenant)),
+            Ok(None) => Err(lost("the listening connection closed")),
+            Err(_) => Ok(None),
+        }
+    }
+
+    async fn heartbeat(&mut self, timeout: Duration) -> Result<(), Error> {
+        match tokio::time::timeout(timeout, self.client.simple_query("SELECT 1")).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(super::sql::error_while("checking the registry connection", &e)),
+            Err(_) => Err(lost("the registry did not answer a heartbeat in time")),
+        }
+    }
+}
