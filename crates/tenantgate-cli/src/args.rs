@@ -78,7 +78,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "TENANTGATE_SHOW_DETAILS")]
     pub(crate) show_details: bool,
     /// Emergency bypass: serve tenants that are not ready (each request logged and counted)
-    #[arg(long = "dangerous-disable-migration-check", env = "DISABLE_MIGRATION_CHECK")]
+    #[arg(
+        long = "dangerous-disable-migration-check",
+        env = "DISABLE_MIGRATION_CHECK"
+    )]
     pub(crate) disable_migration_check: bool,
     /// Tenants migrated in parallel by --migrate-on-start
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]

@@ -74,6 +74,10 @@ fn init_logging(global: &args::Global) {
         builder.json().init();
     } else {
         use std::io::IsTerminal;
-        builder.without_time().with_target(false).with_ansi(std::io::stderr().is_terminal()).init();
+        builder
+            .without_time()
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init();
     }
 }

@@ -111,7 +111,9 @@ pub(crate) fn fleet_report(global: &Global, report: &FleetReport) {
             (Outcome::Migrated, _) => "applied".to_owned(),
             (Outcome::Planned, Some(rows)) => format!("would change {rows} row(s)"),
             (Outcome::Planned, None) => "would apply".to_owned(),
-            (Outcome::Backfilled, rows) => format!("backfilled, {} row(s) changed", rows.unwrap_or(0)),
+            (Outcome::Backfilled, rows) => {
+                format!("backfilled, {} row(s) changed", rows.unwrap_or(0))
+            }
             (Outcome::Failed, _) => "FAILED".to_owned(),
             (Outcome::Interrupted, _) => "interrupted".to_owned(),
             (Outcome::UpToDate, _) => "up to date".to_owned(),

@@ -17,16 +17,23 @@ const BACKFILLS: [(&str, &str); 1] = files!("backfills": "user-statuses.sql");
 /// The migration folder the app was built with.
 pub fn folder() -> MigrationFolder {
     let set = |files: &[(&str, &str)]| {
-        MigrationSet::from_files(files.iter().copied()).expect("the embedded migrations are well-formed")
+        MigrationSet::from_files(files.iter().copied())
+            .expect("the embedded migrations are well-formed")
     };
     let backfills: BTreeMap<String, Backfill> = BACKFILLS
         .iter()
         .map(|(file, sql)| {
-            let backfill = Backfill::from_file(file, sql.as_bytes()).expect("the embedded backfills are well-formed");
+            let backfill = Backfill::from_file(file, sql.as_bytes())
+                .expect("the embedded backfills are well-formed");
             (backfill.name.clone(), backfill)
         })
         .collect();
-    MigrationFolder { root: "migrations/postgres".into(), shared: set(&SHARED), tenant: set(&TENANT), backfills }
+    MigrationFolder {
+        root: "migrations/postgres".into(),
+        shared: set(&SHARED),
+        tenant: set(&TENANT),
+        backfills,
+    }
 }
 
 /// Every embedded migration is required by the running code.
@@ -48,11 +55,21 @@ mod tests {
 mod drift_tests {
     #[test]
     fn embedded_set_matches_the_folder_on_disk() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/postgres");
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/postgres");
         let on_disk = tenantgate::MigrationFolder::load(dir).unwrap();
         let embedded = super::folder();
-        assert_eq!(on_disk.tenant, embedded.tenant, "embed every file of migrations/postgres/tenant");
-        assert_eq!(on_disk.shared, embedded.shared, "embed every file of migrations/postgres/shared");
-        assert_eq!(on_disk.backfills, embedded.backfills, "embed every file of migrations/postgres/backfills");
+        assert_eq!(
+            on_disk.tenant, embedded.tenant,
+            "embed every file of migrations/postgres/tenant"
+        );
+        assert_eq!(
+            on_disk.shared, embedded.shared,
+            "embed every file of migrations/postgres/shared"
+        );
+        assert_eq!(
+            on_disk.backfills, embedded.backfills,
+            "embed every file of migrations/postgres/backfills"
+        );
     }
 }

@@ -16,11 +16,18 @@ pub use views::{create_user, router, AppState};
 
 /// Connects a pool for the app's own queries.
 pub fn pool(url: &str, size: usize) -> Result<deadpool_postgres::Pool, String> {
-    let config: tokio_postgres::Config = url.parse().map_err(|e| format!("invalid database URL: {e}"))?;
+    let config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| format!("invalid database URL: {e}"))?;
     let manager = deadpool_postgres::Manager::from_config(
         config,
         tenantgate::backend::postgres::make_tls(),
-        deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast },
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
     );
-    deadpool_postgres::Pool::builder(manager).max_size(size).build().map_err(|e| e.to_string())
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(size)
+        .build()
+        .map_err(|e| e.to_string())
 }

@@ -61,7 +61,11 @@ fn texts(lang: &str) -> Option<&'static Texts> {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 /// Errors in handlers become a plain 500 naming the database error.
@@ -70,7 +74,11 @@ struct AppError(String);
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         tracing::error!(error = %self.0, "messages app error");
-        (StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {}", self.0)).into_response()
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error: {}", self.0),
+        )
+            .into_response()
     }
 }
 
@@ -82,9 +90,17 @@ impl<E: std::fmt::Display> From<E> for AppError {
 
 /// `SET LOCAL search_path` for the request's tenant: inside the
 /// transaction, so the pooled connection never carries it further.
-async fn enter_tenant(client: &impl GenericClient, tenant: &ResolvedTenant) -> Result<(), AppError> {
+async fn enter_tenant(
+    client: &impl GenericClient,
+    tenant: &ResolvedTenant,
+) -> Result<(), AppError> {
     let name = TenantName::parse(&tenant.name)?;
-    client.batch_execute(&format!("SET LOCAL search_path TO {}, public", name.quoted())).await?;
+    client
+        .batch_execute(&format!(
+            "SET LOCAL search_path TO {}, public",
+            name.quoted()
+        ))
+        .await?;
     Ok(())
 }
 
@@ -120,7 +136,13 @@ async fn messages(
         .await?;
     let Some(user) = user.first() else {
         tx.commit().await?;
-        return Ok(Html(page(&lang, t, &tenant.name, &format!("<p>{}</p>", t.no_users))).into_response());
+        return Ok(Html(page(
+            &lang,
+            t,
+            &tenant.name,
+            &format!("<p>{}</p>", t.no_users),
+        ))
+        .into_response());
     };
     let (user_id, display_name): (i64, String) = (user.get(0), user.get(1));
     // The upsert: a user without a status row gets one, never a 500.
@@ -159,7 +181,11 @@ async fn messages(
         body.push_str("<ul id=\"conversations\">");
         for row in &conversations {
             let (title, unread): (String, i64) = (row.get(0), row.get(1));
-            body.push_str(&format!("<li>{} <span class=\"unread\">{unread} {}</span></li>", escape(&title), t.unread));
+            body.push_str(&format!(
+                "<li>{} <span class=\"unread\">{unread} {}</span></li>",
+                escape(&title),
+                t.unread
+            ));
         }
         body.push_str("</ul>");
     }
@@ -184,11 +210,19 @@ struct SignIn {
 }
 
 async fn sign_in(Path(lang): Path<String>, Query(q): Query<SignIn>) -> Response {
-    if texts(&lang).is_none() || !q.user.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    if texts(&lang).is_none()
+        || !q
+            .user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         return StatusCode::BAD_REQUEST.into_response();
     }
     (
-        [(header::SET_COOKIE, format!("{COOKIE}={}; Path=/; HttpOnly; SameSite=Lax", q.user))],
+        [(
+            header::SET_COOKIE,
+            format!("{COOKIE}={}; Path=/; HttpOnly; SameSite=Lax", q.user),
+        )],
         Redirect::to(&format!("/{lang}/app/messages/")),
     )
         .into_response()
@@ -211,13 +245,21 @@ async fn new_user(
     enter_tenant(&*tx, &tenant).await?;
     let id = create_user(&*tx, &form.username, &form.display_name).await?;
     tx.commit().await?;
-    Ok((StatusCode::SEE_OTHER, [(header::LOCATION, format!("/{lang}/app/messages/"))], format!("created user {id}"))
+    Ok((
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, format!("/{lang}/app/messages/"))],
+        format!("created user {id}"),
+    )
         .into_response())
 }
 
 /// Creates a user and its status row with the caller's transaction: both
 /// or neither. The caller has entered the tenant's schema.
-pub async fn create_user(client: &impl GenericClient, username: &str, display_name: &str) -> Result<i64, tokio_postgres::Error> {
+pub async fn create_user(
+    client: &impl GenericClient,
+    username: &str,
+    display_name: &str,
+) -> Result<i64, tokio_postgres::Error> {
     let row = client
         .query_typed(
             "WITH u AS (INSERT INTO users (username, display_name) VALUES ($1, $2) RETURNING id)

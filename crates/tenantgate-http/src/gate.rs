@@ -58,7 +58,12 @@ pub async fn startup_gate(
         Ok::<_, Error>(
             tenants
                 .iter()
-                .filter_map(|t| Some(NotServed { tenant: t.name.clone(), blocked: required.assess(t, &shared_missing)? }))
+                .filter_map(|t| {
+                    Some(NotServed {
+                        tenant: t.name.clone(),
+                        blocked: required.assess(t, &shared_missing)?,
+                    })
+                })
                 .collect::<Vec<_>>(),
         )
     };

@@ -47,7 +47,10 @@ impl<S> Layer<S> for GuardLayer {
     type Service = Guard<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Guard { inner, state: self.state.clone() }
+        Guard {
+            inner,
+            state: self.state.clone(),
+        }
     }
 }
 
@@ -75,11 +78,10 @@ impl<S: Send + Sync> FromRequestParts<S> for ResolvedTenant {
     type Rejection = (StatusCode, &'static str);
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<ResolvedTenant>()
-            .cloned()
-            .ok_or((StatusCode::INTERNAL_SERVER_ERROR, "this route is not behind tenantgate's GuardLayer"))
+        parts.extensions.get::<ResolvedTenant>().cloned().ok_or((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "this route is not behind tenantgate's GuardLayer",
+        ))
     }
 }
 
@@ -99,15 +101,23 @@ impl<S> Guard<S> {
             .is_some_and(|v| v.contains("application/json"));
         let host = match request_host(request) {
             Ok(host) => host,
-            Err(HostError::Missing) => return Decision::Respond(pages::bad_host("the request names no host", wants_json)),
-            Err(HostError::Malformed(reason)) => return Decision::Respond(pages::bad_host(&reason, wants_json)),
+            Err(HostError::Missing) => {
+                return Decision::Respond(pages::bad_host("the request names no host", wants_json))
+            }
+            Err(HostError::Malformed(reason)) => {
+                return Decision::Respond(pages::bad_host(&reason, wants_json))
+            }
         };
         let config = self.state.config();
         if self.state.is_stale() && !config.dangerous_bypass {
             let reference = reference_id();
             metrics::blocked("state_unknown");
             tracing::error!(host = %host, reason = "state_unknown", reference = %reference, "request blocked: migration state unknown");
-            return Decision::Respond(pages::state_unknown(&reference, config.retry_after.as_secs(), wants_json));
+            return Decision::Respond(pages::state_unknown(
+                &reference,
+                config.retry_after.as_secs(),
+                wants_json,
+            ));
         }
         let snapshot = self.state.snapshot();
         let Some(entry) = snapshot.lookup(host.as_str()) else {
@@ -159,18 +169,26 @@ where
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let bypass_on = self.state.config().dangerous_bypass;
         let entry = match self.decide(&request) {
-            Decision::Respond(response) => return Box::pin(async move { Ok(mark_bypass(response, bypass_on)) }),
+            Decision::Respond(response) => {
+                return Box::pin(async move { Ok(mark_bypass(response, bypass_on)) })
+            }
             Decision::Pass(entry) | Decision::Bypass(entry) => entry,
         };
         request.extensions_mut().insert(ResolvedTenant(entry));
         let future = self.inner.call(request);
-        Box::pin(async move { future.await.map(|response| mark_bypass(response, bypass_on)) })
+        Box::pin(async move {
+            future
+                .await
+                .map(|response| mark_bypass(response, bypass_on))
+        })
     }
 }
 
 fn mark_bypass(mut response: Response, bypass_on: bool) -> Response {
     if bypass_on {
-        response.headers_mut().insert(BYPASS_HEADER, HeaderValue::from_static("disabled"));
+        response
+            .headers_mut()
+            .insert(BYPASS_HEADER, HeaderValue::from_static("disabled"));
     }
     response
 }
@@ -178,6 +196,11 @@ fn mark_bypass(mut response: Response, bypass_on: bool) -> Response {
 /// A short id that ties a 503 page to its log line.
 fn reference_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let seconds = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    format!("tg-{seconds:x}-{:04x}", COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff)
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!(
+        "tg-{seconds:x}-{:04x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff
+    )
 }

@@ -39,10 +39,23 @@ pub fn install() -> Result<PrometheusHandle, String> {
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| e.to_string())?;
-    for name in [PROVISIONED, PROVISION_FAILURES, MIGRATIONS_APPLIED, MIGRATIONS_FAILED, REQUESTS_BYPASSED] {
+    for name in [
+        PROVISIONED,
+        PROVISION_FAILURES,
+        MIGRATIONS_APPLIED,
+        MIGRATIONS_FAILED,
+        REQUESTS_BYPASSED,
+    ] {
         counter!(name).increment(0);
     }
-    for reason in ["missing", "failed", "drift", "checksum_changed", "shared_missing", "state_unknown"] {
+    for reason in [
+        "missing",
+        "failed",
+        "drift",
+        "checksum_changed",
+        "shared_missing",
+        "state_unknown",
+    ] {
         counter!(REQUESTS_BLOCKED, "reason" => reason).increment(0);
     }
     Ok(handle)

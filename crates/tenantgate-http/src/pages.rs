@@ -34,7 +34,7 @@ main{max-width:42rem;margin:0 auto;padding:1.5rem}h1{font-size:1.4rem;margin:.2r
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.35rem 1rem;margin:0}dt{color:#5a6478}dd{margin:0;overflow-wrap:anywhere}\
 code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9rem}pre{background:#1d2433;color:#f6f7f9;padding:.75rem;border-radius:.35rem;overflow-x:auto;white-space:pre-wrap}\
 .tag{display:inline-block;background:#fdecea;color:#a3261b;border-radius:.25rem;padding:.05rem .45rem;font-size:.85rem}\
-ul{padding-left:1.2rem}small{color:#5a6478}";
+ul{padding-left:1.2rem}small{color:#5a6478}h2{font-size:1.05rem;margin:0 0 .5rem}";
 
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
@@ -45,23 +45,27 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     );
     let mut response = Response::new(Body::from(html));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     response
 }
 
 fn json_response(status: StatusCode, value: serde_json::Value) -> Response {
     let mut response = Response::new(Body::from(value.to_string()));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
 fn with_retry_after(mut response: Response, seconds: u64) -> Response {
-    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     response
 }
 
@@ -131,7 +135,10 @@ pub(crate) fn blocked(page_data: &BlockedPage<'_>, wants_json: bool) -> Response
             reference = escape(page_data.reference),
         );
         if !blocked.missing.is_empty() {
-            body.push_str(&format!("<div class=\"card\"><h2>Missing migrations</h2><ul>{}</ul></div>", items(&blocked.missing)));
+            body.push_str(&format!(
+                "<div class=\"card\"><h2>Missing migrations</h2><ul>{}</ul></div>",
+                items(&blocked.missing)
+            ));
         }
         if !blocked.changed.is_empty() {
             body.push_str(&format!(
@@ -140,7 +147,10 @@ pub(crate) fn blocked(page_data: &BlockedPage<'_>, wants_json: bool) -> Response
             ));
         }
         if let Some(detail) = detail {
-            body.push_str(&format!("<div class=\"card\"><h2>Last error</h2><pre>{}</pre></div>", escape(detail)));
+            body.push_str(&format!(
+                "<div class=\"card\"><h2>Last error</h2><pre>{}</pre></div>",
+                escape(detail)
+            ));
         }
         body.push_str(&format!(
             "<div class=\"card\"><h2>How to recover</h2><p>An operator runs:</p><pre id=\"recovery\">{}</pre>\
@@ -148,7 +158,11 @@ pub(crate) fn blocked(page_data: &BlockedPage<'_>, wants_json: bool) -> Response
              reload in a moment.</small></p></div>",
             escape(&blocked.recovery)
         ));
-        page(StatusCode::SERVICE_UNAVAILABLE, "Workspace being updated", &body)
+        page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Workspace being updated",
+            &body,
+        )
     };
     with_retry_after(response, page_data.retry_after)
 }
@@ -179,7 +193,10 @@ pub(crate) fn state_unknown(reference: &str, retry_after: u64, wants_json: bool)
 /// 404 for a host no tenant has.
 pub(crate) fn unknown_host(host: &str, wants_json: bool) -> Response {
     if wants_json {
-        return json_response(StatusCode::NOT_FOUND, json!({ "error": "unknown_host", "domain": host }));
+        return json_response(
+            StatusCode::NOT_FOUND,
+            json!({ "error": "unknown_host", "domain": host }),
+        );
     }
     page(
         StatusCode::NOT_FOUND,
@@ -195,7 +212,10 @@ pub(crate) fn unknown_host(host: &str, wants_json: bool) -> Response {
 /// 400 for a request whose host cannot be read.
 pub(crate) fn bad_host(reason: &str, wants_json: bool) -> Response {
     if wants_json {
-        return json_response(StatusCode::BAD_REQUEST, json!({ "error": "bad_host", "reason": reason }));
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            json!({ "error": "bad_host", "reason": reason }),
+        );
     }
     page(
         StatusCode::BAD_REQUEST,
@@ -208,6 +228,9 @@ pub(crate) fn bad_host(reason: &str, wants_json: bool) -> Response {
 mod tests {
     #[test]
     fn escapes_markup() {
-        assert_eq!(super::escape("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            super::escape("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
     }
 }

@@ -12,9 +12,7 @@ use axum::{
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
-use tenantgate::{
-    backend::Limits, provision, Backend, Domain, Error, MigrationFolder, TenantName,
-};
+use tenantgate::{backend::Limits, provision, Backend, Domain, Error, MigrationFolder, TenantName};
 
 use crate::{metrics, watcher::GuardState};
 
@@ -45,7 +43,9 @@ pub fn health_router(state: AdminState) -> Router {
 /// `POST /admin/tenants`, behind `Authorization: Bearer <token>`; every
 /// admin route answers 404 when no token is configured.
 pub fn admin_router(state: AdminState) -> Router {
-    Router::new().route("/admin/tenants", post(create_tenant)).with_state(state)
+    Router::new()
+        .route("/admin/tenants", post(create_tenant))
+        .with_state(state)
 }
 
 /// Compares without an early exit, so timing does not reveal the token.
@@ -55,10 +55,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Whether the request carries the admin token (false when none is set).
 fn authorized(state: &AdminState, headers: &HeaderMap) -> bool {
-    let (Some(token), Some(given)) = (&state.token, headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok())) else {
+    let (Some(token), Some(given)) = (
+        &state.token,
+        headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()),
+    ) else {
         return false;
     };
-    given.strip_prefix("Bearer ").is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+    given
+        .strip_prefix("Bearer ")
+        .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
 }
 
 async fn health(State(state): State<AdminState>, headers: HeaderMap) -> Response {
@@ -94,14 +99,29 @@ async fn health(State(state): State<AdminState>, headers: HeaderMap) -> Response
             .map(|t| json!({ "tenant": t.name, "state": t.state, "blocked": t.blocked }))
             .collect::<Vec<_>>());
     }
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 
 async fn render_metrics(State(state): State<AdminState>) -> Response {
     metrics::snapshot_age(state.guard.age());
-    let text = state.metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default();
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    let text = state
+        .metrics
+        .as_ref()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -111,19 +131,37 @@ struct NewTenant {
     domains: Vec<String>,
 }
 
-async fn create_tenant(State(state): State<AdminState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn create_tenant(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     if state.token.is_none() {
         return StatusCode::NOT_FOUND.into_response();
     }
     if !authorized(&state, &headers) {
-        return (StatusCode::UNAUTHORIZED, Json(json!({ "error": "unauthorized" }))).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "error": "unauthorized" })),
+        )
+            .into_response();
     }
     let request: NewTenant = match serde_json::from_slice(&body) {
         Ok(request) => request,
-        Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({ "error": format!("invalid JSON body: {e}") }))).into_response(),
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "error": format!("invalid JSON body: {e}") })),
+            )
+                .into_response()
+        }
     };
     let parsed = TenantName::parse(&request.name).and_then(|name| {
-        let domains = request.domains.iter().map(|d| Domain::parse(d)).collect::<Result<Vec<_>, _>>()?;
+        let domains = request
+            .domains
+            .iter()
+            .map(|d| Domain::parse(d))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok((name, domains))
     });
     let (name, domains) = match parsed {
@@ -131,7 +169,14 @@ async fn create_tenant(State(state): State<AdminState>, headers: HeaderMap, body
         Err(e) => return error_response(&e),
     };
     let started = Instant::now();
-    let result = provision::create_tenant(state.backend.as_ref(), &state.folder, &name, &domains, &Limits::default()).await;
+    let result = provision::create_tenant(
+        state.backend.as_ref(),
+        &state.folder,
+        &name,
+        &domains,
+        &Limits::default(),
+    )
+    .await;
     metrics::provisioning(started.elapsed(), result.is_ok());
     match result {
         Ok(created) => (StatusCode::CREATED, Json(json!(created))).into_response(),
@@ -144,14 +189,22 @@ fn error_response(error: &Error) -> Response {
         Error::InvalidTenantName { .. } | Error::InvalidDomain { .. } => StatusCode::BAD_REQUEST,
         Error::TenantExists { .. } | Error::DomainTaken { .. } => StatusCode::CONFLICT,
         Error::DatabaseUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        Error::ProvisionFailed { .. } | Error::TenantLeftFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        Error::ProvisionFailed { .. } | Error::TenantLeftFailed { .. } => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let failure = match error {
-        Error::ProvisionFailed { failure, .. } | Error::TenantLeftFailed { failure, .. } => Some(failure.as_ref()),
+        Error::ProvisionFailed { failure, .. } | Error::TenantLeftFailed { failure, .. } => {
+            Some(failure.as_ref())
+        }
         _ => None,
     };
-    (status, Json(json!({ "error": error.to_string(), "failure": failure }))).into_response()
+    (
+        status,
+        Json(json!({ "error": error.to_string(), "failure": failure })),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

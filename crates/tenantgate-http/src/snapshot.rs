@@ -37,7 +37,11 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Builds a snapshot from the whole registry.
-    pub fn build(tenants: Vec<Tenant>, shared_ledger: &[AppliedMigration], required: &RequiredSet) -> Self {
+    pub fn build(
+        tenants: Vec<Tenant>,
+        shared_ledger: &[AppliedMigration],
+        required: &RequiredSet,
+    ) -> Self {
         let mut snapshot = Self {
             shared_missing: required.shared_missing(shared_ledger),
             refreshed_at: Some(SystemTime::now()),
@@ -79,7 +83,8 @@ impl Snapshot {
             blocked: required.assess(tenant, &self.shared_missing),
         });
         for domain in &tenant.domains {
-            self.by_domain.insert(domain.as_str().to_owned(), entry.clone());
+            self.by_domain
+                .insert(domain.as_str().to_owned(), entry.clone());
         }
         self.by_name.insert(tenant.name.clone(), entry);
     }
@@ -102,7 +107,12 @@ impl Snapshot {
     /// Tenants per registry state.
     pub fn counts_by_state(&self) -> BTreeMap<TenantState, usize> {
         let mut counts = BTreeMap::new();
-        for state in [TenantState::Ready, TenantState::Pending, TenantState::Failed, TenantState::Drift] {
+        for state in [
+            TenantState::Ready,
+            TenantState::Pending,
+            TenantState::Failed,
+            TenantState::Drift,
+        ] {
             counts.insert(state, 0);
         }
         for entry in self.by_name.values() {

@@ -95,7 +95,8 @@ impl GuardState {
 
     /// Marks the registry confirmed now.
     pub fn confirm(&self) {
-        self.confirmed_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.confirmed_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     /// How long since the registry was last confirmed.
@@ -159,7 +160,9 @@ async fn watch_loop(backend: Arc<dyn Backend>, state: Arc<GuardState>) {
             },
         };
         let healthy = match active.next(config.heartbeat_interval).await {
-            Ok(Some(first)) => apply_changes(backend.as_ref(), &state, active.as_mut(), first).await,
+            Ok(Some(first)) => {
+                apply_changes(backend.as_ref(), &state, active.as_mut(), first).await
+            }
             Ok(None) => active.heartbeat(config.heartbeat_interval).await.is_ok(),
             Err(_) => false,
         };
@@ -197,7 +200,12 @@ async fn subscribe(backend: &dyn Backend, state: &GuardState) -> Option<Box<dyn 
 
 /// Gathers notifications arriving together, then re-reads those tenants
 /// (or everything, for a shared change). Returns false when the store failed.
-async fn apply_changes(backend: &dyn Backend, state: &GuardState, watch: &mut dyn Watch, first: String) -> bool {
+async fn apply_changes(
+    backend: &dyn Backend,
+    state: &GuardState,
+    watch: &mut dyn Watch,
+    first: String,
+) -> bool {
     let mut names = vec![first];
     while let Ok(Some(more)) = watch.next(Duration::from_millis(5)).await {
         if !names.contains(&more) {

@@ -163,23 +163,39 @@ pub async fn migrate(
             .map(|m| m.version)
             .collect()
     } else {
-        backend.apply_shared(&folder.shared, &options.limits).await?
+        backend
+            .apply_shared(&folder.shared, &options.limits)
+            .await?
     };
     if !shared_applied.is_empty() {
-        progress(Progress::SharedApplied { versions: shared_applied.clone() });
+        progress(Progress::SharedApplied {
+            versions: shared_applied.clone(),
+        });
     }
     let tenants = select_tenants(backend.tenants().await?, &options.tenants)?;
-    let names: Vec<TenantName> = tenants.iter().filter_map(|t| TenantName::parse(&t.name).ok()).collect();
+    let names: Vec<TenantName> = tenants
+        .iter()
+        .filter_map(|t| TenantName::parse(&t.name).ok())
+        .collect();
     let ledgers = backend.read_ledgers(&names).await?;
     refuse_changed(&folder.tenant, &ledgers)?;
 
-    let mut report = FleetReport { shared_applied, dry_run: options.dry_run, ..Default::default() };
+    let mut report = FleetReport {
+        shared_applied,
+        dry_run: options.dry_run,
+        ..Default::default()
+    };
     let mut due = Vec::new();
     for (tenant, name) in tenants.iter().zip(&names) {
-        let pending = pending_versions(&folder.tenant, ledgers.get(&tenant.name).and_then(Option::as_ref));
+        let pending = pending_versions(
+            &folder.tenant,
+            ledgers.get(&tenant.name).and_then(Option::as_ref),
+        );
         let in_step = matches!(tenant.state, TenantState::Ready | TenantState::Drift);
         if pending.as_ref().is_some_and(Vec::is_empty) && in_step {
-            report.tenants.push(quick_report(tenant, Outcome::UpToDate, Vec::new()));
+            report
+                .tenants
+                .push(quick_report(tenant, Outcome::UpToDate, Vec::new()));
         } else if options.dry_run {
             let mut planned = quick_report(tenant, Outcome::Planned, pending.unwrap_or_default());
             if planned.state == TenantState::Ready {
@@ -190,8 +206,20 @@ pub async fn migrate(
             due.push((name.clone(), tenant.state));
         }
     }
-    progress(Progress::Planned { total: tenants.len(), to_migrate: due.len() });
-    execute(backend, Job::Migrate(&folder.tenant), due, options, progress, cancel, &mut report).await;
+    progress(Progress::Planned {
+        total: tenants.len(),
+        to_migrate: due.len(),
+    });
+    execute(
+        backend,
+        Job::Migrate(&folder.tenant),
+        due,
+        options,
+        progress,
+        cancel,
+        &mut report,
+    )
+    .await;
     report.interrupted = cancel.is_cancelled();
     report.tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
     report.duration = started.elapsed();
@@ -218,16 +246,37 @@ pub async fn backfill(
         Error::Config(format!(
             "no backfill named {name:?} in {}; known: {}",
             folder.root.join("backfills").display(),
-            if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
         ))
     })?;
     backend.prepare().await?;
     let tenants = select_tenants(backend.tenants().await?, &options.tenants)?;
-    let due: Vec<(TenantName, TenantState)> =
-        tenants.iter().filter_map(|t| Some((TenantName::parse(&t.name).ok()?, t.state))).collect();
-    progress(Progress::Planned { total: due.len(), to_migrate: due.len() });
-    let mut report = FleetReport { dry_run: mode.dry_run, ..Default::default() };
-    execute(backend, Job::Backfill(backfill, mode), due, options, progress, cancel, &mut report).await;
+    let due: Vec<(TenantName, TenantState)> = tenants
+        .iter()
+        .filter_map(|t| Some((TenantName::parse(&t.name).ok()?, t.state)))
+        .collect();
+    progress(Progress::Planned {
+        total: due.len(),
+        to_migrate: due.len(),
+    });
+    let mut report = FleetReport {
+        dry_run: mode.dry_run,
+        ..Default::default()
+    };
+    execute(
+        backend,
+        Job::Backfill(backfill, mode),
+        due,
+        options,
+        progress,
+        cancel,
+        &mut report,
+    )
+    .await;
     report.interrupted = cancel.is_cancelled();
     report.tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
     report.duration = started.elapsed();
@@ -260,23 +309,39 @@ async fn execute(
         database_error: Mutex::new(None),
     };
     futures::future::join_all((0..workers).map(|_| run.worker())).await;
-    report.tenants.extend(run.reports.into_inner().expect("reports lock"));
-    report.not_started = run.queue.into_inner().expect("queue lock").iter().map(|(t, _)| t.to_string()).collect();
+    report
+        .tenants
+        .extend(run.reports.into_inner().expect("reports lock"));
+    report.not_started = run
+        .queue
+        .into_inner()
+        .expect("queue lock")
+        .iter()
+        .map(|(t, _)| t.to_string())
+        .collect();
     report.database_error = run.database_error.into_inner().expect("error lock");
 }
 
 /// The registered tenants, or only those asked for (each must exist).
-pub(crate) fn select_tenants(all: Vec<Tenant>, wanted: &[TenantName]) -> Result<Vec<Tenant>, Error> {
+pub(crate) fn select_tenants(
+    all: Vec<Tenant>,
+    wanted: &[TenantName],
+) -> Result<Vec<Tenant>, Error> {
     if wanted.is_empty() {
         return Ok(all);
     }
-    let mut by_name: HashMap<String, Tenant> = all.into_iter().map(|t| (t.name.clone(), t)).collect();
+    let mut by_name: HashMap<String, Tenant> =
+        all.into_iter().map(|t| (t.name.clone(), t)).collect();
     let mut selected = Vec::new();
     for name in wanted {
         match by_name.remove(name.as_str()) {
             Some(t) => selected.push(t),
             None if selected.iter().any(|t: &Tenant| t.name == name.as_str()) => {}
-            None => return Err(Error::UnknownTenant { tenant: name.to_string() }),
+            None => {
+                return Err(Error::UnknownTenant {
+                    tenant: name.to_string(),
+                })
+            }
         }
     }
     selected.sort_by(|a, b| a.name.cmp(&b.name));
@@ -284,13 +349,24 @@ pub(crate) fn select_tenants(all: Vec<Tenant>, wanted: &[TenantName]) -> Result<
 }
 
 /// Versions of `set` the ledger lacks; `None` when the ledger is missing.
-pub(crate) fn pending_versions(set: &MigrationSet, ledger: Option<&Vec<crate::AppliedMigration>>) -> Option<Vec<i64>> {
+pub(crate) fn pending_versions(
+    set: &MigrationSet,
+    ledger: Option<&Vec<crate::AppliedMigration>>,
+) -> Option<Vec<i64>> {
     let ledger = ledger?;
-    Some(set.iter().filter(|m| !ledger.iter().any(|a| a.version == m.version)).map(|m| m.version).collect())
+    Some(
+        set.iter()
+            .filter(|m| !ledger.iter().any(|a| a.version == m.version))
+            .map(|m| m.version)
+            .collect(),
+    )
 }
 
 /// Applied migrations whose file changed, across all ledgers.
-pub(crate) fn changed_migrations(set: &MigrationSet, ledgers: &Ledgers) -> Vec<(String, MigrationRef)> {
+pub(crate) fn changed_migrations(
+    set: &MigrationSet,
+    ledgers: &Ledgers,
+) -> Vec<(String, MigrationRef)> {
     let mut changed: Vec<(String, MigrationRef)> = ledgers
         .iter()
         .filter_map(|(tenant, ledger)| Some((tenant, ledger.as_ref()?)))
@@ -336,20 +412,36 @@ enum Job<'a> {
 }
 
 /// A successful attempt.
-enum Done {
+enum Success {
     Migrated(Vec<i64>),
     AlreadyDone,
     Backfilled { rows: u64, dry_run: bool },
 }
 
 impl Job<'_> {
-    async fn run(&self, session: &mut dyn TenantSession, tenant: &TenantName, limits: &Limits) -> Result<Done, TenantFailure> {
+    async fn run(
+        &self,
+        session: &mut dyn TenantSession,
+        tenant: &TenantName,
+        limits: &Limits,
+    ) -> Result<Success, TenantFailure> {
         match self {
-            Job::Migrate(set) => session.migrate_tenant(tenant, set, limits).await.map(Done::Migrated),
-            Job::Backfill(backfill, mode) => Ok(match session.run_backfill(tenant, backfill, *mode, limits).await? {
-                BackfillOutcome::AlreadyDone => Done::AlreadyDone,
-                BackfillOutcome::Ran { rows } => Done::Backfilled { rows, dry_run: mode.dry_run },
-            }),
+            Job::Migrate(set) => session
+                .migrate_tenant(tenant, set, limits)
+                .await
+                .map(Success::Migrated),
+            Job::Backfill(backfill, mode) => Ok(
+                match session
+                    .run_backfill(tenant, backfill, *mode, limits)
+                    .await?
+                {
+                    BackfillOutcome::AlreadyDone => Success::AlreadyDone,
+                    BackfillOutcome::Ran { rows } => Success::Backfilled {
+                        rows,
+                        dry_run: mode.dry_run,
+                    },
+                },
+            ),
         }
     }
 }
@@ -398,8 +490,15 @@ impl Run<'_> {
     }
 
     /// Runs the job on one tenant, retrying lock timeouts, and reports.
-    async fn run_one(&self, session: &mut dyn TenantSession, tenant: &TenantName, state: TenantState) -> TenantReport {
-        (self.progress)(Progress::TenantStarted { tenant: tenant.to_string() });
+    async fn run_one(
+        &self,
+        session: &mut dyn TenantSession,
+        tenant: &TenantName,
+        state: TenantState,
+    ) -> TenantReport {
+        (self.progress)(Progress::TenantStarted {
+            tenant: tenant.to_string(),
+        });
         let started = Instant::now();
         let mut attempts = 0;
         let result = loop {
@@ -409,8 +508,14 @@ impl Run<'_> {
                 () = self.cancel.cancelled() => Err(interrupted(tenant)),
             };
             match attempt {
-                Err(f) if f.kind == FailureKind::LockTimeout && attempts < self.options.lock_attempts => {
-                    (self.progress)(Progress::TenantRetrying { tenant: tenant.to_string(), attempt: attempts + 1 });
+                Err(f)
+                    if f.kind == FailureKind::LockTimeout
+                        && attempts < self.options.lock_attempts =>
+                {
+                    (self.progress)(Progress::TenantRetrying {
+                        tenant: tenant.to_string(),
+                        attempt: attempts + 1,
+                    });
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(attempts))).await;
                 }
                 other => break other,
@@ -427,12 +532,17 @@ impl Run<'_> {
             rows_changed: None,
         };
         match result {
-            Ok(Done::Migrated(applied)) => {
-                (report.outcome, report.state, report.applied) = (Outcome::Migrated, TenantState::Ready, applied);
+            Ok(Success::Migrated(applied)) => {
+                (report.outcome, report.state, report.applied) =
+                    (Outcome::Migrated, TenantState::Ready, applied);
             }
-            Ok(Done::AlreadyDone) => report.outcome = Outcome::UpToDate,
-            Ok(Done::Backfilled { rows, dry_run }) => {
-                report.outcome = if dry_run { Outcome::Planned } else { Outcome::Backfilled };
+            Ok(Success::AlreadyDone) => report.outcome = Outcome::UpToDate,
+            Ok(Success::Backfilled { rows, dry_run }) => {
+                report.outcome = if dry_run {
+                    Outcome::Planned
+                } else {
+                    Outcome::Backfilled
+                };
                 report.rows_changed = Some(rows);
             }
             Err(failure) => {
@@ -456,7 +566,10 @@ impl Run<'_> {
     }
 
     fn database_gone(&self, message: String) {
-        self.database_error.lock().expect("error lock").get_or_insert(message);
+        self.database_error
+            .lock()
+            .expect("error lock")
+            .get_or_insert(message);
         self.stop.cancel();
     }
 }

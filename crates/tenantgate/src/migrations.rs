@@ -107,7 +107,10 @@ impl MigrationSet {
     /// Loads every `.sql` file of `dir` (not recursing). Rejects badly named
     /// files and duplicate versions.
     pub fn load(dir: &Path) -> Result<Self, Error> {
-        Self::from_files(read_sql_files(dir)?).map_err(|reason| Error::MigrationFolder { path: dir.to_owned(), reason })
+        Self::from_files(read_sql_files(dir)?).map_err(|reason| Error::MigrationFolder {
+            path: dir.to_owned(),
+            reason,
+        })
     }
 
     /// Builds a set from (file name, contents) pairs, for migrations embedded
@@ -184,20 +187,35 @@ pub struct Backfill {
 impl Backfill {
     /// Builds a backfill from a file name and its bytes.
     pub fn from_file(file: &str, bytes: &[u8]) -> Result<Self, String> {
-        let name = file.strip_suffix(".sql").ok_or_else(|| format!("{file}: a backfill file name ends in .sql"))?;
+        let name = file
+            .strip_suffix(".sql")
+            .ok_or_else(|| format!("{file}: a backfill file name ends in .sql"))?;
         if name.is_empty()
-            || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         {
-            return Err(format!("{file}: a backfill is named with lowercase ASCII letters, digits, '-' and '_'"));
+            return Err(format!(
+                "{file}: a backfill is named with lowercase ASCII letters, digits, '-' and '_'"
+            ));
         }
-        let sql = std::str::from_utf8(bytes).map_err(|e| format!("{file}: not UTF-8 text ({e})"))?.to_owned();
-        Ok(Self { name: name.to_owned(), sql, checksum: Sha384::digest(bytes).to_vec() })
+        let sql = std::str::from_utf8(bytes)
+            .map_err(|e| format!("{file}: not UTF-8 text ({e})"))?
+            .to_owned();
+        Ok(Self {
+            name: name.to_owned(),
+            sql,
+            checksum: Sha384::digest(bytes).to_vec(),
+        })
     }
 }
 
 /// Reads every `.sql` file of `dir` as (file name, bytes), not recursing.
 fn read_sql_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, Error> {
-    let folder_error = |path: &Path, reason: String| Error::MigrationFolder { path: path.to_owned(), reason };
+    let folder_error = |path: &Path, reason: String| Error::MigrationFolder {
+        path: path.to_owned(),
+        reason,
+    };
     let entries = fs::read_dir(dir).map_err(|e| folder_error(dir, format!("cannot read: {e}")))?;
     let mut files = Vec::new();
     for entry in entries {
@@ -209,7 +227,8 @@ fn read_sql_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, Error> {
         if !name.ends_with(".sql") || !path.is_file() {
             continue;
         }
-        let bytes = fs::read(&path).map_err(|e| folder_error(&path, format!("cannot read: {e}")))?;
+        let bytes =
+            fs::read(&path).map_err(|e| folder_error(&path, format!("cannot read: {e}")))?;
         files.push((name, bytes));
     }
     files.sort();
@@ -250,8 +269,12 @@ impl MigrationFolder {
         let mut backfills = BTreeMap::new();
         if backfills_dir.is_dir() {
             for (file, bytes) in read_sql_files(&backfills_dir)? {
-                let backfill = Backfill::from_file(&file, &bytes)
-                    .map_err(|reason| Error::MigrationFolder { path: backfills_dir.clone(), reason })?;
+                let backfill = Backfill::from_file(&file, &bytes).map_err(|reason| {
+                    Error::MigrationFolder {
+                        path: backfills_dir.clone(),
+                        reason,
+                    }
+                })?;
                 backfills.insert(backfill.name.clone(), backfill);
             }
         }

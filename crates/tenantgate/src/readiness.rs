@@ -10,7 +10,9 @@
 
 use sha2::{Digest, Sha384};
 
-use crate::{migrations::MigrationRef, AppliedMigration, MigrationFolder, MigrationSet, Tenant, TenantState};
+use crate::{
+    migrations::MigrationRef, AppliedMigration, MigrationFolder, MigrationSet, Tenant, TenantState,
+};
 
 /// The migrations a running application needs.
 #[derive(Debug, Clone, Default)]
@@ -24,7 +26,10 @@ pub struct RequiredSet {
 impl RequiredSet {
     /// Everything a migration folder holds is required.
     pub fn from_folder(folder: &MigrationFolder) -> Self {
-        Self { tenant: folder.tenant.clone(), shared: folder.shared.clone() }
+        Self {
+            tenant: folder.tenant.clone(),
+            shared: folder.shared.clone(),
+        }
     }
 
     /// A short digest of the required versions and checksums, to tell
@@ -45,7 +50,11 @@ impl RequiredSet {
     pub fn shared_missing(&self, shared_ledger: &[AppliedMigration]) -> Vec<MigrationRef> {
         self.shared
             .iter()
-            .filter(|m| !shared_ledger.iter().any(|a| a.version == m.version && a.checksum == m.checksum))
+            .filter(|m| {
+                !shared_ledger
+                    .iter()
+                    .any(|a| a.version == m.version && a.checksum == m.checksum)
+            })
             .map(|m| m.reference())
             .collect()
     }
@@ -57,7 +66,9 @@ impl RequiredSet {
         for m in self.tenant.iter() {
             match tenant.applied_versions.iter().position(|v| *v == m.version) {
                 None => missing.push(m.reference()),
-                Some(i) if tenant.applied_checksums.get(i) != Some(&m.checksum) => changed.push(m.reference()),
+                Some(i) if tenant.applied_checksums.get(i) != Some(&m.checksum) => {
+                    changed.push(m.reference())
+                }
                 Some(_) => {}
             }
         }
@@ -79,10 +90,15 @@ impl RequiredSet {
             reason,
             missing,
             changed,
-            error: tenant.last_error.clone().filter(|_| tenant.state != TenantState::Ready),
+            error: tenant
+                .last_error
+                .clone()
+                .filter(|_| tenant.state != TenantState::Ready),
             recovery: match reason {
                 BlockReason::Drift => "tenantgate verify --deep".to_owned(),
-                BlockReason::ChecksumChanged => "restore the edited migration files, then tenantgate verify".to_owned(),
+                BlockReason::ChecksumChanged => {
+                    "restore the edited migration files, then tenantgate verify".to_owned()
+                }
                 BlockReason::SharedMissing => "tenantgate migrate".to_owned(),
                 _ => format!("tenantgate verify --fix --tenant {}", tenant.name),
             },
@@ -159,16 +175,43 @@ mod tests {
             shared: MigrationSet::default(),
         };
         let all = required.tenant.clone();
-        assert_eq!(required.assess(&tenant(TenantState::Ready, &all), &[]), None);
+        assert_eq!(
+            required.assess(&tenant(TenantState::Ready, &all), &[]),
+            None
+        );
         // A failure outside the required set does not block.
-        assert_eq!(required.assess(&tenant(TenantState::Failed, &all), &[]), None);
+        assert_eq!(
+            required.assess(&tenant(TenantState::Failed, &all), &[]),
+            None
+        );
         let first = required.tenant.up_to(1);
-        assert_eq!(required.assess(&tenant(TenantState::Pending, &first), &[]).unwrap().reason, BlockReason::Missing);
-        assert_eq!(required.assess(&tenant(TenantState::Failed, &first), &[]).unwrap().reason, BlockReason::Failed);
-        assert_eq!(required.assess(&tenant(TenantState::Drift, &all), &[]).unwrap().reason, BlockReason::Drift);
+        assert_eq!(
+            required
+                .assess(&tenant(TenantState::Pending, &first), &[])
+                .unwrap()
+                .reason,
+            BlockReason::Missing
+        );
+        assert_eq!(
+            required
+                .assess(&tenant(TenantState::Failed, &first), &[])
+                .unwrap()
+                .reason,
+            BlockReason::Failed
+        );
+        assert_eq!(
+            required
+                .assess(&tenant(TenantState::Drift, &all), &[])
+                .unwrap()
+                .reason,
+            BlockReason::Drift
+        );
         let edited = MigrationSet::from_files([("1_a.sql", "a"), ("2_b.sql", "edited")]).unwrap();
         assert_eq!(
-            required.assess(&tenant(TenantState::Ready, &edited), &[]).unwrap().reason,
+            required
+                .assess(&tenant(TenantState::Ready, &edited), &[])
+                .unwrap()
+                .reason,
             BlockReason::ChecksumChanged
         );
     }

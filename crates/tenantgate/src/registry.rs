@@ -11,7 +11,9 @@ use crate::{migrations::MigrationSet, Domain};
 pub const DEFAULT_PLACEMENT: &str = "default";
 
 /// A tenant's state as the registry records it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum TenantState {
     /// Its ledger holds every migration known when it was last written.

@@ -234,9 +234,16 @@ fn drift_summary(differences: &[String]) -> String {
     let mut sorted: Vec<&String> = differences.iter().collect();
     let whole_relation = |d: &str| {
         d.split_once(' ').is_some_and(|(_, object)| {
-            ["table ", "partitioned table ", "view ", "materialized view ", "foreign table ", "sequence "]
-                .iter()
-                .any(|kind| object.starts_with(kind))
+            [
+                "table ",
+                "partitioned table ",
+                "view ",
+                "materialized view ",
+                "foreign table ",
+                "sequence ",
+            ]
+            .iter()
+            .any(|kind| object.starts_with(kind))
         })
     };
     sorted.sort_by_key(|d| !whole_relation(d));

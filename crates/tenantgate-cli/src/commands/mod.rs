@@ -54,7 +54,10 @@ pub(crate) fn folder(global: &Global) -> Result<MigrationFolder, Error> {
         .as_deref()
         .is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"));
     if !root.join("tenant").is_dir() && is_postgres && per_store.join("tenant").is_dir() {
-        eprintln!("note: using the PostgreSQL migration set in {}", per_store.display());
+        eprintln!(
+            "note: using the PostgreSQL migration set in {}",
+            per_store.display()
+        );
         return MigrationFolder::load(per_store);
     }
     MigrationFolder::load(root)

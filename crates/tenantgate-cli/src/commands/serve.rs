@@ -5,8 +5,8 @@ use std::sync::Arc;
 use axum::Router;
 use tenantgate::{fleet, Backend, Error};
 use tenantgate_http::{
-    admin_router, health_router, startup_gate, watch_registry, AdminState, GuardConfig, GuardLayer, StartupPolicy,
-    StartupRefused,
+    admin_router, health_router, startup_gate, watch_registry, AdminState, GuardConfig, GuardLayer,
+    StartupPolicy, StartupRefused,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -15,24 +15,32 @@ use crate::{
     exit, output,
 };
 
-pub(crate) async fn run(global: &Global, args: ServeArgs, cancel: &CancellationToken) -> Result<u8, Error> {
-    let url = global
-        .database_url
-        .clone()
-        .ok_or_else(|| Error::Config("no database: pass --database-url postgres://… or set DATABASE_URL".into()))?;
+pub(crate) async fn run(
+    global: &Global,
+    args: ServeArgs,
+    cancel: &CancellationToken,
+) -> Result<u8, Error> {
+    let url = global.database_url.clone().ok_or_else(|| {
+        Error::Config("no database: pass --database-url postgres://… or set DATABASE_URL".into())
+    })?;
     let backend: Arc<dyn Backend> = super::backend(global).await?.into();
     let folder = tenantgate_demo::folder();
     let required = tenantgate_demo::required_set();
     let metrics = tenantgate_http::metrics::install().map_err(Error::Config)?;
 
     if args.migrate_on_start {
-        let options = fleet::FleetOptions { jobs: usize::from(args.jobs), ..Default::default() };
+        let options = fleet::FleetOptions {
+            jobs: usize::from(args.jobs),
+            ..Default::default()
+        };
         let report = fleet::migrate(backend.as_ref(), &folder, &options, &|_| {}, cancel).await?;
         tenantgate_http::metrics::fleet_run(&report);
         let code = exit::for_fleet(&report);
         if code != exit::OK {
             output::fleet_report(global, &report);
-            eprintln!("error: --migrate-on-start did not bring every tenant to ready; not starting");
+            eprintln!(
+                "error: --migrate-on-start did not bring every tenant to ready; not starting"
+            );
             return Ok(code);
         }
     }
@@ -72,17 +80,24 @@ pub(crate) async fn run(global: &Global, args: ServeArgs, cancel: &CancellationT
         guard: guard.clone(),
         backend,
         folder: Arc::new(folder),
-        token: std::env::var("TENANTGATE_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
+        token: std::env::var("TENANTGATE_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
         metrics: Some(metrics),
     };
     let app = Router::new()
         .merge(health_router(admin.clone()))
         .merge(admin_router(admin))
-        .merge(tenantgate_demo::router(tenantgate_demo::AppState { pool }).layer(GuardLayer::new(guard)));
+        .merge(
+            tenantgate_demo::router(tenantgate_demo::AppState { pool })
+                .layer(GuardLayer::new(guard)),
+        );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", args.listen)))?;
-    let address = listener.local_addr().map_err(|e| Error::Config(e.to_string()))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| Error::Config(e.to_string()))?;
     println!("listening on http://{address}");
     let shutdown = cancel.clone();
     axum::serve(listener, app)

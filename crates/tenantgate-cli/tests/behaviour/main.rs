@@ -4,9 +4,12 @@
 //! each backend by `backend_tests!`, so a new backend runs the same suite.
 
 mod harness;
+mod http;
 
+mod backfills;
 mod checksums;
 mod cli_errors;
 mod fleet;
 mod provisioning;
+mod serving;
 mod verification;

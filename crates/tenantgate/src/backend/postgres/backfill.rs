@@ -31,12 +31,14 @@ pub(crate) async fn run_backfill(
              applied_on timestamptz NOT NULL DEFAULT now(),
              rows_changed bigint NOT NULL
          );
-         SELECT 1 FROM {ledger} WHERE name = {name};",
+         SELECT 'done' FROM {ledger} WHERE name = {name};",
         begin = target.begin_sql(limits),
     );
     let result = async {
         let done = client.simple_query(&prelude).await.map_err(|e| ApplyFailure::db(&e, None))?;
-        if !mode.force && done.iter().any(|m| matches!(m, SimpleQueryMessage::Row(_))) {
+        // The lock's SELECT yields a row too: look for the ledger's answer.
+        let already = done.iter().any(|m| matches!(m, SimpleQueryMessage::Row(row) if row.get(0) == Some("done")));
+        if !mode.force && already {
             return Ok(BackfillOutcome::AlreadyDone);
         }
         let messages = client.simple_query(&backfill.sql).await.map_err(|e| ApplyFailure::db(&e, None))?;

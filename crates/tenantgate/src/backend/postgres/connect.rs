@@ -2,13 +2,13 @@
 
 use std::{str::FromStr, sync::Arc};
 
+use futures::StreamExt;
 use rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     crypto::CryptoProvider,
     pki_types::{CertificateDer, ServerName, UnixTime},
     DigitallySignedStruct, SignatureScheme,
 };
-use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -66,13 +66,12 @@ impl Connector {
     pub(crate) async fn connect_with_notifications(
         &self,
     ) -> Result<(Client, mpsc::UnboundedReceiver<String>), Error> {
-        let (client, mut connection) = self
-            .config
-            .connect(self.tls.clone())
-            .await
-            .map_err(|e| Error::DatabaseUnavailable {
-                context: format!("connecting to {}", self.describe()),
-                source: db_error(&e),
+        let (client, mut connection) =
+            self.config.connect(self.tls.clone()).await.map_err(|e| {
+                Error::DatabaseUnavailable {
+                    context: format!("connecting to {}", self.describe()),
+                    source: db_error(&e),
+                }
             })?;
         let (sender, receiver) = mpsc::unbounded_channel();
         tokio::spawn(async move {

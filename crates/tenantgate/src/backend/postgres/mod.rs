@@ -28,7 +28,9 @@ use self::{
     sql::error_while,
 };
 use crate::{
-    backend::{BackfillMode, BackfillOutcome, Backend, Ledgers, Limits, StateChange, TenantSession, Watch},
+    backend::{
+        Backend, BackfillMode, BackfillOutcome, Ledgers, Limits, StateChange, TenantSession, Watch,
+    },
     migrations::Backfill,
     AppliedMigration, Domain, Error, FailureKind, MigrationSet, Tenant, TenantFailure, TenantName,
 };

@@ -81,7 +81,10 @@ pub(crate) async fn prepare(client: &mut Client) -> Result<(), Error> {
 }
 
 /// Every tenant with its domains, or only those named in `only`.
-pub(crate) async fn tenants(client: &Client, only: Option<&[String]>) -> Result<Vec<Tenant>, Error> {
+pub(crate) async fn tenants(
+    client: &Client,
+    only: Option<&[String]>,
+) -> Result<Vec<Tenant>, Error> {
     let rows = client
         .query_typed(
             "SELECT t.name, t.placement, t.state, t.applied_versions, t.applied_checksums, t.last_error,
@@ -117,7 +120,10 @@ fn tenant_from_row(row: &tokio_postgres::Row) -> Result<Tenant, Error> {
         last_error: row.get(5),
         created_at: row.get(6),
         updated_at: row.get(7),
-        domains: domains.iter().filter_map(|d| Domain::parse(d).ok()).collect(),
+        domains: domains
+            .iter()
+            .filter_map(|d| Domain::parse(d).ok())
+            .collect(),
     })
 }
 

@@ -22,14 +22,21 @@ impl PgWatch {
             .batch_execute(&format!("LISTEN {CHANNEL}"))
             .await
             .map_err(|e| super::sql::error_while("subscribing to registry changes", &e))?;
-        Ok(Self { client, notifications })
+        Ok(Self {
+            client,
+            notifications,
+        })
     }
 }
 
 fn lost(message: &str) -> Error {
     Error::DatabaseUnavailable {
         context: "watching registry changes".into(),
-        source: DbError { code: None, message: message.into(), connection_lost: true },
+        source: DbError {
+            code: None,
+            message: message.into(),
+            connection_lost: true,
+        },
     }
 }
 
@@ -46,7 +53,10 @@ impl Watch for PgWatch {
     async fn heartbeat(&mut self, timeout: Duration) -> Result<(), Error> {
         match tokio::time::timeout(timeout, self.client.simple_query("SELECT 1")).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(super::sql::error_while("checking the registry connection", &e)),
+            Ok(Err(e)) => Err(super::sql::error_while(
+                "checking the registry connection",
+                &e,
+            )),
             Err(_) => Err(lost("the registry did not answer a heartbeat in time")),
         }
     }

@@ -1,0 +1,259 @@
+//! A running `tenantgate serve`, a raw HTTP/1.1 client (so hostile requests
+//! can be sent exactly as written), and a loopback TCP proxy that can cut a
+//! real connection.
+
+use std::{
+    net::SocketAddr,
+    process::Stdio,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{TcpListener, TcpStream},
+    process::{Child, ChildStderr},
+    task::JoinHandle,
+};
+
+use crate::harness::Harness;
+
+/// A server process on a free local port.
+pub(crate) struct Server {
+    /// Held so the server stops when the test drops it (kill on drop).
+    _process: Child,
+    pub(crate) address: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Everything the server wrote to stderr so far.
+    pub(crate) fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends `GET path` with `Host: host` (and optional extra header lines).
+    pub(crate) async fn get(&self, host: &str, path: &str, extra: &str) -> Response {
+        let host_line = if host.is_empty() {
+            String::new()
+        } else {
+            format!("Host: {host}\r\n")
+        };
+        self.raw(&format!(
+            "GET {path} HTTP/1.1\r\n{host_line}{extra}Connection: close\r\n\r\n"
+        ))
+        .await
+    }
+
+    /// Sends `GET path` for HTML, asking for JSON when `json`.
+    pub(crate) async fn page(&self, host: &str, path: &str, json: bool) -> Response {
+        self.get(
+            host,
+            path,
+            if json {
+                "Accept: application/json\r\n"
+            } else {
+                "Accept: text/html\r\n"
+            },
+        )
+        .await
+    }
+
+    /// Sends bytes as written and reads the whole response.
+    pub(crate) async fn raw(&self, request: &str) -> Response {
+        send(self.address, request.as_bytes()).await
+    }
+}
+
+/// Sends bytes to `address` and reads the response until the server closes.
+pub(crate) async fn send(address: SocketAddr, request: &[u8]) -> Response {
+    let mut stream = TcpStream::connect(address)
+        .await
+        .expect("connect to the server");
+    stream.write_all(request).await.unwrap();
+    let mut bytes = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut bytes)).await;
+    Response::parse(&bytes)
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
+}
+
+impl Response {
+    fn parse(bytes: &[u8]) -> Self {
+        let text = String::from_utf8_lossy(bytes);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        Self {
+            status,
+            headers,
+            body: body.to_owned(),
+        }
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+impl Harness {
+    /// Copies the demo app's migrations into the scenario's folder; with
+    /// `through`, only tenant migrations up to that version.
+    pub(crate) fn use_demo_migrations(&self, through: Option<i64>) {
+        let source =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/postgres");
+        for dir in ["shared", "tenant", "backfills"] {
+            let _ = std::fs::remove_dir_all(self.migrations().join(dir));
+            std::fs::create_dir_all(self.migrations().join(dir)).unwrap();
+            for entry in std::fs::read_dir(source.join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+                let version: Option<i64> = name.split('_').next().and_then(|v| v.parse().ok());
+                if dir == "tenant" && through.is_some_and(|t| version.is_some_and(|v| v > t)) {
+                    continue;
+                }
+                std::fs::copy(&path, self.migrations().join(dir).join(&name)).unwrap();
+            }
+        }
+    }
+
+    /// Starts `tenantgate serve` on a free port with `url` as its database;
+    /// returns once it listens, or the exit status and stderr if it stopped.
+    pub(crate) async fn serve_with(
+        &self,
+        url: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Server, (i32, String)> {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantgate"));
+        command
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("DATABASE_URL", url)
+            .env("TENANTGATE_MIGRATIONS", self.migrations())
+            .env("TENANTGATE_ADMIN_TOKEN", "test-admin-token")
+            .env_remove("DISABLE_MIGRATION_CHECK")
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("spawn tenantgate serve");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        collect(child.stderr.take().unwrap(), stderr.clone());
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut line)).await;
+        if let Some(address) = line.trim().strip_prefix("listening on http://") {
+            return Ok(Server {
+                _process: child,
+                address: address.parse().unwrap(),
+                stderr,
+            });
+        }
+        let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let code = status
+            .ok()
+            .and_then(|s| s.ok())
+            .and_then(|s| s.code())
+            .unwrap_or(-1);
+        let text = stderr.lock().unwrap().clone();
+        assert!(read.is_ok(), "serve neither listened nor exited: {text}");
+        Err((code, text))
+    }
+
+    /// `serve_with` on the scenario's own database, expecting it to start.
+    pub(crate) async fn serve(&self, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let url = self.url.clone();
+        self.serve_with(&url, args, env)
+            .await
+            .unwrap_or_else(|(code, stderr)| panic!("serve exited {code}: {stderr}"))
+    }
+}
+
+fn collect(stderr: ChildStderr, into: Arc<Mutex<String>>) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            into.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+}
+
+/// A loopback TCP proxy to the test cluster whose link can be cut and restored.
+pub(crate) struct Proxy {
+    pub(crate) port: u16,
+    up: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    pub(crate) async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (accept_up, accept_connections) = (up.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !accept_up.load(Ordering::SeqCst) {
+                    drop(inbound); // refused while cut
+                    continue;
+                }
+                accept_connections
+                    .lock()
+                    .unwrap()
+                    .push(tokio::spawn(async move {
+                        if let Ok(mut outbound) = TcpStream::connect(target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    }));
+            }
+        });
+        Self {
+            port,
+            up,
+            connections,
+        }
+    }
+
+    /// Drops every proxied connection and refuses new ones.
+    pub(crate) fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+
+    /// Accepts connections again.
+    pub(crate) fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,489 @@
+//! The guard in a real server: the incident end to end, failures on a
+//! running server, failing closed, the emergency bypass, hostile hosts,
+//! the admin API, and the 503 page in a real browser.
+
+use std::{net::SocketAddr, time::Duration};
+
+use crate::{
+    backend_tests,
+    harness::{eventually, Harness},
+    http::{Proxy, Server},
+};
+
+backend_tests!(
+    the_incident_is_blocked_reported_and_healed_without_restart,
+    a_tenant_failed_on_a_running_server_is_blocked_until_rerun,
+    unreachable_registry_fails_closed_and_recovers,
+    emergency_bypass_passes_warns_counts_and_marks,
+    hostile_hosts_get_400_or_404_never_500,
+    admin_api_provisions_behind_a_token,
+    the_503_page_renders_in_a_real_browser,
+);
+
+/// Three tenants of the messages app; `initech` never received 0002 (the
+/// messages migrations): the seed incident.
+async fn incident_fleet(h: &Harness) {
+    h.use_demo_migrations(Some(1));
+    h.run(&[
+        "tenants",
+        "create",
+        "initech",
+        "--domain",
+        "initech.localhost",
+    ])
+    .await
+    .expect(0);
+    h.use_demo_migrations(None);
+    h.run(&["tenants", "create", "acme", "--domain", "acme.localhost"])
+        .await
+        .expect(0);
+    h.run(&[
+        "tenants",
+        "create",
+        "globex",
+        "--domain",
+        "globex.localhost",
+    ])
+    .await
+    .expect(0);
+    for tenant in ["acme", "globex", "initech"] {
+        h.exec_in_tenant(
+            tenant,
+            "INSERT INTO users (username, display_name) VALUES ('alice', 'Alice')",
+        )
+        .await;
+    }
+}
+
+async fn until_status(server: &Server, host: &str, path: &str, status: u16) -> bool {
+    eventually(Duration::from_secs(10), || async {
+        server.page(host, path, true).await.status == status
+    })
+    .await
+}
+
+async fn the_incident_is_blocked_reported_and_healed_without_restart(h: Harness) {
+    incident_fleet(&h).await;
+    let (code, stderr) = h
+        .serve_with(&h.url, &[], &[])
+        .await
+        .err()
+        .expect("serve refuses to start");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("initech") && stderr.contains("0002_messages.sql"),
+        "{stderr}"
+    );
+
+    let server = h
+        .serve(
+            &[
+                "--allow-degraded",
+                "--refresh-interval",
+                "1h",
+                "--show-details",
+            ],
+            &[],
+        )
+        .await;
+    for host in ["acme.localhost", "globex.localhost:8080"] {
+        for path in ["/en/app/messages/", "/fr/app/messages/"] {
+            let response = server.page(host, path, false).await;
+            assert_eq!(response.status, 200, "{host}{path}: {}", response.body);
+            assert!(response.body.contains("Alice"));
+        }
+    }
+    let page = server
+        .page("initech.localhost", "/en/app/messages/", false)
+        .await;
+    assert_eq!(page.status, 503);
+    assert!(page.header("retry-after").is_some());
+    assert!(page
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    for fact in [
+        "initech",
+        "initech.localhost",
+        "0002",
+        "messages",
+        "tenantgate verify --fix --tenant initech",
+        "pending",
+    ] {
+        assert!(
+            page.body.contains(fact),
+            "the page shows {fact:?}: {}",
+            page.body
+        );
+    }
+    let reference = page
+        .body
+        .split("id=\"reference\">")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .unwrap()
+        .to_owned();
+    let logged = || async { server.stderr().contains(&reference) };
+    assert!(
+        eventually(Duration::from_secs(5), logged).await,
+        "the log line carries the page's reference {reference}"
+    );
+    assert!(server.stderr().contains("ERROR"));
+
+    let json = server
+        .page("initech.localhost", "/fr/app/messages/", true)
+        .await;
+    assert_eq!(json.status, 503);
+    let body = json.json();
+    assert_eq!(body["tenant"], "initech");
+    assert_eq!(body["domain"], "initech.localhost");
+    assert_eq!(body["missing"][0]["version"], 2);
+    assert_eq!(body["recovery"], "tenantgate verify --fix --tenant initech");
+    assert!(body["reference"].as_str().unwrap().starts_with("tg-"));
+
+    let health = server.get("", "/health/migrations", "").await;
+    assert_eq!(health.status, 503);
+    assert_eq!(health.json()["not_served"], 1);
+    assert!(
+        health.json().get("tenants_not_served").is_none(),
+        "the list needs the admin token"
+    );
+    let admin = server
+        .get(
+            "",
+            "/health/migrations",
+            "Authorization: Bearer test-admin-token\r\n",
+        )
+        .await;
+    assert_eq!(admin.json()["tenants_not_served"][0]["tenant"], "initech");
+    let metrics = server.get("", "/metrics", "").await;
+    assert!(
+        metrics
+            .body
+            .contains("tenantgate_requests_blocked_total{reason=\"missing\"} 2"),
+        "{}",
+        metrics.body
+    );
+
+    h.run(&["verify", "--fix"]).await.expect(0);
+    assert!(
+        until_status(&server, "initech.localhost", "/en/app/messages/", 200).await,
+        "healed by the notification alone"
+    );
+    assert_eq!(server.get("", "/health/migrations", "").await.status, 200);
+}
+
+async fn a_tenant_failed_on_a_running_server_is_blocked_until_rerun(h: Harness) {
+    incident_fleet(&h).await;
+    h.exec_in_tenant("initech", "CREATE TABLE conversations (conflicting text)")
+        .await;
+    let server = h
+        .serve(&["--allow-degraded", "--refresh-interval", "1h"], &[])
+        .await;
+    h.run(&["migrate"]).await.expect(1);
+    let failed = || async {
+        let r = server
+            .page("initech.localhost", "/en/app/messages/", true)
+            .await;
+        r.status == 503 && r.json()["reason"] == "failed"
+    };
+    assert!(eventually(Duration::from_secs(10), failed).await);
+    assert_eq!(
+        server
+            .page("acme.localhost", "/en/app/messages/", true)
+            .await
+            .status,
+        200
+    );
+    h.exec_in_tenant("initech", "DROP TABLE conversations")
+        .await;
+    h.run(&["migrate"]).await.expect(0);
+    assert!(until_status(&server, "initech.localhost", "/en/app/messages/", 200).await);
+}
+
+/// The cluster's address, from the scenario's URL.
+fn cluster_address(url: &str) -> SocketAddr {
+    let authority = url.split('@').nth(1).unwrap().split('/').next().unwrap();
+    authority.parse().unwrap()
+}
+
+async fn unreachable_registry_fails_closed_and_recovers(h: Harness) {
+    incident_fleet(&h).await;
+    let proxy = Proxy::start(cluster_address(&h.url)).await;
+    let via_proxy = h.url.replacen(
+        &cluster_address(&h.url).port().to_string(),
+        &proxy.port.to_string(),
+        1,
+    );
+    let server = h
+        .serve_with(
+            &via_proxy,
+            &[
+                "--allow-degraded",
+                "--staleness-bound",
+                "1s",
+                "--heartbeat",
+                "200ms",
+            ],
+            &[],
+        )
+        .await
+        .unwrap_or_else(|(code, e)| panic!("{code}: {e}"));
+    assert_eq!(
+        server
+            .page("acme.localhost", "/en/app/messages/", true)
+            .await
+            .status,
+        200
+    );
+    proxy.cut();
+    let unknown = || async {
+        let r = server
+            .page("acme.localhost", "/en/app/messages/", true)
+            .await;
+        r.status == 503 && r.json()["reason"] == "migration state unknown"
+    };
+    assert!(
+        eventually(Duration::from_secs(10), unknown).await,
+        "fails closed past the staleness bound"
+    );
+    assert_eq!(server.get("", "/health/migrations", "").await.status, 503);
+    proxy.restore();
+    assert!(
+        until_status(&server, "acme.localhost", "/en/app/messages/", 200).await,
+        "recovers when the registry is back"
+    );
+}
+
+async fn emergency_bypass_passes_warns_counts_and_marks(h: Harness) {
+    incident_fleet(&h).await;
+    h.exec_in_tenant("initech", "DELETE FROM users").await; // the page then needs no messages table
+    let server = h.serve(&[], &[("DISABLE_MIGRATION_CHECK", "true")]).await;
+    assert!(
+        server.stderr().contains("DISABLED"),
+        "a banner at startup: {}",
+        server.stderr()
+    );
+    let response = server
+        .page("initech.localhost", "/en/app/messages/", false)
+        .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(
+        response.header("x-tenantgate-migration-check"),
+        Some("disabled")
+    );
+    let warned = || async {
+        server.stderr().contains("migration check bypassed") && server.stderr().contains("initech")
+    };
+    assert!(
+        eventually(Duration::from_secs(5), warned).await,
+        "{}",
+        server.stderr()
+    );
+    let metrics = server.get("", "/metrics", "").await;
+    assert!(
+        metrics
+            .body
+            .contains("tenantgate_requests_bypassed_total 1"),
+        "{}",
+        metrics.body
+    );
+}
+
+async fn hostile_hosts_get_400_or_404_never_500(h: Harness) {
+    incident_fleet(&h).await;
+    let server = h.serve(&["--allow-degraded"], &[]).await;
+    let long = "a".repeat(5000);
+    let hosts = [
+        "a b",
+        "evil.com/../acme.localhost",
+        long.as_str(),
+        "acme.localhost:abc",
+        "acme.localhost:1:2",
+        "[::1]",
+        "127.0.0.1",
+        "user@acme.localhost",
+        "%61cme.localhost",
+        "acme..localhost",
+        "аcme.localhost",
+        "-acme.localhost",
+        "acme.localhost;x",
+        "*.localhost",
+        ".",
+        "xn--zz.localhost",
+    ];
+    for host in hosts {
+        let response = server.get(host, "/en/app/messages/", "").await;
+        assert!(
+            matches!(response.status, 400 | 404),
+            "{host:?} answered {}: {}",
+            response.status,
+            response.body
+        );
+    }
+    assert_eq!(
+        server.get("", "/en/app/messages/", "").await.status,
+        400,
+        "no Host header at all"
+    );
+    let nul = server
+        .raw(
+            "GET /en/app/messages/ HTTP/1.1\r\nHost: acme.localhost\0\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+    assert!(matches!(nul.status, 400 | 404), "NUL: {}", nul.status);
+    let twice = server.raw("GET /en/app/messages/ HTTP/1.1\r\nHost: acme.localhost\r\nHost: initech.localhost\r\nConnection: close\r\n\r\n").await;
+    assert!(
+        matches!(twice.status, 400 | 200),
+        "two Host headers: {}",
+        twice.status
+    );
+    // Normalised exactly as on insert.
+    assert_eq!(
+        server
+            .get("ACME.LOCALHOST.:1234", "/en/app/messages/", "")
+            .await
+            .status,
+        200
+    );
+    // The URI authority wins over the Host header (absolute-form).
+    let absolute = server.raw("GET http://initech.localhost/en/app/messages/ HTTP/1.1\r\nHost: acme.localhost\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(absolute.status, 503);
+    assert_eq!(
+        server
+            .get("acme.localhost", "/en/app/messages/", "")
+            .await
+            .status,
+        200,
+        "still serving"
+    );
+}
+
+async fn admin_api_provisions_behind_a_token(h: Harness) {
+    incident_fleet(&h).await;
+    let server = h.serve(&["--allow-degraded"], &[]).await;
+    let post = |auth: &'static str, body: &'static str| {
+        let request = format!(
+            "POST /admin/tenants HTTP/1.1\r\nHost: admin\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let address = server.address;
+        async move { crate::http::send(address, request.as_bytes()).await }
+    };
+    assert_eq!(post("", r#"{"name":"hooli"}"#).await.status, 401);
+    assert_eq!(
+        post("Authorization: Bearer wrong\r\n", r#"{"name":"hooli"}"#)
+            .await
+            .status,
+        401
+    );
+    let bad = post(
+        "Authorization: Bearer test-admin-token\r\n",
+        r#"{"name":"Hooli;drop"}"#,
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("lowercase ASCII letters"));
+    let created = post(
+        "Authorization: Bearer test-admin-token\r\n",
+        r#"{"name":"hooli","domains":["hooli.localhost"]}"#,
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.json()["applied"], serde_json::json!([1, 2]));
+    let taken = post(
+        "Authorization: Bearer test-admin-token\r\n",
+        r#"{"name":"hooli2","domains":["hooli.localhost"]}"#,
+    )
+    .await;
+    assert_eq!(taken.status, 409);
+    assert!(until_status(&server, "hooli.localhost", "/en/app/messages/", 200).await);
+    let metrics = server.get("", "/metrics", "").await;
+    assert!(
+        metrics
+            .body
+            .contains("tenantgate_tenants_provisioned_total 1"),
+        "{}",
+        metrics.body
+    );
+    assert!(
+        metrics
+            .body
+            .contains("tenantgate_provisioning_duration_seconds_count 1"),
+        "{}",
+        metrics.body
+    );
+    drop(server);
+    let off = h
+        .serve(&["--allow-degraded"], &[("TENANTGATE_ADMIN_TOKEN", "")])
+        .await;
+    let request = "POST /admin/tenants HTTP/1.1\r\nHost: admin\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}";
+    assert_eq!(
+        off.raw(request).await.status,
+        404,
+        "admin routes are off without a token"
+    );
+}
+
+async fn the_503_page_renders_in_a_real_browser(h: Harness) {
+    incident_fleet(&h).await;
+    let server = h.serve(&["--allow-degraded"], &[]).await;
+    let url = format!(
+        "http://initech.localhost:{}/en/app/messages/",
+        server.address.port()
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let artifacts =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let screenshot = artifacts.join("guard-503.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let chromium = |extra: Vec<String>| {
+        let mut command = tokio::process::Command::new("chromium");
+        command
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+            ])
+            .args([
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(&url)
+            .kill_on_drop(true);
+        command
+    };
+    let dom = chromium(vec!["--dump-dom".into()])
+        .output()
+        .await
+        .expect("chromium is installed by scripts/test");
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains("<dd id=\"tenant\">initech</dd>"),
+        "rendered DOM: {dom}"
+    );
+    assert!(
+        dom.contains("tenantgate verify --fix --tenant initech"),
+        "rendered DOM: {dom}"
+    );
+    chromium(vec![
+        format!("--screenshot={}", screenshot.display()),
+        "--window-size=412,915".into(),
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert!(
+        std::fs::metadata(&screenshot)
+            .map(|m| m.len() > 1000)
+            .unwrap_or(false),
+        "a screenshot at {}",
+        screenshot.display()
+    );
+}
