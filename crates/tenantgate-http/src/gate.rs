@@ -5,7 +5,7 @@ use std::fmt;
 
 use tenantgate::{
     readiness::{Blocked, RequiredSet},
-    Backend, Error,
+    Backend, Error, TenantName,
 };
 
 /// What the gate does when tenants are not served.
@@ -54,7 +54,19 @@ pub async fn startup_gate(
     let assess = async {
         backend.prepare().await?;
         let shared_missing = required.shared_missing(&backend.shared_ledger().await?);
-        let tenants = backend.tenants().await?;
+        let mut tenants = backend.tenants().await?;
+        // The ledgers are the truth: correct registry rows that drifted from them.
+        let names: Vec<TenantName> = tenants
+            .iter()
+            .filter_map(|t| TenantName::parse(&t.name).ok())
+            .collect();
+        let ledgers = backend.read_ledgers(&names).await?;
+        if !tenantgate::verify::reconcile(backend, &tenants, &ledgers)
+            .await?
+            .is_empty()
+        {
+            tenants = backend.tenants().await?;
+        }
         Ok::<_, Error>(
             tenants
                 .iter()

@@ -9,7 +9,7 @@
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    backend::StateChange,
+    backend::{Ledgers, StateChange},
     fleet::{self, FleetOptions, FleetReport},
     migrations::MigrationRef,
     progress::ProgressSink,
@@ -153,6 +153,7 @@ async fn check(
         .filter_map(|t| TenantName::parse(&t.name).ok())
         .collect();
     let ledgers = backend.read_ledgers(&names).await?;
+    reconcile(backend, &tenants, &ledgers).await?;
     let mut checks: Vec<TenantCheck> = tenants
         .iter()
         .map(|t| {
@@ -227,6 +228,36 @@ async fn check(
         tenants: checks,
         fixed: None,
     })
+}
+
+/// Brings registry rows whose copy of the ledger is out of step (a schema
+/// edited by hand, a restore) back in step with the ledgers, the truth, so
+/// the guard decides from what the schemas really hold. Returns the tenants
+/// corrected.
+pub async fn reconcile(
+    backend: &dyn Backend,
+    tenants: &[Tenant],
+    ledgers: &Ledgers,
+) -> Result<Vec<TenantName>, Error> {
+    let stale: Vec<TenantName> = tenants
+        .iter()
+        .filter(|t| match ledgers.get(&t.name) {
+            Some(Some(ledger)) => {
+                ledger.len() != t.applied_versions.len()
+                    || ledger
+                        .iter()
+                        .zip(t.applied_versions.iter().zip(&t.applied_checksums))
+                        .any(|(applied, (version, checksum))| {
+                            applied.version != *version || &applied.checksum != checksum
+                        })
+            }
+            Some(None) => !t.applied_versions.is_empty(),
+            None => false,
+        })
+        .filter_map(|t| TenantName::parse(&t.name).ok())
+        .collect();
+    backend.sync_registry(&stale).await?;
+    Ok(stale)
 }
 
 /// A one-line summary of drift for the registry: whole relations first.

@@ -104,6 +104,10 @@ pub trait Backend: Send + Sync {
         tenants: &[(TenantName, Vec<i64>)],
     ) -> Result<HashMap<String, Vec<String>>, Error>;
 
+    /// Rewrites the registry's copy of each tenant's applied versions and
+    /// checksums from its ledger (the truth), and announces the change.
+    async fn sync_registry(&self, tenants: &[TenantName]) -> Result<(), Error>;
+
     /// Records state changes in the registry and announces them.
     async fn record_states(&self, changes: &[StateChange]) -> Result<(), Error>;
 

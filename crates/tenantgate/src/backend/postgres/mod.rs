@@ -150,6 +150,13 @@ impl Backend for PgBackend {
         fingerprint::catalog_drift(&client, set, tenants).await
     }
 
+    async fn sync_registry(&self, tenants: &[TenantName]) -> Result<(), Error> {
+        if tenants.is_empty() {
+            return Ok(());
+        }
+        registry::sync_registry(&mut self.connector.connect().await?, tenants).await
+    }
+
     async fn record_states(&self, changes: &[StateChange]) -> Result<(), Error> {
         if changes.is_empty() {
             return Ok(());

@@ -175,6 +175,54 @@ pub(crate) async fn record_failure(
     tx.commit().await.map_err(err)
 }
 
+/// Copies each tenant's ledger into its registry row and announces it; one transaction.
+pub(crate) async fn sync_registry(
+    client: &mut Client,
+    tenants: &[TenantName],
+) -> Result<(), Error> {
+    let err = |e: tokio_postgres::Error| {
+        error_while("bringing the registry in step with the ledgers", &e)
+    };
+    let tx = client.transaction().await.map_err(err)?;
+    for tenant in tenants {
+        let ledger = super::sql::tenant_ledger(tenant);
+        let exists = tx
+            .query_typed(
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[(&ledger, Type::TEXT)],
+            )
+            .await
+            .map_err(err)?[0]
+            .get::<_, bool>(0);
+        if !exists {
+            tx.query_typed(
+                "UPDATE tenantgate.tenants SET applied_versions = '{}', applied_checksums = '{}', state = 'failed',
+                        last_error = 'the tenant schema or its ledger is missing', updated_at = now()
+                  WHERE name = $1",
+                &[(&tenant.as_str(), Type::TEXT)],
+            )
+            .await
+            .map_err(err)?;
+            notify(&tx, tenant.as_str()).await.map_err(err)?;
+            continue;
+        }
+        tx.query_typed(
+            &format!(
+                "UPDATE tenantgate.tenants SET
+                    applied_versions = ARRAY(SELECT version FROM {ledger} WHERE success ORDER BY version),
+                    applied_checksums = ARRAY(SELECT checksum FROM {ledger} WHERE success ORDER BY version),
+                    updated_at = now()
+                  WHERE name = $1"
+            ),
+            &[(&tenant.as_str(), Type::TEXT)],
+        )
+        .await
+        .map_err(err)?;
+        notify(&tx, tenant.as_str()).await.map_err(err)?;
+    }
+    tx.commit().await.map_err(err)
+}
+
 /// Writes state changes and announces each; one transaction.
 pub(crate) async fn record_states(
     client: &mut Client,
