@@ -23,7 +23,7 @@ pub(crate) async fn read_ledgers(
     connector: &Connector,
     tenants: &[TenantName],
 ) -> Result<Ledgers, Error> {
-    let first = connector.connect().await?;
+    let mut first = connector.checkout().await?;
     let existing = schemas_with_ledger(&first).await?;
     let mut ledgers: Ledgers = tenants
         .iter()
@@ -35,21 +35,25 @@ pub(crate) async fn read_ledgers(
         .filter(|t| existing.contains(t.as_str()))
         .collect();
     if present.is_empty() {
+        first.keep(true);
         return Ok(ledgers);
     }
     let readers = READERS.min(present.len().div_ceil(PIPELINE_DEPTH)).max(1);
     let mut clients = vec![first];
     for _ in 1..readers {
-        clients.push(connector.connect().await?);
+        clients.push(connector.checkout().await?);
     }
     let chunk = present.len().div_ceil(readers);
     let results = futures::future::try_join_all(
         clients
             .iter()
             .zip(present.chunks(chunk))
-            .map(|(client, tenants)| read_chunk(client, tenants)),
+            .map(|(client, tenants)| read_chunk(&**client, tenants)),
     )
     .await?;
+    for client in &mut clients {
+        client.keep(true);
+    }
     ledgers.extend(results.into_iter().flatten());
     Ok(ledgers)
 }

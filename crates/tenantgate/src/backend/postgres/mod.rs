@@ -15,7 +15,10 @@ mod registry;
 mod sql;
 mod watch;
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 use async_trait::async_trait;
 use tokio_postgres::Client;
@@ -38,6 +41,19 @@ use crate::{
 /// A PostgreSQL database holding the registry and the tenant schemas.
 pub struct PgBackend {
     connector: Connector,
+    /// Set once this process saw the registry installed at its version.
+    prepared: AtomicBool,
+}
+
+/// Runs `$op` with `$client` bound to a pooled connection, which goes back
+/// to the pool only when the operation succeeded.
+macro_rules! pooled {
+    ($self:ident, |$client:ident| $op:expr) => {{
+        let mut $client = $self.connector.checkout().await?;
+        let result = $op;
+        $client.keep(result.is_ok());
+        result
+    }};
 }
 
 impl PgBackend {
@@ -45,6 +61,7 @@ impl PgBackend {
     pub fn new(url: &str) -> Result<Self, Error> {
         Ok(Self {
             connector: Connector::new(url)?,
+            prepared: AtomicBool::new(false),
         })
     }
 }
@@ -56,16 +73,26 @@ impl Backend for PgBackend {
     }
 
     async fn prepare(&self) -> Result<(), Error> {
-        registry::prepare(&mut self.connector.connect().await?).await
+        if self.prepared.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        pooled!(self, |client| registry::prepare(&mut client).await)?;
+        self.prepared.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     async fn apply_shared(&self, set: &MigrationSet, limits: &Limits) -> Result<Vec<i64>, Error> {
         if set.is_empty() {
             return Ok(Vec::new());
         }
-        let client = self.connector.connect().await?;
-        apply_set(&client, &Target::shared(), set, limits)
-            .await
+        let applied = self.shared_ledger().await?;
+        let complete = set
+            .iter()
+            .all(|m| applied.iter().any(|a| a.version == m.version && a.checksum == m.checksum));
+        if complete {
+            return Ok(Vec::new());
+        }
+        pooled!(self, |client| apply_set(&client, &Target::shared(), set, limits).await)
             .map_err(|f| match f.kind {
                 FailureKind::ChecksumMismatch => Error::ChecksumChanged {
                     changed: vec![(
@@ -91,14 +118,13 @@ impl Backend for PgBackend {
     }
 
     async fn shared_ledger(&self) -> Result<Vec<AppliedMigration>, Error> {
-        let client = self.connector.connect().await?;
-        let rows = client
+        let rows = pooled!(self, |client| client
             .query(
                 "SELECT version, description, checksum FROM tenantgate._shared_migrations WHERE success ORDER BY version",
                 &[],
             )
             .await
-            .map_err(|e| error_while("reading the shared ledger", &e))?;
+            .map_err(|e| error_while("reading the shared ledger", &e)))?;
         Ok(rows
             .iter()
             .map(|r| AppliedMigration {
@@ -110,11 +136,11 @@ impl Backend for PgBackend {
     }
 
     async fn tenants(&self) -> Result<Vec<Tenant>, Error> {
-        registry::tenants(&self.connector.connect().await?, None).await
+        pooled!(self, |client| registry::tenants(&client, None).await)
     }
 
     async fn tenants_named(&self, names: &[String]) -> Result<Vec<Tenant>, Error> {
-        registry::tenants(&self.connector.connect().await?, Some(names)).await
+        pooled!(self, |client| registry::tenants(&client, Some(names)).await)
     }
 
     async fn watch(&self) -> Result<Box<dyn Watch>, Error> {
@@ -128,13 +154,11 @@ impl Backend for PgBackend {
         set: &MigrationSet,
         limits: &Limits,
     ) -> Result<Vec<i64>, Error> {
-        let client = self.connector.connect().await?;
-        provision::create_tenant(&client, tenant, domains, set, limits).await
+        pooled!(self, |client| provision::create_tenant(&client, tenant, domains, set, limits).await)
     }
 
     async fn drop_tenant(&self, tenant: &TenantName) -> Result<(), Error> {
-        let client = self.connector.connect().await?;
-        provision::drop_tenant(&client, tenant, &Limits::default()).await
+        pooled!(self, |client| provision::drop_tenant(&client, tenant, &Limits::default()).await)
     }
 
     async fn read_ledgers(&self, tenants: &[TenantName]) -> Result<Ledgers, Error> {
@@ -146,22 +170,21 @@ impl Backend for PgBackend {
         set: &MigrationSet,
         tenants: &[(TenantName, Vec<i64>)],
     ) -> Result<HashMap<String, Vec<String>>, Error> {
-        let client = self.connector.connect().await?;
-        fingerprint::catalog_drift(&client, set, tenants).await
+        pooled!(self, |client| fingerprint::catalog_drift(&client, set, tenants).await)
     }
 
     async fn sync_registry(&self, tenants: &[TenantName]) -> Result<(), Error> {
         if tenants.is_empty() {
             return Ok(());
         }
-        registry::sync_registry(&mut self.connector.connect().await?, tenants).await
+        pooled!(self, |client| registry::sync_registry(&mut client, tenants).await)
     }
 
     async fn record_states(&self, changes: &[StateChange]) -> Result<(), Error> {
         if changes.is_empty() {
             return Ok(());
         }
-        registry::record_states(&mut self.connector.connect().await?, changes).await
+        pooled!(self, |client| registry::record_states(&mut client, changes).await)
     }
 
     async fn open_session(&self) -> Result<Box<dyn TenantSession>, Error> {

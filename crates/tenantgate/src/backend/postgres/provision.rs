@@ -73,10 +73,7 @@ async fn build(
     limits: &Limits,
 ) -> Result<(), Build> {
     let failed = |e: &tokio_postgres::Error| Build::Failed(ApplyFailure::db(e, None));
-    client
-        .batch_execute(&target.begin_sql(limits))
-        .await
-        .map_err(|e| failed(&e))?;
+    target.begin(client, limits).await.map_err(|e| failed(&e))?;
     let steps = async {
         if let Err(e) = client
             .query_typed(
@@ -195,10 +192,7 @@ pub(crate) async fn drop_tenant(
     let context = format!("dropping tenant {tenant} (rolled back, nothing changed)");
     let err = |e: &tokio_postgres::Error| error_while(&context, e);
     let target = Target::tenant(tenant);
-    client
-        .batch_execute(&target.begin_sql(limits))
-        .await
-        .map_err(|e| err(&e))?;
+    target.begin(client, limits).await.map_err(|e| err(&e))?;
     let result = async {
         let deleted = client
             .query_typed(

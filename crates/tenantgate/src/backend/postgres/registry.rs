@@ -47,6 +47,20 @@ const REGISTRY_LOCK: &str = "tenantgate registry";
 /// Creates or upgrades the registry, serialised across processes.
 pub(crate) async fn prepare(client: &mut Client) -> Result<(), Error> {
     let err = |e: tokio_postgres::Error| error_while("installing the tenantgate registry", &e);
+    // The common case, without the lock: installed at this version already.
+    let installed = client
+        .simple_query("SELECT max(version) FROM tenantgate.registry_version")
+        .await
+        .ok()
+        .and_then(|messages| {
+            messages.iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).and_then(|v| v.parse::<usize>().ok()),
+                _ => None,
+            })
+        });
+    if installed == Some(REGISTRY_MIGRATIONS.len()) {
+        return Ok(());
+    }
     let tx = client.transaction().await.map_err(err)?;
     tx.batch_execute(&format!(
         "{} CREATE SCHEMA IF NOT EXISTS tenantgate; \
