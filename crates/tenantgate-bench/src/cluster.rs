@@ -11,12 +11,18 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     pub(crate) async fn connect(base_url: &str) -> anyhow::Result<Self> {
-        Ok(Self { admin: connect(base_url).await?, base_url: base_url.to_owned() })
+        Ok(Self {
+            admin: connect(base_url).await?,
+            base_url: base_url.to_owned(),
+        })
     }
 
     /// The URL of database `db` in the cluster.
     pub(crate) fn url(&self, db: &str) -> String {
-        let (before, query) = self.base_url.split_once('?').map_or((self.base_url.as_str(), None), |(b, q)| (b, Some(q)));
+        let (before, query) = self
+            .base_url
+            .split_once('?')
+            .map_or((self.base_url.as_str(), None), |(b, q)| (b, Some(q)));
         let root = &before[..before.rfind('/').unwrap_or(before.len())];
         match query {
             Some(q) => format!("{root}/{db}?{q}"),
@@ -27,7 +33,10 @@ impl Cluster {
     /// A fresh, empty database (dropped first if a previous run left it).
     pub(crate) async fn create(&self, db: &str) -> anyhow::Result<String> {
         self.drop(db).await?;
-        self.admin.batch_execute(&format!("CREATE DATABASE {db}")).await.with_context(|| format!("create {db}"))?;
+        self.admin
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .await
+            .with_context(|| format!("create {db}"))?;
         Ok(self.url(db))
     }
 
@@ -42,7 +51,9 @@ impl Cluster {
     }
 
     pub(crate) async fn drop(&self, db: &str) -> anyhow::Result<()> {
-        self.admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await?;
+        self.admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .await?;
         Ok(())
     }
 
@@ -54,7 +65,9 @@ impl Cluster {
 }
 
 pub(crate) async fn connect(url: &str) -> anyhow::Result<Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.with_context(|| format!("connect {url}"))?;
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .with_context(|| format!("connect {url}"))?;
     tokio::spawn(connection);
     Ok(client)
 }

@@ -45,9 +45,15 @@ fn tenants(n: usize, set: &MigrationSet) -> Vec<Tenant> {
 }
 
 fn state(n: usize, set: &MigrationSet) -> Arc<GuardState> {
-    let required = RequiredSet { tenant: set.clone(), shared: MigrationSet::default() };
+    let required = RequiredSet {
+        tenant: set.clone(),
+        shared: MigrationSet::default(),
+    };
     let snapshot = Snapshot::build(tenants(n, set), &[], &required);
-    let config = GuardConfig { staleness_bound: Duration::from_secs(86_400), ..Default::default() };
+    let config = GuardConfig {
+        staleness_bound: Duration::from_secs(86_400),
+        ..Default::default()
+    };
     Arc::new(GuardState::new(snapshot, required, config))
 }
 
@@ -62,7 +68,10 @@ where
             let started = Instant::now();
             runtime.block_on(async {
                 for i in 0..BATCH {
-                    let request = Request::get("/").header("host", &hosts[i % hosts.len()]).body(Body::empty()).unwrap();
+                    let request = Request::get("/")
+                        .header("host", &hosts[i % hosts.len()])
+                        .body(Body::empty())
+                        .unwrap();
                     let response = service.call(request).await.unwrap();
                     std::hint::black_box(response);
                 }
@@ -77,10 +86,14 @@ where
 /// The guard's cost per request over an inner service that does nothing.
 pub(crate) fn decision(sizes: &[usize], set: &MigrationSet) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
-    let inner = tower::service_fn(|_request: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::empty())) });
+    let inner = tower::service_fn(|_request: Request<Body>| async {
+        Ok::<_, Infallible>(Response::new(Body::empty()))
+    });
     for &n in sizes {
         let guarded = GuardLayer::new(state(n, set));
-        let hosts: Vec<String> = (0..n.min(10_000)).map(|i| format!("t{}.example.com", (i * 7919) % n)).collect();
+        let hosts: Vec<String> = (0..n.min(10_000))
+            .map(|i| format!("t{}.example.com", (i * 7919) % n))
+            .collect();
         let bare = per_request(&runtime, inner, &hosts);
         let with_guard = per_request(&runtime, tower::Layer::layer(&guarded, inner), &hosts);
         println!(
@@ -100,7 +113,10 @@ pub(crate) fn decision(sizes: &[usize], set: &MigrationSet) -> anyhow::Result<()
 /// Live bytes the snapshot of `n` tenants keeps, after its inputs are dropped.
 pub(crate) fn memory(sizes: &[usize], set: &MigrationSet) {
     for &n in sizes {
-        let required = RequiredSet { tenant: set.clone(), shared: MigrationSet::default() };
+        let required = RequiredSet {
+            tenant: set.clone(),
+            shared: MigrationSet::default(),
+        };
         let rows = tenants(n, set);
         let before = memory::live_bytes();
         let snapshot = Snapshot::build(rows, &[], &required);
@@ -127,7 +143,11 @@ pub(crate) async fn throughput(args: &Args, set: &MigrationSet) -> anyhow::Resul
     let app = || Router::new().route("/", get(|| async { "ok" }));
     let guarded = serve(app().layer(GuardLayer::new(state(n, set))))?;
     let bare = serve(app())?;
-    let hosts: Arc<Vec<String>> = Arc::new((0..n.min(10_000)).map(|i| format!("t{}.example.com", (i * 7919) % n)).collect());
+    let hosts: Arc<Vec<String>> = Arc::new(
+        (0..n.min(10_000))
+            .map(|i| format!("t{}.example.com", (i * 7919) % n))
+            .collect(),
+    );
     let seconds = Duration::from_secs_f64(args.http_seconds);
     let (mut with_guard, mut without) = (Vec::new(), Vec::new());
     for run in 0..args.http_runs {
@@ -164,17 +184,27 @@ fn serve(app: Router) -> anyhow::Result<SocketAddr> {
     listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            axum::serve(listener, app.into_make_service()).await.expect("serve");
+            axum::serve(listener, app.into_make_service())
+                .await
+                .expect("serve");
         });
     });
     Ok(address)
 }
 
 /// Keep-alive load from 32 connections for `duration`; returns requests per second.
-async fn load(address: SocketAddr, hosts: &Arc<Vec<String>>, duration: Duration) -> anyhow::Result<f64> {
+async fn load(
+    address: SocketAddr,
+    hosts: &Arc<Vec<String>>,
+    duration: Duration,
+) -> anyhow::Result<f64> {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
@@ -207,7 +237,10 @@ async fn load(address: SocketAddr, hosts: &Arc<Vec<String>>, duration: Duration)
 }
 
 /// Reads one response with a Content-Length body.
-async fn read_response(stream: &mut tokio::net::TcpStream, buffer: &mut Vec<u8>) -> anyhow::Result<()> {
+async fn read_response(
+    stream: &mut tokio::net::TcpStream,
+    buffer: &mut Vec<u8>,
+) -> anyhow::Result<()> {
     let mut filled = 0;
     loop {
         if filled == buffer.len() {
@@ -219,10 +252,17 @@ async fn read_response(stream: &mut tokio::net::TcpStream, buffer: &mut Vec<u8>)
         let text = &buffer[..filled];
         if let Some(end) = text.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = std::str::from_utf8(&text[..end])?;
-            anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "unexpected response: {head}");
+            anyhow::ensure!(
+                head.starts_with("HTTP/1.1 200"),
+                "unexpected response: {head}"
+            );
             let length: usize = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse()))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse())
+                })
                 .transpose()?
                 .unwrap_or(0);
             if filled >= end + 4 + length {
@@ -231,4 +271,3 @@ async fn read_response(stream: &mut tokio::net::TcpStream, buffer: &mut Vec<u8>)
         }
     }
 }
-

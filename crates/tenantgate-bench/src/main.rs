@@ -25,7 +25,11 @@ struct Args {
     #[arg(long, env = "TENANTGATE_TEST_PG_URL")]
     database_url: String,
     /// The scenarios to run
-    #[arg(long, value_delimiter = ',', default_value = "provision,migrate,verify,guard,http,memory")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "provision,migrate,verify,guard,http,memory"
+    )]
     scenarios: Vec<String>,
     /// Tenants for provisioning
     #[arg(long, value_delimiter = ',', default_value = "100,1000")]
@@ -66,6 +70,8 @@ fn main() -> anyhow::Result<()> {
         args.http_runs = 1;
         args.repeat = 1;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(scenarios::run_all(&args))
 }

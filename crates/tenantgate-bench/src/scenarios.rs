@@ -30,7 +30,13 @@ pub(crate) fn median(samples: &[Duration]) -> Duration {
 }
 
 /// Prints one result line: medians of interleaved repetitions, and the samples.
-pub(crate) fn report(scenario: &str, tenants: usize, tenantgate: &[Duration], floor: &[Duration], extra: serde_json::Value) {
+pub(crate) fn report(
+    scenario: &str,
+    tenants: usize,
+    tenantgate: &[Duration],
+    floor: &[Duration],
+    extra: serde_json::Value,
+) {
     let secs = |v: &[Duration]| v.iter().map(|d| round(d.as_secs_f64())).collect::<Vec<_>>();
     let tg = median(tenantgate);
     let mut line = json!({
@@ -64,7 +70,10 @@ pub(crate) async fn run_all(args: &Args) -> anyhow::Result<()> {
     let psql = floor::psql(args.psql.as_deref());
     let full = MigrationSet::load(&args.fixture).context("load the fixture")?;
     let initial = full.up_to(STEP - 1);
-    let folder = |set: &MigrationSet| MigrationFolder { tenant: set.clone(), ..Default::default() };
+    let folder = |set: &MigrationSet| MigrationFolder {
+        tenant: set.clone(),
+        ..Default::default()
+    };
     for scenario in &args.scenarios {
         match scenario.as_str() {
             "provision" => {
@@ -79,7 +88,15 @@ pub(crate) async fn run_all(args: &Args) -> anyhow::Result<()> {
                 }
                 let cluster = Cluster::connect(&args.database_url).await?;
                 for &n in &args.fleet_sizes {
-                    fleet_scenarios(&cluster, &psql, &folder(&initial), &folder(&full), n, args.repeat).await?;
+                    fleet_scenarios(
+                        &cluster,
+                        &psql,
+                        &folder(&initial),
+                        &folder(&full),
+                        n,
+                        args.repeat,
+                    )
+                    .await?;
                 }
             }
             "guard" => {
@@ -98,11 +115,18 @@ pub(crate) async fn run_all(args: &Args) -> anyhow::Result<()> {
 }
 
 fn names(n: usize) -> Vec<TenantName> {
-    (0..n).map(|i| TenantName::parse(&format!("t{i:05}")).expect("valid")).collect()
+    (0..n)
+        .map(|i| TenantName::parse(&format!("t{i:05}")).expect("valid"))
+        .collect()
 }
 
 /// Creates `tenants` with up to `jobs` creations in flight.
-async fn provision_all(backend: &dyn Backend, folder: &MigrationFolder, tenants: &[TenantName], jobs: usize) -> anyhow::Result<()> {
+async fn provision_all(
+    backend: &dyn Backend,
+    folder: &MigrationFolder,
+    tenants: &[TenantName],
+    jobs: usize,
+) -> anyhow::Result<()> {
     let limits = Limits::default();
     let mut created = stream::iter(tenants)
         .map(|t| provision::create_tenant(backend, folder, t, &[], &limits))
@@ -128,7 +152,9 @@ async fn provision_scenario(
     let tenants = names(n);
     let mut script = String::new();
     for t in &tenants {
-        script.push_str(&format!("BEGIN;\nCREATE SCHEMA {t};\nSET LOCAL search_path TO {t};\n"));
+        script.push_str(&format!(
+            "BEGIN;\nCREATE SCHEMA {t};\nSET LOCAL search_path TO {t};\n"
+        ));
         for m in folder.tenant.iter() {
             script.push_str(&m.sql);
             script.push_str("\n;\n");
@@ -142,7 +168,9 @@ async fn provision_scenario(
         let url = cluster.create("bench_provision").await?;
         floor.push(floor::replay(psql, &url, &script).await?);
         for (jobs, samples) in [(1, &mut sequential), (parallel, &mut concurrent)] {
-            progress(&format!("provision {n}: round {round}/{repeat}: tenantgate, {jobs} in flight"));
+            progress(&format!(
+                "provision {n}: round {round}/{repeat}: tenantgate, {jobs} in flight"
+            ));
             cluster.checkpoint().await?;
             let url = cluster.create("bench_provision").await?;
             let backend = tenantgate::connect(&url).await?;
@@ -155,8 +183,20 @@ async fn provision_scenario(
         cluster.checkpoint().await?;
     }
     let migrations = folder.tenant.len();
-    report("provision_sequential", n, &sequential, &floor, json!({ "jobs": 1, "migrations": migrations }));
-    report("provision_parallel", n, &concurrent, &floor, json!({ "jobs": parallel, "migrations": migrations }));
+    report(
+        "provision_sequential",
+        n,
+        &sequential,
+        &floor,
+        json!({ "jobs": 1, "migrations": migrations }),
+    );
+    report(
+        "provision_parallel",
+        n,
+        &concurrent,
+        &floor,
+        json!({ "jobs": parallel, "migrations": migrations }),
+    );
     Ok(())
 }
 
@@ -174,7 +214,13 @@ async fn fleet_scenarios(
         let url = cluster.create(&template).await?;
         let backend = tenantgate::connect(&url).await?;
         backend.prepare().await?;
-        provision_all(backend.as_ref(), initial, &names(n), FleetOptions::default().jobs).await?;
+        provision_all(
+            backend.as_ref(),
+            initial,
+            &names(n),
+            FleetOptions::default().jobs,
+        )
+        .await?;
     }
     cluster.checkpoint().await?;
     let step = full.tenant.get(STEP).context("the fixture's 0020")?;
@@ -190,8 +236,10 @@ async fn fleet_scenarios(
             c = hex(&step.checksum),
         ));
     }
-    let ledger_script: String =
-        names(n).iter().map(|t| format!("SELECT version, checksum FROM {t}._tenantgate_migrations;\n")).collect();
+    let ledger_script: String = names(n)
+        .iter()
+        .map(|t| format!("SELECT version, checksum FROM {t}._tenantgate_migrations;\n"))
+        .collect();
     let cancel = CancellationToken::new();
     let options = FleetOptions::default();
     let mut samples: [(Vec<Duration>, Vec<Duration>); 3] = Default::default();
@@ -199,9 +247,15 @@ async fn fleet_scenarios(
     for round in 1..=repeat {
         progress(&format!("fleet {n}: round {round}/{repeat}: floor"));
         let floor_url = cluster.clone_of(&template, "bench_fleet").await?;
-        migrate.1.push(floor::replay(psql, &floor_url, &script).await?);
-        verify_ledgers.1.push(floor::replay(psql, &floor_url, &ledger_script).await?);
-        verify_deep.1.push(floor::replay(psql, &floor_url, FINGERPRINT_FLOOR).await?);
+        migrate
+            .1
+            .push(floor::replay(psql, &floor_url, &script).await?);
+        verify_ledgers
+            .1
+            .push(floor::replay(psql, &floor_url, &ledger_script).await?);
+        verify_deep
+            .1
+            .push(floor::replay(psql, &floor_url, FINGERPRINT_FLOOR).await?);
         cluster.checkpoint().await?;
 
         progress(&format!("fleet {n}: round {round}/{repeat}: tenantgate"));
@@ -210,10 +264,24 @@ async fn fleet_scenarios(
         let started = Instant::now();
         let migrated = fleet::migrate(backend.as_ref(), full, &options, &|_| {}, &cancel).await?;
         migrate.0.push(started.elapsed());
-        anyhow::ensure!(migrated.all_ready(), "the benchmark fleet migration failed: {:?}", migrated.failures().next());
+        anyhow::ensure!(
+            migrated.all_ready(),
+            "the benchmark fleet migration failed: {:?}",
+            migrated.failures().next()
+        );
         for (deep, samples) in [(false, &mut verify_ledgers.0), (true, &mut verify_deep.0)] {
             let started = Instant::now();
-            let verified = verify::verify(backend.as_ref(), full, &VerifyOptions { deep, ..Default::default() }, &|_| {}, &cancel).await?;
+            let verified = verify::verify(
+                backend.as_ref(),
+                full,
+                &VerifyOptions {
+                    deep,
+                    ..Default::default()
+                },
+                &|_| {},
+                &cancel,
+            )
+            .await?;
             samples.push(started.elapsed());
             anyhow::ensure!(verified.all_ok(), "the benchmark fleet did not verify");
         }
@@ -221,7 +289,13 @@ async fn fleet_scenarios(
         cluster.drop("bench_fleet").await?;
         cluster.checkpoint().await?;
     }
-    report("migrate_step", n, &migrate.0, &migrate.1, json!({ "jobs": options.jobs }));
+    report(
+        "migrate_step",
+        n,
+        &migrate.0,
+        &migrate.1,
+        json!({ "jobs": options.jobs }),
+    );
     report("verify", n, &verify_ledgers.0, &verify_ledgers.1, json!({}));
     report("verify_deep", n, &verify_deep.0, &verify_deep.1, json!({}));
     cluster.drop(&template).await?;

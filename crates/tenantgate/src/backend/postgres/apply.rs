@@ -52,7 +52,11 @@ impl Target {
     /// Starts a run (see [`Self::begin_sql`]); when that fails part-way (a
     /// lock timeout), the transaction is rolled back so the connection is
     /// usable again.
-    pub(crate) async fn begin(&self, client: &Client, limits: &Limits) -> Result<(), tokio_postgres::Error> {
+    pub(crate) async fn begin(
+        &self,
+        client: &Client,
+        limits: &Limits,
+    ) -> Result<(), tokio_postgres::Error> {
         let begun = client.batch_execute(&self.begin_sql(limits)).await;
         if begun.is_err() {
             rollback(client).await;
@@ -212,7 +216,10 @@ pub(crate) async fn apply_set(
 ) -> Result<Vec<i64>, ApplyFailure> {
     let mut applied_now = Vec::new();
     loop {
-        target.begin(client, limits).await.map_err(|e| ApplyFailure::db(&e, None))?;
+        target
+            .begin(client, limits)
+            .await
+            .map_err(|e| ApplyFailure::db(&e, None))?;
         let ledger = match read_ledger(client, target).await {
             Ok(ledger) => ledger,
             Err(e) => {

@@ -71,7 +71,9 @@ impl std::ops::DerefMut for Pooled {
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        let Some(client) = self.client.take() else { return };
+        let Some(client) = self.client.take() else {
+            return;
+        };
         if self.reusable && !client.is_closed() && self.uses + 1 < MAX_USES {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             if idle.len() < MAX_IDLE {
@@ -122,13 +124,23 @@ impl Connector {
             match popped {
                 Some((client, _)) if client.is_closed() => continue,
                 Some((client, uses)) => {
-                    return Ok(Pooled { client: Some(client), uses, reusable: false, idle: self.idle.clone() })
+                    return Ok(Pooled {
+                        client: Some(client),
+                        uses,
+                        reusable: false,
+                        idle: self.idle.clone(),
+                    })
                 }
                 None => break,
             }
         }
         let client = self.connect().await?;
-        Ok(Pooled { client: Some(client), uses: 0, reusable: false, idle: self.idle.clone() })
+        Ok(Pooled {
+            client: Some(client),
+            uses: 0,
+            reusable: false,
+            idle: self.idle.clone(),
+        })
     }
 
     /// Opens a connection; its driver task runs on the current runtime.

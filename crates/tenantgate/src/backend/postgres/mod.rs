@@ -86,45 +86,55 @@ impl Backend for PgBackend {
             return Ok(Vec::new());
         }
         let applied = self.shared_ledger().await?;
-        let complete = set
-            .iter()
-            .all(|m| applied.iter().any(|a| a.version == m.version && a.checksum == m.checksum));
+        let complete = set.iter().all(|m| {
+            applied
+                .iter()
+                .any(|a| a.version == m.version && a.checksum == m.checksum)
+        });
         if complete {
             return Ok(Vec::new());
         }
-        pooled!(self, |client| apply_set(&client, &Target::shared(), set, limits).await)
-            .map_err(|f| match f.kind {
-                FailureKind::ChecksumMismatch => Error::ChecksumChanged {
-                    changed: vec![(
-                        "shared".into(),
-                        f.migration.expect("a checksum failure names its migration"),
-                    )],
+        pooled!(self, |client| apply_set(
+            &client,
+            &Target::shared(),
+            set,
+            limits
+        )
+        .await)
+        .map_err(|f| match f.kind {
+            FailureKind::ChecksumMismatch => Error::ChecksumChanged {
+                changed: vec![(
+                    "shared".into(),
+                    f.migration.expect("a checksum failure names its migration"),
+                )],
+            },
+            FailureKind::ConnectionLost => Error::DatabaseUnavailable {
+                context: "applying shared migrations".into(),
+                source: f.error,
+            },
+            _ => match f.migration {
+                Some(migration) => Error::SharedMigrationFailed {
+                    migration,
+                    source: f.error,
                 },
-                FailureKind::ConnectionLost => Error::DatabaseUnavailable {
+                None => Error::Database {
                     context: "applying shared migrations".into(),
                     source: f.error,
                 },
-                _ => match f.migration {
-                    Some(migration) => Error::SharedMigrationFailed {
-                        migration,
-                        source: f.error,
-                    },
-                    None => Error::Database {
-                        context: "applying shared migrations".into(),
-                        source: f.error,
-                    },
-                },
-            })
+            },
+        })
     }
 
     async fn shared_ledger(&self) -> Result<Vec<AppliedMigration>, Error> {
-        let rows = pooled!(self, |client| client
+        let rows = pooled!(self, |client| {
+            client
             .query(
                 "SELECT version, description, checksum FROM tenantgate._shared_migrations WHERE success ORDER BY version",
                 &[],
             )
             .await
-            .map_err(|e| error_while("reading the shared ledger", &e)))?;
+            .map_err(|e| error_while("reading the shared ledger", &e))
+        })?;
         Ok(rows
             .iter()
             .map(|r| AppliedMigration {
@@ -154,11 +164,19 @@ impl Backend for PgBackend {
         set: &MigrationSet,
         limits: &Limits,
     ) -> Result<Vec<i64>, Error> {
-        pooled!(self, |client| provision::create_tenant(&client, tenant, domains, set, limits).await)
+        pooled!(self, |client| provision::create_tenant(
+            &client, tenant, domains, set, limits
+        )
+        .await)
     }
 
     async fn drop_tenant(&self, tenant: &TenantName) -> Result<(), Error> {
-        pooled!(self, |client| provision::drop_tenant(&client, tenant, &Limits::default()).await)
+        pooled!(self, |client| provision::drop_tenant(
+            &client,
+            tenant,
+            &Limits::default()
+        )
+        .await)
     }
 
     async fn read_ledgers(&self, tenants: &[TenantName]) -> Result<Ledgers, Error> {
@@ -170,21 +188,26 @@ impl Backend for PgBackend {
         set: &MigrationSet,
         tenants: &[(TenantName, Vec<i64>)],
     ) -> Result<HashMap<String, Vec<String>>, Error> {
-        pooled!(self, |client| fingerprint::catalog_drift(&client, set, tenants).await)
+        pooled!(self, |client| fingerprint::catalog_drift(
+            &client, set, tenants
+        )
+        .await)
     }
 
     async fn sync_registry(&self, tenants: &[TenantName]) -> Result<(), Error> {
         if tenants.is_empty() {
             return Ok(());
         }
-        pooled!(self, |client| registry::sync_registry(&mut client, tenants).await)
+        pooled!(self, |client| registry::sync_registry(&mut client, tenants)
+            .await)
     }
 
     async fn record_states(&self, changes: &[StateChange]) -> Result<(), Error> {
         if changes.is_empty() {
             return Ok(());
         }
-        pooled!(self, |client| registry::record_states(&mut client, changes).await)
+        pooled!(self, |client| registry::record_states(&mut client, changes)
+            .await)
     }
 
     async fn open_session(&self) -> Result<Box<dyn TenantSession>, Error> {

@@ -54,7 +54,9 @@ pub(crate) async fn prepare(client: &mut Client) -> Result<(), Error> {
         .ok()
         .and_then(|messages| {
             messages.iter().find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).and_then(|v| v.parse::<usize>().ok()),
+                tokio_postgres::SimpleQueryMessage::Row(row) => {
+                    row.get(0).and_then(|v| v.parse::<usize>().ok())
+                }
                 _ => None,
             })
         });
