@@ -14,48 +14,16 @@ use std::{
 
 use axum::{body::Body, http::Request, response::Response, routing::get, Router};
 use serde_json::json;
-use tenantgate::{readiness::RequiredSet, Domain, MigrationSet, Tenant, TenantState};
-use tenantgate_http::{GuardConfig, GuardLayer, GuardState, Snapshot};
+use tenantgate::{readiness::RequiredSet, MigrationSet};
+use tenantgate_http::{GuardLayer, Snapshot};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::Service;
 
-use crate::{memory, Args};
-
-/// `n` ready tenants, every other one with a second domain.
-fn tenants(n: usize, set: &MigrationSet) -> Vec<Tenant> {
-    (0..n)
-        .map(|i| {
-            let mut domains = vec![Domain::parse(&format!("t{i}.example.com")).expect("valid")];
-            if i % 2 == 0 {
-                domains.push(Domain::parse(&format!("t{i}.customer-domain.com")).expect("valid"));
-            }
-            Tenant {
-                name: format!("t{i:06}"),
-                placement: "default".into(),
-                state: TenantState::Ready,
-                applied_versions: set.iter().map(|m| m.version).collect(),
-                applied_checksums: set.iter().map(|m| m.checksum.clone()).collect(),
-                domains,
-                last_error: None,
-                created_at: String::new(),
-                updated_at: String::new(),
-            }
-        })
-        .collect()
-}
-
-fn state(n: usize, set: &MigrationSet) -> Arc<GuardState> {
-    let required = RequiredSet {
-        tenant: set.clone(),
-        shared: MigrationSet::default(),
-    };
-    let snapshot = Snapshot::build(tenants(n, set), &[], &required);
-    let config = GuardConfig {
-        staleness_bound: Duration::from_secs(86_400),
-        ..Default::default()
-    };
-    Arc::new(GuardState::new(snapshot, required, config))
-}
+use crate::{
+    memory,
+    synthetic::{hosts, state, tenants},
+    Args,
+};
 
 /// Nanoseconds per request through `service`, the median of several batches.
 fn per_request<S>(runtime: &tokio::runtime::Runtime, mut service: S, hosts: &[String]) -> f64
@@ -91,9 +59,7 @@ pub(crate) fn decision(sizes: &[usize], set: &MigrationSet) -> anyhow::Result<()
     });
     for &n in sizes {
         let guarded = GuardLayer::new(state(n, set));
-        let hosts: Vec<String> = (0..n.min(10_000))
-            .map(|i| format!("t{}.example.com", (i * 7919) % n))
-            .collect();
+        let hosts = hosts(n);
         let bare = per_request(&runtime, inner, &hosts);
         let with_guard = per_request(&runtime, tower::Layer::layer(&guarded, inner), &hosts);
         println!(
@@ -117,9 +83,10 @@ pub(crate) fn memory(sizes: &[usize], set: &MigrationSet) {
             tenant: set.clone(),
             shared: MigrationSet::default(),
         };
-        let rows = tenants(n, set);
         let before = memory::live_bytes();
-        let snapshot = Snapshot::build(rows, &[], &required);
+        // The registry rows are consumed (and freed) by the build: what
+        // remains is the snapshot.
+        let snapshot = Snapshot::build(tenants(n, set), &[], &required);
         let after = memory::live_bytes();
         let domains: usize = snapshot.tenants().map(|t| t.domains.len()).sum();
         std::hint::black_box(&snapshot);
@@ -143,11 +110,7 @@ pub(crate) async fn throughput(args: &Args, set: &MigrationSet) -> anyhow::Resul
     let app = || Router::new().route("/", get(|| async { "ok" }));
     let guarded = serve(app().layer(GuardLayer::new(state(n, set))))?;
     let bare = serve(app())?;
-    let hosts: Arc<Vec<String>> = Arc::new(
-        (0..n.min(10_000))
-            .map(|i| format!("t{}.example.com", (i * 7919) % n))
-            .collect(),
-    );
+    let hosts = Arc::new(hosts(n));
     let seconds = Duration::from_secs_f64(args.http_seconds);
     let (mut with_guard, mut without) = (Vec::new(), Vec::new());
     for run in 0..args.http_runs {

@@ -10,6 +10,7 @@ mod floor;
 mod guard;
 mod memory;
 mod scenarios;
+mod synthetic;
 
 use std::path::PathBuf;
 

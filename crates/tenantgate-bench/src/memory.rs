@@ -37,3 +37,17 @@ unsafe impl GlobalAlloc for CountingAllocator {
 pub(crate) fn live_bytes() -> usize {
     LIVE.load(Ordering::Relaxed)
 }
+
+/// The process's peak resident memory in MiB (Linux `VmHWM`), when known.
+pub(crate) fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some((kib / 1024.0 * 10.0).round() / 10.0)
+}

@@ -289,15 +289,23 @@ async fn fleet_scenarios(
         cluster.drop("bench_fleet").await?;
         cluster.checkpoint().await?;
     }
+    let peak = crate::memory::peak_rss_mb();
     report(
         "migrate_step",
         n,
         &migrate.0,
         &migrate.1,
-        json!({ "jobs": options.jobs }),
+        json!({ "jobs": options.jobs, "bench_peak_rss_mb": peak }),
     );
-    report("verify", n, &verify_ledgers.0, &verify_ledgers.1, json!({}));
-    report("verify_deep", n, &verify_deep.0, &verify_deep.1, json!({}));
+    let peak = json!({ "bench_peak_rss_mb": peak });
+    report(
+        "verify",
+        n,
+        &verify_ledgers.0,
+        &verify_ledgers.1,
+        peak.clone(),
+    );
+    report("verify_deep", n, &verify_deep.0, &verify_deep.1, peak);
     cluster.drop(&template).await?;
     Ok(())
 }

@@ -19,8 +19,10 @@ use axum::{
 };
 use tower::{Layer, Service};
 
+use pin_project_lite::pin_project;
+
 use crate::{
-    host::{request_host, HostError},
+    host::{already_normal, request_host, HostError},
     metrics,
     pages::{self, BlockedPage},
     snapshot::TenantEntry,
@@ -92,13 +94,30 @@ enum Decision {
     Respond(Response),
 }
 
+fn wants_json(request: &Request<Body>) -> bool {
+    request
+        .headers()
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"))
+}
+
 impl<S> Guard<S> {
     fn decide(&self, request: &Request<Body>) -> Decision {
-        let wants_json = request
-            .headers()
-            .get(ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("application/json"));
+        let config = self.state.config();
+        let stale = self.state.is_stale() && !config.dangerous_bypass;
+        if !stale {
+            // The hot path: a host already in normal form that routes to a
+            // served tenant, decided without allocating.
+            if let Some(entry) =
+                already_normal(request).and_then(|host| self.state.snapshot().lookup(host).cloned())
+            {
+                if entry.blocked.is_none() {
+                    return Decision::Pass(entry);
+                }
+            }
+        }
+        let wants_json = wants_json(request);
         let host = match request_host(request) {
             Ok(host) => host,
             Err(HostError::Missing) => {
@@ -108,8 +127,7 @@ impl<S> Guard<S> {
                 return Decision::Respond(pages::bad_host(&reason, wants_json))
             }
         };
-        let config = self.state.config();
-        if self.state.is_stale() && !config.dangerous_bypass {
+        if stale {
             let reference = reference_id();
             metrics::blocked("state_unknown");
             tracing::error!(host = %host, reason = "state_unknown", reference = %reference, "request blocked: migration state unknown");
@@ -155,12 +173,11 @@ impl<S> Guard<S> {
 
 impl<S> Service<Request<Body>> for Guard<S>
 where
-    S: Service<Request<Body>, Response = Response> + Send + 'static,
-    S::Future: Send + 'static,
+    S: Service<Request<Body>, Response = Response>,
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -170,17 +187,59 @@ where
         let bypass_on = self.state.config().dangerous_bypass;
         let entry = match self.decide(&request) {
             Decision::Respond(response) => {
-                return Box::pin(async move { Ok(mark_bypass(response, bypass_on)) })
+                return ResponseFuture {
+                    kind: Kind::Respond {
+                        response: Some(mark_bypass(response, bypass_on)),
+                    },
+                }
             }
             Decision::Pass(entry) | Decision::Bypass(entry) => entry,
         };
         request.extensions_mut().insert(ResolvedTenant(entry));
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            future
-                .await
-                .map(|response| mark_bypass(response, bypass_on))
-        })
+        ResponseFuture {
+            kind: Kind::Inner {
+                future: self.inner.call(request),
+                bypass_on,
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`Guard`]: the inner service's, or the
+    /// guard's own answer.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Inner { #[pin] future: F, bypass_on: bool },
+        Respond { response: Option<Response> },
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Inner { future, bypass_on } => {
+                let bypass_on = *bypass_on;
+                future
+                    .poll(cx)
+                    .map(|result| result.map(|response| mark_bypass(response, bypass_on)))
+            }
+            KindProj::Respond { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("a guard response future is polled to completion once"))),
+        }
     }
 }
 

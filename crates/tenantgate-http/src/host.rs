@@ -16,10 +16,10 @@ pub enum HostError {
     Malformed(String),
 }
 
-/// The normalised host a request is addressed to.
-pub fn request_host<B>(request: &Request<B>) -> Result<Domain, HostError> {
-    let raw = match request.uri().authority() {
-        Some(authority) => authority.as_str().to_owned(),
+/// The host text a request names: its URI authority, else its `Host` header.
+fn raw_host<B>(request: &Request<B>) -> Result<&str, HostError> {
+    match request.uri().authority() {
+        Some(authority) => Ok(authority.as_str()),
         None => {
             let header = request.headers().get(HOST).ok_or(HostError::Missing)?;
             if header.len() > MAX_HOST_LEN {
@@ -27,12 +27,34 @@ pub fn request_host<B>(request: &Request<B>) -> Result<Domain, HostError> {
             }
             header
                 .to_str()
-                .map_err(|_| HostError::Malformed("the Host header is not ASCII text".into()))?
-                .to_owned()
+                .map_err(|_| HostError::Malformed("the Host header is not ASCII text".into()))
         }
+    }
+}
+
+/// The host as it would be stored, without allocating, when it is already
+/// in normal form (lowercase letters, digits, hyphens and dots; an optional
+/// numeric port): the common case, which the guard looks up directly.
+pub(crate) fn already_normal<B>(request: &Request<B>) -> Option<&str> {
+    let raw = raw_host(request).ok()?;
+    let host = match raw.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        Some(_) => return None,
+        None => raw,
     };
+    let plain = !host.is_empty()
+        && !host.ends_with('.')
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    plain.then_some(host)
+}
+
+/// The normalised host a request is addressed to.
+pub fn request_host<B>(request: &Request<B>) -> Result<Domain, HostError> {
+    let raw = raw_host(request)?;
     if raw.contains('@') {
         return Err(HostError::Malformed("a host carries no userinfo".into()));
     }
-    Domain::parse(&raw).map_err(|e| HostError::Malformed(e.to_string()))
+    Domain::parse(raw).map_err(|e| HostError::Malformed(e.to_string()))
 }

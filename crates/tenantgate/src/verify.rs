@@ -152,7 +152,13 @@ async fn check(
         .iter()
         .filter_map(|t| TenantName::parse(&t.name).ok())
         .collect();
+    let started = std::time::Instant::now();
     let ledgers = backend.read_ledgers(&names).await?;
+    tracing::debug!(
+        tenants = names.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "ledgers read"
+    );
     reconcile(backend, &tenants, &ledgers).await?;
     let mut checks: Vec<TenantCheck> = tenants
         .iter()
@@ -179,7 +185,13 @@ async fn check(
                 (name.clone(), applied)
             })
             .collect();
+        let started = std::time::Instant::now();
         let drift = backend.catalog_drift(&folder.tenant, &comparable).await?;
+        tracing::debug!(
+            tenants = comparable.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "catalog compared"
+        );
         let mut changes = Vec::new();
         for ((check, tenant), name) in checks.iter_mut().zip(&tenants).zip(&names) {
             if let Some(differences) = drift.get(&check.tenant) {

@@ -26,6 +26,8 @@ pub(crate) struct Target {
     pub(crate) ledger: String,
     /// Whether a tenant registry row (named after the schema) is kept in step.
     pub(crate) registry_row: bool,
+    /// What `NOTIFY tenantgate` announces after a commit: the tenant, or `*`.
+    pub(crate) announce: String,
 }
 
 impl Target {
@@ -36,6 +38,7 @@ impl Target {
             schema: tenant.quoted(),
             ledger: format!("{}.{LEDGER_TABLE}", tenant.quoted()),
             registry_row: true,
+            announce: tenant.to_string(),
         }
     }
 
@@ -46,6 +49,8 @@ impl Target {
             schema: "public".into(),
             ledger: "tenantgate._shared_migrations".into(),
             registry_row: false,
+            // Shared changes concern every tenant: watchers re-read everything.
+            announce: "*".into(),
         }
     }
 
@@ -62,6 +67,28 @@ impl Target {
             rollback(client).await;
         }
         begun
+    }
+
+    /// Commits, then announces the change on channel `tenantgate` in the
+    /// same round trip. The announcement runs after the commit, in its own
+    /// tiny transaction: notifying inside the tenant's transaction would
+    /// serialise every parallel tenant's commit on the notification queue's
+    /// lock. A lost announcement is covered by watchers' periodic refresh.
+    pub(crate) async fn commit_and_announce(
+        &self,
+        client: &Client,
+    ) -> Result<(), tokio_postgres::Error> {
+        let params = [(
+            &self.announce as &(dyn tokio_postgres::types::ToSql + Sync),
+            tokio_postgres::types::Type::TEXT,
+        )];
+        let announce = client.query_typed("SELECT pg_notify('tenantgate', $1)", &params);
+        let (committed, announced) = futures::join!(client.batch_execute("COMMIT"), announce);
+        committed?;
+        if let Err(e) = announced {
+            tracing::warn!(error = %e, announce = %self.announce, "could not announce a registry change");
+        }
+        Ok(())
     }
 
     /// `BEGIN`, limits, the lock and the search path: the start of every run.
@@ -91,11 +118,10 @@ impl Target {
 
     /// Brings the registry row in step with the ledger: state `ready` (or
     /// `pending` when `complete` is false), unless it is `drift`, which only
-    /// a deep verification clears. Announces the change at commit.
+    /// a deep verification clears.
     fn registry_sync_sql(&self, complete: bool) -> String {
         if !self.registry_row {
-            // Shared changes concern every tenant: watchers re-read everything.
-            return "SELECT pg_notify('tenantgate', '*');".into();
+            return String::new();
         }
         let state = if complete { "ready" } else { "pending" };
         format!(
@@ -105,8 +131,7 @@ impl Target {
                 applied_versions = ARRAY(SELECT version FROM {ledger} ORDER BY version),
                 applied_checksums = ARRAY(SELECT checksum FROM {ledger} ORDER BY version),
                 updated_at = now()
-              WHERE name = current_schema();
-             SELECT pg_notify('tenantgate', current_schema());",
+              WHERE name = current_schema();",
             ledger = self.ledger
         )
     }
@@ -267,8 +292,8 @@ pub(crate) async fn apply_set(
             rollback(client).await;
             return Err(blame(client, target, &segment, limits, &e, "").await);
         }
-        client
-            .batch_execute("COMMIT")
+        target
+            .commit_and_announce(client)
             .await
             .map_err(|e| ApplyFailure::db(&e, None))?;
         applied_now.extend(segment.iter().map(|m| m.version));
@@ -362,8 +387,8 @@ async fn apply_no_transaction(
             rollback(client).await;
             return Err(ApplyFailure::db(&e, reference()));
         }
-        client
-            .batch_execute("COMMIT")
+        target
+            .commit_and_announce(client)
             .await
             .map_err(|e| ApplyFailure::db(&e, reference()))
     }

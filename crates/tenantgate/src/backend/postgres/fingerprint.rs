@@ -19,17 +19,45 @@ use crate::{Error, MigrationSet, TenantName};
 /// One line per catalog object of the schemas in `$1`, with the schema's own
 /// name stripped so that schemas of the same shape have the same lines.
 ///
-/// `readable` spells column types out (`integer`); otherwise built-in types
-/// appear by their stable OID and type modifier, which is several times
-/// cheaper to produce for every column of every tenant. Digests compare the
-/// compact form; differences are shown in the readable one.
+/// `readable` deparses types, indexes and constraints (`integer`,
+/// `CREATE INDEX …`, `FOREIGN KEY …`); the compact form spells them with
+/// catalog columns instead (built-in OIDs, column numbers, referenced table
+/// names), an order of magnitude cheaper over every object of every tenant.
+/// Digests compare the compact form; differences are found and shown in the
+/// readable one. (A compact line that embeds a tenant-local OID, such as an
+/// index on a tenant's own type, only sends that tenant to the readable
+/// comparison: slower, never wrong.)
 fn lines_sql(readable: bool) -> String {
-    let column_type = if readable {
-        "replace(pg_catalog.format_type(a.atttypid, a.atttypmod), quote_ident(r.nspname) || '.', '')"
+    let strip = |expr: &str| format!("replace({expr}, quote_ident(r.nspname) || '.', '')");
+    let (column_type, index, constraint) = if readable {
+        (
+            strip("pg_catalog.format_type(a.atttypid, a.atttypmod)"),
+            format!(
+                "'index ' || {}",
+                strip("pg_catalog.pg_get_indexdef(i.indexrelid)")
+            ),
+            format!(
+                "'constraint ' || r.relname || '.' || con.conname || ' ' || {}",
+                strip("pg_catalog.pg_get_constraintdef(con.oid)")
+            ),
+        )
     } else {
-        // OIDs below 16384 are the built-in types, the same in every schema.
-        "CASE WHEN a.atttypid < 16384 THEN a.atttypid::text || ',' || a.atttypmod::text \
-         ELSE replace(pg_catalog.format_type(a.atttypid, a.atttypmod), quote_ident(r.nspname) || '.', '') END"
+        (
+            // OIDs below 16384 are the built-in types, the same in every schema.
+            format!(
+                "CASE WHEN a.atttypid < 16384 THEN a.atttypid::text || ',' || a.atttypmod::text ELSE {} END",
+                strip("pg_catalog.format_type(a.atttypid, a.atttypmod)")
+            ),
+            "'index ' || ic.relname || ' on ' || r.relname || ' ' || ic.relam::text || ' ' || i.indisunique::text \
+             || i.indisprimary::text || ' ' || i.indkey::text || ' ' || i.indclass::text || ' ' || i.indoption::text \
+             || coalesce(' ' || md5(i.indexprs::text), '') || coalesce(' ' || md5(i.indpred::text), '')"
+                .to_owned(),
+            "'constraint ' || r.relname || '.' || con.conname || ' ' || con.contype::text || ' ' \
+             || coalesce(con.conkey::text, '') || ' ' || coalesce(fr.relname || coalesce(con.confkey::text, ''), '') || ' ' \
+             || con.condeferrable::text || con.condeferred::text || con.confupdtype::text || con.confdeltype::text \
+             || con.confmatchtype::text || coalesce(' ' || md5(con.conbin::text), '')"
+                .to_owned(),
+        )
     };
     format!(
         r#"
@@ -44,18 +72,19 @@ SELECT nspname::text, CASE relkind WHEN 'r' THEN 'table ' WHEN 'p' THEN 'partiti
 UNION ALL
 SELECT r.nspname::text, 'column ' || r.relname || '.' || a.attname || ' ' || {column_type}
        || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
-       || coalesce(' default ' || replace(pg_catalog.pg_get_expr(d.adbin, d.adrelid), quote_ident(r.nspname) || '.', ''), '')
+       || coalesce(' default ' || {default}, '')
   FROM pg_catalog.pg_attribute a JOIN rel r ON r.oid = a.attrelid
   LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
  WHERE a.attnum > 0 AND NOT a.attisdropped AND r.relkind <> 'S'
 UNION ALL
-SELECT r.nspname::text, 'index ' || replace(pg_catalog.pg_get_indexdef(i.indexrelid), quote_ident(r.nspname) || '.', '')
-  FROM pg_catalog.pg_index i JOIN rel r ON r.oid = i.indrelid
+SELECT r.nspname::text, {index}
+  FROM pg_catalog.pg_index i JOIN rel r ON r.oid = i.indrelid JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
 UNION ALL
-SELECT r.nspname::text, 'constraint ' || r.relname || '.' || con.conname || ' '
-       || replace(pg_catalog.pg_get_constraintdef(con.oid), quote_ident(r.nspname) || '.', '')
+SELECT r.nspname::text, {constraint}
   FROM pg_catalog.pg_constraint con JOIN rel r ON r.oid = con.conrelid
-"#
+  LEFT JOIN pg_catalog.pg_class fr ON fr.oid = con.confrelid
+"#,
+        default = strip("pg_catalog.pg_get_expr(d.adbin, d.adrelid)"),
     )
 }
 
@@ -95,9 +124,11 @@ pub(crate) async fn catalog_drift(
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
+    tracing::debug!(schemas = digests.len(), "catalog digests read");
     let mut drift = HashMap::new();
     for (applied, group) in by_applied {
         let shape = expected_shape(client, set, applied).await?;
+        tracing::debug!(versions = applied.len(), "expected shape built");
         let differing: Vec<&str> = group
             .iter()
             .map(|t| t.as_str())

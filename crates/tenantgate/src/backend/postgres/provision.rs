@@ -124,7 +124,7 @@ async fn build(
             rollback(client).await;
             return Err(Build::Failed(provision_blame(client, target, segment, limits, &e).await));
         }
-        client.batch_execute("COMMIT").await.map_err(|e| failed(&e))
+        target.commit_and_announce(client).await.map_err(|e| failed(&e))
     }
     .await;
     if steps.is_err() {
