@@ -44,7 +44,11 @@ impl Cluster {
     pub(crate) async fn clone_of(&self, template: &str, db: &str) -> anyhow::Result<String> {
         self.drop(db).await?;
         self.admin
-            .batch_execute(&format!("CREATE DATABASE {db} TEMPLATE {template}"))
+            // FILE_COPY copies the files instead of WAL-logging every block
+            // (PostgreSQL 15's default), minutes faster for a large fleet.
+            .batch_execute(&format!(
+                "CREATE DATABASE {db} TEMPLATE {template} STRATEGY = FILE_COPY"
+            ))
             .await
             .with_context(|| format!("clone {template} into {db}"))?;
         Ok(self.url(db))

@@ -125,6 +125,13 @@ impl FleetReport {
             .filter(|t| matches!(t.outcome, Outcome::Failed | Outcome::Interrupted))
     }
 
+    /// Completes a run's report: interruption, order, wall time.
+    fn finish(&mut self, cancel: &CancellationToken, started: Instant) {
+        self.interrupted = cancel.is_cancelled();
+        self.tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        self.duration = started.elapsed();
+    }
+
     /// True when every tenant considered ended ready.
     pub fn all_ready(&self) -> bool {
         self.not_started.is_empty()
@@ -210,19 +217,9 @@ pub async fn migrate(
         total: tenants.len(),
         to_migrate: due.len(),
     });
-    execute(
-        backend,
-        Job::Migrate(&folder.tenant),
-        due,
-        options,
-        progress,
-        cancel,
-        &mut report,
-    )
-    .await;
-    report.interrupted = cancel.is_cancelled();
-    report.tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
-    report.duration = started.elapsed();
+    let job = Job::Migrate(&folder.tenant);
+    execute(backend, job, due, options, progress, cancel, &mut report).await;
+    report.finish(cancel, started);
     Ok(report)
 }
 
@@ -267,19 +264,9 @@ pub async fn backfill(
         dry_run: mode.dry_run,
         ..Default::default()
     };
-    execute(
-        backend,
-        Job::Backfill(backfill, mode),
-        due,
-        options,
-        progress,
-        cancel,
-        &mut report,
-    )
-    .await;
-    report.interrupted = cancel.is_cancelled();
-    report.tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
-    report.duration = started.elapsed();
+    let job = Job::Backfill(backfill, mode);
+    execute(backend, job, due, options, progress, cancel, &mut report).await;
+    report.finish(cancel, started);
     Ok(report)
 }
 

@@ -2,6 +2,9 @@
 
 use crate::{backend_tests, harness::Harness};
 
+/// A database URL nothing answers at.
+const UNREACHABLE: &str = "postgres://nobody@127.0.0.1:1/none?connect_timeout=1";
+
 backend_tests!(
     hostile_tenant_names_are_rejected_before_any_sql,
     broken_migration_folders_are_usage_errors,
@@ -24,19 +27,11 @@ async fn hostile_tenant_names_are_rejected_before_any_sql(h: Harness) {
         "information_schema",
     ] {
         // An unreachable database proves validation happens before connecting (else exit 3).
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantgate"));
-        let out = cmd
-            .args(["tenants", "create", name])
-            .env(
-                "DATABASE_URL",
-                "postgres://nobody@127.0.0.1:1/none?connect_timeout=1",
-            )
-            .env("TENANTGATE_MIGRATIONS", h.migrations())
-            .output()
-            .await
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{name:?}: {stderr}");
+        let run = h
+            .run_with_url(UNREACHABLE, &["tenants", "create", name])
+            .await;
+        let stderr = &run.stderr;
+        assert_eq!(run.code, 2, "{name:?}: {stderr}");
         assert!(
             stderr.contains("lowercase ASCII letters"),
             "{name:?}: the rule is stated: {stderr}"
@@ -73,43 +68,21 @@ async fn broken_migration_folders_are_usage_errors(h: Harness) {
         .await;
     run.expect(2);
     // The database unreachable: exit 3.
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantgate"));
-    let out = cmd
-        .args(["migrate"])
-        .env(
-            "DATABASE_URL",
-            "postgres://nobody@127.0.0.1:1/none?connect_timeout=1",
-        )
-        .env("TENANTGATE_MIGRATIONS", h.migrations())
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
+    let run = h.run_with_url(UNREACHABLE, &["migrate"]).await;
+    run.expect(3);
+    assert!(
+        run.stderr.contains("database unavailable"),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        run.stderr
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("database unavailable"));
 }
 
 async fn tls_connections_work(h: Harness) {
     h.write_tables(1);
     let tls_url = h.url.replace("sslmode=disable", "sslmode=require");
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantgate"));
-    let out = cmd
-        .args(["tenants", "create", "acme"])
-        .env("DATABASE_URL", &tls_url)
-        .env("TENANTGATE_MIGRATIONS", h.migrations())
-        .output()
+    h.run_with_url(&tls_url, &["tenants", "create", "acme"])
         .await
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .expect(0);
     assert_eq!(h.state("acme").await, "ready");
     let (client, connection) = tokio_postgres::connect(&h.url, tokio_postgres::NoTls)
         .await

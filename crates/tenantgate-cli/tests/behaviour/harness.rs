@@ -171,6 +171,17 @@ impl Harness {
         Run::from(self.command(args).output().await.expect("run tenantgate"))
     }
 
+    /// Runs the binary against another database URL.
+    pub(crate) async fn run_with_url(&self, url: &str, args: &[&str]) -> Run {
+        Run::from(
+            self.command(args)
+                .env("DATABASE_URL", url)
+                .output()
+                .await
+                .expect("run tenantgate"),
+        )
+    }
+
     /// Starts the binary with piped output.
     pub(crate) fn spawn(&self, args: &[&str]) -> tokio::process::Child {
         self.command(args)
