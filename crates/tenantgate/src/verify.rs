@@ -289,7 +289,11 @@ fn drift_summary(differences: &[String]) -> String {
             .any(|kind| object.starts_with(kind))
         })
     };
-    sorted.sort_by_key(|d| !whole_relation(d));
+    let is_table = |d: &str| {
+        d.split_once(' ')
+            .is_some_and(|(_, object)| object.starts_with("table "))
+    };
+    sorted.sort_by_key(|d| (!is_table(d), !whole_relation(d)));
     match sorted.as_slice() {
         [] => "drift".into(),
         [only] => format!("drift: {only}"),
