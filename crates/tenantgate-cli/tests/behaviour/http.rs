@@ -35,6 +35,12 @@ impl Server {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Asserts that `/metrics` holds `line`.
+    pub(crate) async fn expect_metric(&self, line: &str) {
+        let metrics = self.get("", "/metrics", "").await;
+        assert!(metrics.body.contains(line), "{line} in:\n{}", metrics.body);
+    }
+
     /// Sends `GET path` with `Host: host` (and optional extra header lines).
     pub(crate) async fn get(&self, host: &str, path: &str, extra: &str) -> Response {
         let host_line = if host.is_empty() {

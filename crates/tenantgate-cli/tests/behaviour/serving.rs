@@ -147,14 +147,9 @@ async fn the_incident_is_blocked_reported_and_healed_without_restart(h: Harness)
         )
         .await;
     assert_eq!(admin.json()["tenants_not_served"][0]["tenant"], "initech");
-    let metrics = server.get("", "/metrics", "").await;
-    assert!(
-        metrics
-            .body
-            .contains("tenantgate_requests_blocked_total{reason=\"missing\"} 2"),
-        "{}",
-        metrics.body
-    );
+    server
+        .expect_metric("tenantgate_requests_blocked_total{reason=\"missing\"} 2")
+        .await;
 
     h.run(&["verify", "--fix"]).await.expect(0);
     assert!(
@@ -271,14 +266,9 @@ async fn emergency_bypass_passes_warns_counts_and_marks(h: Harness) {
         "{}",
         server.stderr()
     );
-    let metrics = server.get("", "/metrics", "").await;
-    assert!(
-        metrics
-            .body
-            .contains("tenantgate_requests_bypassed_total 1"),
-        "{}",
-        metrics.body
-    );
+    server
+        .expect_metric("tenantgate_requests_bypassed_total 1")
+        .await;
 }
 
 async fn hostile_hosts_get_400_or_404_never_500(h: Harness) {
@@ -389,21 +379,12 @@ async fn admin_api_provisions_behind_a_token(h: Harness) {
     .await;
     assert_eq!(taken.status, 409);
     assert!(until_status(&server, "hooli.localhost", "/en/app/messages/", 200).await);
-    let metrics = server.get("", "/metrics", "").await;
-    assert!(
-        metrics
-            .body
-            .contains("tenantgate_tenants_provisioned_total 1"),
-        "{}",
-        metrics.body
-    );
-    assert!(
-        metrics
-            .body
-            .contains("tenantgate_provisioning_duration_seconds_count 1"),
-        "{}",
-        metrics.body
-    );
+    server
+        .expect_metric("tenantgate_tenants_provisioned_total 1")
+        .await;
+    server
+        .expect_metric("tenantgate_provisioning_duration_seconds_count 1")
+        .await;
     drop(server);
     let off = h
         .serve(&["--allow-degraded"], &[("TENANTGATE_ADMIN_TOKEN", "")])
