@@ -340,10 +340,10 @@ pub(crate) fn pending_versions(
     set: &MigrationSet,
     ledger: Option<&Vec<crate::AppliedMigration>>,
 ) -> Option<Vec<i64>> {
-    let ledger = ledger?;
     Some(
-        set.iter()
-            .filter(|m| !ledger.iter().any(|a| a.version == m.version))
+        set.compare(ledger?)
+            .missing
+            .iter()
             .map(|m| m.version)
             .collect(),
     )
@@ -358,10 +358,10 @@ pub(crate) fn changed_migrations(
         .iter()
         .filter_map(|(tenant, ledger)| Some((tenant, ledger.as_ref()?)))
         .flat_map(|(tenant, ledger)| {
-            ledger.iter().filter_map(move |a| {
-                let m = set.get(a.version)?;
-                (m.checksum != a.checksum).then(|| (tenant.clone(), m.reference()))
-            })
+            set.compare(ledger)
+                .changed
+                .into_iter()
+                .map(move |m| (tenant.clone(), m.reference()))
         })
         .collect();
     changed.sort_by(|a, b| (&a.0, a.1.version).cmp(&(&b.0, b.1.version)));

@@ -158,6 +158,26 @@ impl MigrationSet {
         self.by_version.keys().next_back().copied()
     }
 
+    /// How a ledger stands against this set: what it lacks, what it holds
+    /// from files that changed since, and what it holds that has no file.
+    pub fn compare<'a>(&'a self, ledger: &[crate::AppliedMigration]) -> LedgerDiff<'a> {
+        LedgerDiff {
+            missing: self
+                .iter()
+                .filter(|m| !ledger.iter().any(|a| a.version == m.version))
+                .collect(),
+            changed: ledger
+                .iter()
+                .filter_map(|a| self.get(a.version).filter(|m| m.checksum != a.checksum))
+                .collect(),
+            unknown: ledger
+                .iter()
+                .filter(|a| self.get(a.version).is_none())
+                .map(|a| a.version)
+                .collect(),
+        }
+    }
+
     /// A copy holding only the migrations up to and including `version`.
     pub fn up_to(&self, version: i64) -> Self {
         Self {
@@ -168,6 +188,17 @@ impl MigrationSet {
                 .collect(),
         }
     }
+}
+
+/// A ledger compared with a migration set; see [`MigrationSet::compare`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerDiff<'a> {
+    /// Migrations of the set the ledger lacks, in version order.
+    pub missing: Vec<&'a Migration>,
+    /// Applied migrations whose file changed since they were applied.
+    pub changed: Vec<&'a Migration>,
+    /// Applied versions that have no file in the set.
+    pub unknown: Vec<i64>,
 }
 
 /// A named, idempotent data fix run across the fleet

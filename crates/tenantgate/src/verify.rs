@@ -306,22 +306,10 @@ fn compare(
     set: &MigrationSet,
     ledger: &[AppliedMigration],
 ) -> (Vec<MigrationRef>, Vec<MigrationRef>, Vec<i64>) {
-    let missing = set
-        .iter()
-        .filter(|m| !ledger.iter().any(|a| a.version == m.version))
-        .map(|m| m.reference())
-        .collect();
-    let changed = ledger
-        .iter()
-        .filter_map(|a| set.get(a.version).filter(|m| m.checksum != a.checksum))
-        .map(|m| m.reference())
-        .collect();
-    let unknown = ledger
-        .iter()
-        .filter(|a| set.get(a.version).is_none())
-        .map(|a| a.version)
-        .collect();
-    (missing, changed, unknown)
+    let diff = set.compare(ledger);
+    let refs =
+        |ms: Vec<&crate::Migration>| ms.into_iter().map(crate::Migration::reference).collect();
+    (refs(diff.missing), refs(diff.changed), diff.unknown)
 }
 
 fn check_ledger(
