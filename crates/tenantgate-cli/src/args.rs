@@ -17,9 +17,13 @@ pub(crate) struct Cli {
 /// Options every command takes.
 #[derive(Debug, Args)]
 pub(crate) struct Global {
-    /// Database URL, e.g. postgres://user@host/db?sslmode=require
+    /// Database URL: sqlite://DIR (a data folder) or postgres://user@host/db?sslmode=require
+    /// [default: sqlite://./tenantgate-data]
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub(crate) database_url: Option<String>,
+    /// Data folder of the embedded SQLite store; shorthand for --database-url sqlite://DIR
+    #[arg(long, value_name = "DIR", global = true)]
+    pub(crate) data: Option<PathBuf>,
     /// Migration folder holding tenant/ and optionally shared/
     #[arg(
         long,
@@ -36,6 +40,18 @@ pub(crate) struct Global {
     pub(crate) log_json: bool,
 }
 
+impl Global {
+    /// The store's URL: `--data`, else `--database-url`/`DATABASE_URL`, else
+    /// the embedded default.
+    pub(crate) fn url(&self) -> String {
+        match (&self.data, &self.database_url) {
+            (Some(dir), _) => format!("sqlite://{}", dir.display()),
+            (None, Some(url)) => url.clone(),
+            (None, None) => tenantgate::backend::DEFAULT_URL.to_owned(),
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Apply pending shared migrations, then bring every tenant to the full tenant set
@@ -49,6 +65,21 @@ pub(crate) enum Command {
     Backfill(BackfillArgs),
     /// Serve the messages demo app behind the migration guard, with /health/migrations and /metrics
     Serve(ServeArgs),
+    /// See it work: three demo tenants, one a migration behind, served behind the guard
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Address to serve on (port 0 picks a free port)
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub(crate) listen: std::net::SocketAddr,
+    /// Run the scenario, print the result table and exit without serving
+    #[arg(long)]
+    pub(crate) no_serve: bool,
+    /// Keep the data folder's existing contents instead of starting fresh
+    #[arg(long)]
+    pub(crate) reuse: bool,
 }
 
 #[derive(Debug, Args)]

@@ -9,25 +9,9 @@
 //! backfill creates the rows that older code never wrote.
 
 mod embedded;
+mod store;
 mod views;
 
-pub use embedded::{folder, required_set};
-pub use views::{create_user, router, AppState};
-
-/// Connects a pool for the app's own queries.
-pub fn pool(url: &str, size: usize) -> Result<deadpool_postgres::Pool, String> {
-    let config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| format!("invalid database URL: {e}"))?;
-    let manager = deadpool_postgres::Manager::from_config(
-        config,
-        tenantgate::backend::postgres::make_tls(),
-        deadpool_postgres::ManagerConfig {
-            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-        },
-    );
-    deadpool_postgres::Pool::builder(manager)
-        .max_size(size)
-        .build()
-        .map_err(|e| e.to_string())
-}
+pub use embedded::{folder, required_set, Store};
+pub use store::{run_in_tenant_file, AppDb, Dashboard};
+pub use views::{router, AppState};

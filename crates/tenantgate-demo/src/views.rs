@@ -9,13 +9,14 @@ use axum::{
 };
 use tenantgate::TenantName;
 use tenantgate_http::ResolvedTenant;
-use tokio_postgres::{types::Type, GenericClient};
 
-/// The app's state: a pool for its own queries.
+use crate::store::AppDb;
+
+/// The app's state: where its tenant data lives.
 #[derive(Clone)]
 pub struct AppState {
-    /// Connections for request handlers.
-    pub pool: deadpool_postgres::Pool,
+    /// The store request handlers query.
+    pub db: AppDb,
 }
 
 /// The app's routes; mount them behind [`tenantgate_http::GuardLayer`].
@@ -88,22 +89,6 @@ impl<E: std::fmt::Display> From<E> for AppError {
     }
 }
 
-/// `SET LOCAL search_path` for the request's tenant: inside the
-/// transaction, so the pooled connection never carries it further.
-async fn enter_tenant(
-    client: &impl GenericClient,
-    tenant: &ResolvedTenant,
-) -> Result<(), AppError> {
-    let name = TenantName::parse(&tenant.name)?;
-    client
-        .batch_execute(&format!(
-            "SET LOCAL search_path TO {}, public",
-            name.quoted()
-        ))
-        .await?;
-    Ok(())
-}
-
 fn signed_in_user(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
@@ -124,18 +109,8 @@ async fn messages(
     let Some(t) = texts(&lang) else {
         return Ok(StatusCode::NOT_FOUND.into_response());
     };
-    let mut client = state.pool.get().await?;
-    let tx = client.transaction().await?;
-    enter_tenant(&*tx, &tenant).await?;
-    let wanted = signed_in_user(&headers);
-    let user = tx
-        .query_typed(
-            "SELECT id, display_name FROM users WHERE $1::text IS NULL OR username = $1 ORDER BY (username = $1) DESC NULLS LAST, id LIMIT 1",
-            &[(&wanted, Type::TEXT)],
-        )
-        .await?;
-    let Some(user) = user.first() else {
-        tx.commit().await?;
+    let name = TenantName::parse(&tenant.name)?;
+    let Some(dashboard) = state.db.dashboard(&name, signed_in_user(&headers)).await? else {
         return Ok(Html(page(
             &lang,
             t,
@@ -144,46 +119,24 @@ async fn messages(
         ))
         .into_response());
     };
-    let (user_id, display_name): (i64, String) = (user.get(0), user.get(1));
-    // The upsert: a user without a status row gets one, never a 500.
-    let status = tx
-        .query_typed(
-            "INSERT INTO user_statuses (user_id, is_online, last_seen) VALUES ($1, true, now())
-             ON CONFLICT (user_id) DO UPDATE SET is_online = true, last_seen = now()
-             RETURNING is_online",
-            &[(&user_id, Type::INT8)],
-        )
-        .await?;
-    let online: bool = status[0].get(0);
-    let conversations = tx
-        .query_typed(
-            "SELECT c.title,
-                    count(m.id) FILTER (WHERE m.sender_id <> $1 AND m.sent_at > coalesce(p.last_read_at, '-infinity'))
-               FROM participants p
-               JOIN conversations c ON c.id = p.conversation_id
-               LEFT JOIN messages m ON m.conversation_id = c.id
-              WHERE p.user_id = $1
-              GROUP BY c.id, c.title
-              ORDER BY max(m.sent_at) DESC NULLS LAST, c.id",
-            &[(&user_id, Type::INT8)],
-        )
-        .await?;
-    tx.commit().await?;
     let mut body = format!(
         "<p>{} <strong id=\"user\">{}</strong> · <span id=\"status\">{}</span></p>",
         t.signed_in_as,
-        escape(&display_name),
-        if online { t.online } else { "offline" }
+        escape(&dashboard.display_name),
+        if dashboard.online {
+            t.online
+        } else {
+            "offline"
+        }
     );
-    if conversations.is_empty() {
+    if dashboard.conversations.is_empty() {
         body.push_str(&format!("<p>{}</p>", t.empty));
     } else {
         body.push_str("<ul id=\"conversations\">");
-        for row in &conversations {
-            let (title, unread): (String, i64) = (row.get(0), row.get(1));
+        for (title, unread) in &dashboard.conversations {
             body.push_str(&format!(
                 "<li>{} <span class=\"unread\">{unread} {}</span></li>",
-                escape(&title),
+                escape(title),
                 t.unread
             ));
         }
@@ -240,32 +193,15 @@ async fn new_user(
     tenant: ResolvedTenant,
     Form(form): Form<NewUser>,
 ) -> Result<Response, AppError> {
-    let mut client = state.pool.get().await?;
-    let tx = client.transaction().await?;
-    enter_tenant(&*tx, &tenant).await?;
-    let id = create_user(&*tx, &form.username, &form.display_name).await?;
-    tx.commit().await?;
+    let name = TenantName::parse(&tenant.name)?;
+    let id = state
+        .db
+        .create_user(&name, &form.username, &form.display_name)
+        .await?;
     Ok((
         StatusCode::SEE_OTHER,
         [(header::LOCATION, format!("/{lang}/app/messages/"))],
         format!("created user {id}"),
     )
         .into_response())
-}
-
-/// Creates a user and its status row with the caller's transaction: both
-/// or neither. The caller has entered the tenant's schema.
-pub async fn create_user(
-    client: &impl GenericClient,
-    username: &str,
-    display_name: &str,
-) -> Result<i64, tokio_postgres::Error> {
-    let row = client
-        .query_typed(
-            "WITH u AS (INSERT INTO users (username, display_name) VALUES ($1, $2) RETURNING id)
-             INSERT INTO user_statuses (user_id) SELECT id FROM u RETURNING user_id",
-            &[(&username, Type::TEXT), (&display_name, Type::TEXT)],
-        )
-        .await?;
-    Ok(row[0].get(0))
 }

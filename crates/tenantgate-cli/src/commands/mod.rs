@@ -1,6 +1,7 @@
 //! One module per command; each returns its exit code.
 
 mod backfill;
+mod demo;
 mod migrate;
 mod serve;
 mod tenants;
@@ -9,6 +10,7 @@ mod verify;
 use tenantgate::{
     backend::Limits, fleet::FleetOptions, Backend, Error, MigrationFolder, TenantName,
 };
+use tenantgate_demo::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -25,6 +27,7 @@ pub(crate) async fn run(cli: Cli, cancel: CancellationToken) -> u8 {
         Command::Verify(args) => verify::run(global, args, &cancel).await,
         Command::Backfill(args) => backfill::run(global, args, &cancel).await,
         Command::Serve(args) => serve::run(global, args, &cancel).await,
+        Command::Demo(args) => demo::run(global, args, &cancel).await,
     };
     match result {
         Ok(code) => code,
@@ -37,28 +40,29 @@ pub(crate) async fn run(cli: Cli, cancel: CancellationToken) -> u8 {
 
 /// Connects to the store the global options name.
 pub(crate) async fn backend(global: &Global) -> Result<Box<dyn Backend>, Error> {
-    let url = global.database_url.as_deref().ok_or_else(|| {
-        Error::Config("no database: pass --database-url postgres://… or set DATABASE_URL".into())
-    })?;
-    tenantgate::connect(url).await
+    tenantgate::connect(&global.url()).await
 }
 
 /// Loads the migration folder the global options name. A folder that holds
-/// one set per store (`postgres/`, …) instead of `tenant/` is read from the
-/// subfolder matching the database URL, and the choice is said.
+/// one set per store (`postgres/`, `sqlite/`) instead of `tenant/` is read
+/// from the subfolder matching the database URL, and the choice is said.
 pub(crate) fn folder(global: &Global) -> Result<MigrationFolder, Error> {
     let root = &global.migrations;
-    let per_store = root.join("postgres");
-    let is_postgres = global
-        .database_url
-        .as_deref()
-        .is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"));
-    if !root.join("tenant").is_dir() && is_postgres && per_store.join("tenant").is_dir() {
-        eprintln!(
-            "note: using the PostgreSQL migration set in {}",
-            per_store.display()
-        );
-        return MigrationFolder::load(per_store);
+    if !root.join("tenant").is_dir() {
+        if let Some(store) = Store::for_url(&global.url()) {
+            let per_store = root.join(store.folder_name());
+            if per_store.join("tenant").is_dir() {
+                eprintln!(
+                    "note: using the {} migration set in {}",
+                    match store {
+                        Store::Postgres => "PostgreSQL",
+                        Store::Sqlite => "SQLite",
+                    },
+                    per_store.display()
+                );
+                return MigrationFolder::load(per_store);
+            }
+        }
     }
     MigrationFolder::load(root)
 }

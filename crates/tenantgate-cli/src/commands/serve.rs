@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use tenantgate::{fleet, Backend, Error};
+use tenantgate_demo::{AppDb, AppState, Store};
 use tenantgate_http::{
     admin_router, health_router, startup_gate, watch_registry, AdminState, GuardConfig, GuardLayer,
     StartupPolicy, StartupRefused,
@@ -20,13 +21,10 @@ pub(crate) async fn run(
     args: ServeArgs,
     cancel: &CancellationToken,
 ) -> Result<u8, Error> {
-    let url = global.database_url.clone().ok_or_else(|| {
-        Error::Config("no database: pass --database-url postgres://… or set DATABASE_URL".into())
-    })?;
+    let url = global.url();
+    let store = store_for(&url)?;
     let backend: Arc<dyn Backend> = super::backend(global).await?.into();
-    let folder = tenantgate_demo::folder();
-    let required = tenantgate_demo::required_set();
-    let metrics = tenantgate_http::metrics::install().map_err(Error::Config)?;
+    let folder = tenantgate_demo::folder(store);
 
     if args.migrate_on_start {
         let options = fleet::FleetOptions {
@@ -50,7 +48,13 @@ pub(crate) async fn run(
     } else {
         StartupPolicy::FailHard
     };
-    match startup_gate(backend.as_ref(), &required, policy).await {
+    match startup_gate(
+        backend.as_ref(),
+        &tenantgate_demo::required_set(store),
+        policy,
+    )
+    .await
+    {
         Ok(not_served) => {
             for t in &not_served {
                 tracing::error!(tenant = %t.tenant, reason = t.blocked.reason.as_str(), "starting degraded: tenant not ready, the guard blocks it");
@@ -74,35 +78,71 @@ pub(crate) async fn run(
         show_details: args.show_details,
         dangerous_bypass: args.disable_migration_check,
     };
+    let app = app(backend, &url, store, config).await?;
+    let (listener, address) = listen(args.listen).await?;
+    println!("listening on http://{address}");
+    serve_until(listener, app, cancel).await?;
+    Ok(exit::OK)
+}
+
+/// The app's store for a URL, or a usage error.
+pub(crate) fn store_for(url: &str) -> Result<Store, Error> {
+    Store::for_url(url).ok_or_else(|| {
+        Error::Config(format!(
+            "unsupported database URL {:?}: expected sqlite://DIR or postgres://…",
+            tenantgate::backend::redact(url)
+        ))
+    })
+}
+
+/// The messages app behind the guard, with health, metrics and admin routes.
+pub(crate) async fn app(
+    backend: Arc<dyn Backend>,
+    url: &str,
+    store: Store,
+    config: GuardConfig,
+) -> Result<Router, Error> {
+    let metrics = tenantgate_http::metrics::install().map_err(Error::Config)?;
+    let required = tenantgate_demo::required_set(store);
     let guard = watch_registry(backend.clone(), required, config).await?;
-    let pool = tenantgate_demo::pool(&url, 16).map_err(Error::Config)?;
+    let db = AppDb::connect(url, 16).map_err(Error::Config)?;
     let admin = AdminState {
         guard: guard.clone(),
         backend,
-        folder: Arc::new(folder),
+        folder: Arc::new(tenantgate_demo::folder(store)),
         token: std::env::var("TENANTGATE_ADMIN_TOKEN")
             .ok()
             .filter(|t| !t.is_empty()),
         metrics: Some(metrics),
     };
-    let app = Router::new()
+    Ok(Router::new()
         .merge(health_router(admin.clone()))
         .merge(admin_router(admin))
-        .merge(
-            tenantgate_demo::router(tenantgate_demo::AppState { pool })
-                .layer(GuardLayer::new(guard)),
-        );
-    let listener = tokio::net::TcpListener::bind(args.listen)
+        .merge(tenantgate_demo::router(AppState { db }).layer(GuardLayer::new(guard))))
+}
+
+/// Binds the listening socket; returns it with the address it got.
+pub(crate) async fn listen(
+    address: std::net::SocketAddr,
+) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), Error> {
+    let listener = tokio::net::TcpListener::bind(address)
         .await
-        .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", args.listen)))?;
-    let address = listener
+        .map_err(|e| Error::Config(format!("cannot listen on {address}: {e}")))?;
+    let bound = listener
         .local_addr()
         .map_err(|e| Error::Config(e.to_string()))?;
-    println!("listening on http://{address}");
+    Ok((listener, bound))
+}
+
+/// Serves `app` until `cancel` fires, then drains in-flight requests.
+pub(crate) async fn serve_until(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    cancel: &CancellationToken,
+) -> Result<(), Error> {
     let shutdown = cancel.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
-        .map_err(|e| Error::Config(format!("server error: {e}")))?;
-    Ok(exit::OK)
+        .map_err(|e| Error::Config(format!("server error: {e}")))
 }

@@ -2,9 +2,12 @@
 //!
 //! [`Backend`] is everything the engine asks of a store; [`connect`] picks
 //! the implementation from the URL. The PostgreSQL store keeps one schema per
-//! tenant with the registry in schema `tenantgate` of the same database.
+//! tenant with the registry in schema `tenantgate` of the same database; the
+//! SQLite store keeps one database file per tenant in a data folder.
 
+mod failure;
 pub mod postgres;
+pub mod sqlite;
 
 use std::{collections::HashMap, time::Duration};
 
@@ -181,21 +184,30 @@ pub trait Watch: Send {
     async fn heartbeat(&mut self, timeout: Duration) -> Result<(), Error>;
 }
 
-/// Opens the store a URL names: `postgres://…` or `postgresql://…` (libpq
-/// URL syntax, `sslmode=disable|prefer|require`).
+/// The data folder of the embedded default store.
+pub const DEFAULT_URL: &str = "sqlite://./tenantgate-data";
+
+/// Opens the store a URL names: `sqlite://DIR` (a data folder, created on
+/// first use) or `postgres://…` / `postgresql://…` (libpq URL syntax,
+/// `sslmode=disable|prefer|require`).
 pub async fn connect(url: &str) -> Result<Box<dyn Backend>, Error> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Box::new(postgres::PgBackend::new(url)?))
-    } else if url.starts_with("sqlite:") {
-        Err(Error::Config(
-            "the SQLite backend is not available in this build yet; use a postgres:// URL".into(),
-        ))
+    } else if let Some(dir) = sqlite_folder(url) {
+        Ok(Box::new(sqlite::SqliteBackend::new(dir)))
     } else {
         Err(Error::Config(format!(
-            "unsupported database URL {:?}: expected postgres://…",
+            "unsupported database URL {:?}: expected sqlite://DIR or postgres://…",
             redact(url)
         )))
     }
+}
+
+/// The data folder a `sqlite://DIR` (or `sqlite:DIR`) URL names.
+pub fn sqlite_folder(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let dir = rest.strip_prefix("//").unwrap_or(rest);
+    (!dir.is_empty()).then_some(dir)
 }
 
 /// The URL with any password replaced by `***`, for messages.
@@ -221,5 +233,14 @@ mod tests {
             "postgres://u:***@h/db"
         );
         assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+
+    #[test]
+    fn sqlite_urls_name_a_folder() {
+        assert_eq!(super::sqlite_folder("sqlite://./data"), Some("./data"));
+        assert_eq!(super::sqlite_folder("sqlite:///var/tg"), Some("/var/tg"));
+        assert_eq!(super::sqlite_folder("sqlite:data"), Some("data"));
+        assert_eq!(super::sqlite_folder("sqlite://"), None);
+        assert_eq!(super::sqlite_folder("postgres://h/db"), None);
     }
 }

@@ -10,10 +10,11 @@
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::sql::{db_error, is_lock_timeout, limits_sql, literal, xact_lock_sql, LEDGER_TABLE};
+pub(crate) use crate::backend::failure::ApplyFailure;
 use crate::{
-    backend::Limits,
+    backend::{failure::changed_migration, Limits},
     migrations::{Migration, MigrationRef},
-    DbError, FailureKind, MigrationSet, TenantName,
+    FailureKind, MigrationSet, TenantName,
 };
 
 /// Where a migration set is applied.
@@ -137,14 +138,6 @@ impl Target {
     }
 }
 
-/// Why applying to a target failed.
-#[derive(Debug)]
-pub(crate) struct ApplyFailure {
-    pub(crate) kind: FailureKind,
-    pub(crate) migration: Option<MigrationRef>,
-    pub(crate) error: DbError,
-}
-
 impl ApplyFailure {
     pub(crate) fn db(e: &tokio_postgres::Error, migration: Option<MigrationRef>) -> Self {
         let error = db_error(e);
@@ -258,18 +251,7 @@ pub(crate) async fn apply_set(
         };
         if let Some(changed) = changed_migration(set, &ledger) {
             rollback(client).await;
-            return Err(ApplyFailure {
-                kind: FailureKind::ChecksumMismatch,
-                error: DbError {
-                    code: None,
-                    message: format!(
-                        "the file of applied migration {} ({}) changed since it was applied",
-                        changed.version, changed.file
-                    ),
-                    connection_lost: false,
-                },
-                migration: Some(changed.reference()),
-            });
+            return Err(ApplyFailure::checksum_changed(changed));
         }
         let pending: Vec<&Migration> = set
             .iter()
@@ -301,16 +283,6 @@ pub(crate) async fn apply_set(
             return Ok(applied_now);
         }
     }
-}
-
-/// The first applied migration whose file differs from what was applied.
-pub(crate) fn changed_migration<'a>(
-    set: &'a MigrationSet,
-    ledger: &[(i64, Vec<u8>)],
-) -> Option<&'a Migration> {
-    ledger
-        .iter()
-        .find_map(|(v, checksum)| set.get(*v).filter(|m| &m.checksum != checksum))
 }
 
 /// Finds which migration of a failed batch failed, by replaying the

@@ -32,10 +32,11 @@ use self::{
 };
 use crate::{
     backend::{
+        failure::{backfill_failure, tenant_failure, Place},
         Backend, BackfillMode, BackfillOutcome, Ledgers, Limits, StateChange, TenantSession, Watch,
     },
     migrations::Backfill,
-    AppliedMigration, Domain, Error, FailureKind, MigrationSet, Tenant, TenantFailure, TenantName,
+    AppliedMigration, Domain, Error, MigrationSet, Tenant, TenantFailure, TenantName,
 };
 
 /// A PostgreSQL database holding the registry and the tenant schemas.
@@ -101,28 +102,7 @@ impl Backend for PgBackend {
             limits
         )
         .await)
-        .map_err(|f| match f.kind {
-            FailureKind::ChecksumMismatch => Error::ChecksumChanged {
-                changed: vec![(
-                    "shared".into(),
-                    f.migration.expect("a checksum failure names its migration"),
-                )],
-            },
-            FailureKind::ConnectionLost => Error::DatabaseUnavailable {
-                context: "applying shared migrations".into(),
-                source: f.error,
-            },
-            _ => match f.migration {
-                Some(migration) => Error::SharedMigrationFailed {
-                    migration,
-                    source: f.error,
-                },
-                None => Error::Database {
-                    context: "applying shared migrations".into(),
-                    source: f.error,
-                },
-            },
-        })
+        .map_err(ApplyFailure::into_shared_error)
     }
 
     async fn shared_ledger(&self) -> Result<Vec<AppliedMigration>, Error> {
@@ -232,7 +212,7 @@ impl TenantSession for PgSession {
     ) -> Result<Vec<i64>, TenantFailure> {
         apply_set(&self.client, &Target::tenant(tenant), set, limits)
             .await
-            .map_err(|f| tenant_failure(tenant, f))
+            .map_err(|f| tenant_failure(tenant, &place(tenant), f))
     }
 
     async fn record_failure(
@@ -250,50 +230,25 @@ impl TenantSession for PgSession {
         mode: BackfillMode,
         limits: &Limits,
     ) -> Result<BackfillOutcome, TenantFailure> {
-        backfill::run_backfill(&self.client, &Target::tenant(tenant), backfill, mode, limits)
-            .await
-            .map_err(|f| {
-                let mut failure = tenant_failure(tenant, f);
-                if failure.kind != FailureKind::Migration {
-                    return failure;
-                }
-                failure.recovery = format!(
-                    "fix backfills/{}.sql or the data it trips on, then run `tenantgate backfill {} --tenant {tenant}`",
-                    backfill.name, backfill.name
-                );
-                failure
-            })
+        backfill::run_backfill(
+            &self.client,
+            &Target::tenant(tenant),
+            backfill,
+            mode,
+            limits,
+        )
+        .await
+        .map_err(|f| backfill_failure(tenant, &place(tenant), backfill, f))
     }
 }
 
-/// Adds the recovery command to a failure.
-fn tenant_failure(tenant: &TenantName, f: ApplyFailure) -> TenantFailure {
-    let rerun = format!("tenantgate migrate --tenant {tenant}");
-    let recovery = match (f.kind, &f.migration) {
-        (FailureKind::ChecksumMismatch, Some(m)) => format!(
-            "restore {} as it was applied (migrations are forward-only; put new changes in a new migration)",
-            m.file
-        ),
-        (FailureKind::LockTimeout, _) => format!(
-            "find the sessions holding locks on schema {} (pg_locks, pg_stat_activity), then run `{rerun}`",
+/// How recovery advice names a tenant's schema.
+fn place(tenant: &TenantName) -> Place {
+    Place {
+        container: format!("schema {}", tenant.quoted()),
+        lock_holders: format!(
+            "the sessions holding locks on schema {} (pg_locks, pg_stat_activity)",
             tenant.quoted()
         ),
-        (FailureKind::LedgerMissing, _) => format!(
-            "schema {} or its ledger is gone: restore it from a backup, or `tenantgate tenants drop {tenant} --yes` and create it again",
-            tenant.quoted()
-        ),
-        (FailureKind::ConnectionLost, _) => format!("once the database is reachable, run `{rerun}`"),
-        (_, Some(m)) => format!(
-            "fix {} or the conflicting object in schema {}, then run `{rerun}`",
-            m.file,
-            tenant.quoted()
-        ),
-        (_, None) => format!("resolve the database error, then run `{rerun}`"),
-    };
-    TenantFailure {
-        kind: f.kind,
-        migration: f.migration,
-        message: f.error.to_string(),
-        recovery,
     }
 }

@@ -8,7 +8,11 @@ use super::{
     sql::error_while,
 };
 use crate::{
-    backend::Limits, Domain, Error, FailureKind, Migration, MigrationSet, TenantFailure, TenantName,
+    backend::{
+        failure::{provision_error, provision_failure},
+        Limits,
+    },
+    Domain, Error, Migration, MigrationSet, TenantName,
 };
 
 /// Provisions `tenant` atomically; see [`crate::Backend::create_tenant`].
@@ -40,20 +44,7 @@ pub(crate) async fn create_tenant(
             {
                 tracing::warn!(tenant = %tenant, error = %e, "could not record the failed provisioning event");
             }
-            if failure.kind == FailureKind::ConnectionLost {
-                return Err(Error::DatabaseUnavailable {
-                    context: format!("provisioning tenant {tenant} (rolled back)"),
-                    source: crate::DbError {
-                        code: None,
-                        message: failure.message,
-                        connection_lost: true,
-                    },
-                });
-            }
-            Err(Error::ProvisionFailed {
-                tenant: tenant.to_string(),
-                failure: Box::new(failure),
-            })
+            Err(provision_error(tenant, failure))
         }
     }
 }
@@ -164,22 +155,6 @@ async fn domain_conflict(client: &Client, tenant: &TenantName, names: &[&str]) -
             domain: names.join(", "),
             owner: format!("another tenant (or {tenant} listed it twice)"),
         },
-    }
-}
-
-fn provision_failure(tenant: &TenantName, failure: ApplyFailure) -> TenantFailure {
-    let recovery = match &failure.migration {
-        Some(m) => format!(
-            "fix {} and run `tenantgate tenants create {tenant}` again; nothing of the failed attempt remains",
-            m.file
-        ),
-        None => format!("run `tenantgate tenants create {tenant}` again once the database error is resolved"),
-    };
-    TenantFailure {
-        kind: failure.kind,
-        migration: failure.migration,
-        message: failure.error.to_string(),
-        recovery,
     }
 }
 

@@ -1,0 +1,283 @@
+//! `tenantgate demo`: the whole product on the embedded store, no server
+//! to install. Three tenants of the messages app; one was provisioned by
+//! release 1 and missed release 2's migration (the incident, reproduced);
+//! the guard answers 503 for it until the printed command heals it.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use tenantgate::{
+    fleet::{self, FleetOptions},
+    provision, Backend, Domain, Error, MigrationFolder, TenantName,
+};
+use tenantgate_demo::Store;
+use tenantgate_http::GuardConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    args::{DemoArgs, Global},
+    exit,
+};
+
+/// The demo tenants; the last one is left a migration behind.
+const TENANTS: [&str; 3] = ["acme", "globex", "initech"];
+const BEHIND: &str = "initech";
+
+/// What release 1 of the app wrote: users, and no status rows (the status
+/// table arrives with release 2).
+const RELEASE_1_DATA: &str =
+    "INSERT INTO users (username, display_name) VALUES ('alice', 'Alice Martin'), ('bob', 'Bob Chen')
+     ON CONFLICT (username) DO NOTHING;";
+
+/// What release 2 users wrote: a conversation with a message from Bob.
+const RELEASE_2_DATA: &str = "
+    INSERT INTO conversations (title) SELECT 'Launch plan'
+     WHERE NOT EXISTS (SELECT 1 FROM conversations WHERE title = 'Launch plan');
+    INSERT OR IGNORE INTO participants (conversation_id, user_id)
+    SELECT c.id, u.id FROM conversations c, users u WHERE c.title = 'Launch plan';
+    INSERT INTO messages (conversation_id, sender_id, body)
+    SELECT c.id, u.id, 'The draft is ready for review.' FROM conversations c JOIN users u ON u.username = 'bob'
+     WHERE c.title = 'Launch plan' AND NOT EXISTS (SELECT 1 FROM messages);";
+
+pub(crate) async fn run(
+    global: &Global,
+    args: DemoArgs,
+    cancel: &CancellationToken,
+) -> Result<u8, Error> {
+    let url = global.url();
+    let data = PathBuf::from(tenantgate::backend::sqlite_folder(&url).ok_or_else(|| {
+        Error::Config(
+            "the demo runs on the embedded SQLite store: pass --data DIR or no database URL".into(),
+        )
+    })?);
+    if global.data.is_none() && global.database_url.is_none() {
+        start_fresh(&data)?;
+    }
+    let folder = tenantgate_demo::folder(Store::Sqlite);
+    let migrations = export_migrations(&data, &folder)?;
+    let backend: Arc<dyn Backend> = super::backend(global).await?.into();
+    println!(
+        "tenantgate demo: data folder {} (SQLite: one file per tenant, nothing to install)",
+        data.display()
+    );
+    let interrupted = |_| Error::Interrupted;
+    tokio::select! {
+        built = build_scenario(backend.as_ref(), &folder) => built?,
+        () = cancel.cancelled() => return Err(interrupted(())),
+    }
+    print_table(backend.as_ref(), &folder).await?;
+    let heal = heal_command(&data, &migrations);
+    println!(
+        "\n{BEHIND} was provisioned by release 1 and missed release 2's migration 0002_messages.sql:\n\
+         its user_statuses table does not exist (the incident). Without tenantgate its pages answer 500;\n\
+         behind the guard they answer 503 with a recovery page, and the other tenants keep working.\n\
+         \nHeal it (in another terminal while the server runs, then reload its page):\n  {heal}"
+    );
+    if args.no_serve {
+        return Ok(exit::OK);
+    }
+    let config = GuardConfig {
+        show_details: true,
+        retry_after: std::time::Duration::from_secs(5),
+        ..GuardConfig::default()
+    };
+    let app = super::serve::app(backend, &url, Store::Sqlite, config).await?;
+    let (listener, address) = super::serve::listen(args.listen).await?;
+    let port = address.port();
+    let ip = address.ip();
+    println!(
+        "\nServing on http://{address} (Ctrl-C to stop). Open:\n\
+         \x20 healthy tenant:  http://acme.localhost:{port}/en/app/messages/\n\
+         \x20 broken tenant:   http://{BEHIND}.localhost:{port}/en/app/messages/   (503 until healed)\n\
+         \x20 health:          http://{ip}:{port}/health/migrations\n\
+         \x20 metrics:         http://{ip}:{port}/metrics\n\
+         For tools that do not resolve *.localhost:\n\
+         \x20 curl -H 'Host: acme.localhost' http://{address}/en/app/messages/\n\
+         \x20 curl -H 'Host: {BEHIND}.localhost' http://{address}/en/app/messages/"
+    );
+    super::serve::serve_until(listener, app, cancel).await?;
+    Ok(exit::OK)
+}
+
+/// Empties the default data folder of a previous demo run; refuses a
+/// folder that holds anything else.
+fn start_fresh(data: &Path) -> Result<(), Error> {
+    let Ok(entries) = std::fs::read_dir(data) else {
+        return Ok(());
+    };
+    let ours = |name: &str| {
+        [
+            "registry.db",
+            "shared.db",
+            "tenants",
+            "orphaned",
+            "migrations",
+        ]
+        .iter()
+        .any(|known| {
+            name.strip_prefix(known)
+                .is_some_and(|rest| ["", "-wal", "-shm", "-journal"].contains(&rest))
+        })
+    };
+    let names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if let Some(stranger) = names.iter().find(|n| !ours(n)) {
+        return Err(Error::Config(format!(
+            "{} holds {stranger:?}, which the demo did not make; pass --data DIR to use another folder",
+            data.display()
+        )));
+    }
+    for name in names {
+        let path = data.join(name);
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(|e| Error::Config(format!("cannot clear {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// Writes the app's SQLite migration set into the data folder, so the heal
+/// command works from any directory.
+fn export_migrations(data: &Path, folder: &MigrationFolder) -> Result<PathBuf, Error> {
+    let root = data.join("migrations");
+    let write = |sub: &str, file: &str, sql: &str| {
+        let dir = root.join(sub);
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(dir.join(file), sql))
+            .map_err(|e| Error::Config(format!("cannot write {}: {e}", dir.join(file).display())))
+    };
+    for m in folder.shared.iter() {
+        write("shared", &m.file, &m.sql)?;
+    }
+    for m in folder.tenant.iter() {
+        write("tenant", &m.file, &m.sql)?;
+    }
+    for b in folder.backfills.values() {
+        write("backfills", &format!("{}.sql", b.name), &b.sql)?;
+    }
+    Ok(root)
+}
+
+/// Release 1 provisions every tenant; release 2 migrates all but one.
+async fn build_scenario(backend: &dyn Backend, folder: &MigrationFolder) -> Result<(), Error> {
+    let release_1 = MigrationFolder {
+        tenant: folder.tenant.up_to(1),
+        ..folder.clone()
+    };
+    let limits = FleetOptions::default().limits;
+    backend.prepare().await?;
+    let registered: Vec<String> = backend
+        .tenants()
+        .await?
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    let data = data_dir(backend);
+    for name in TENANTS {
+        let tenant = TenantName::parse(name)?;
+        if !registered.iter().any(|r| r == name) {
+            let domain = Domain::parse(&format!("{name}.localhost"))?;
+            provision::create_tenant(backend, &release_1, &tenant, &[domain], &limits).await?;
+            println!("  release 1: provisioned {name} ({name}.localhost) with 0001_users.sql");
+        }
+        seed(&data, &tenant, RELEASE_1_DATA).await?;
+    }
+    let ahead: Vec<TenantName> = TENANTS
+        .iter()
+        .filter(|t| **t != BEHIND)
+        .map(|t| TenantName::parse(t))
+        .collect::<Result<_, _>>()?;
+    let options = FleetOptions {
+        tenants: ahead.clone(),
+        ..FleetOptions::default()
+    };
+    let report = fleet::migrate(
+        backend,
+        folder,
+        &options,
+        &|_| {},
+        &CancellationToken::new(),
+    )
+    .await?;
+    if !report.all_ready() {
+        return Err(Error::Config(
+            "release 2 did not migrate the demo tenants; see `tenantgate verify`".into(),
+        ));
+    }
+    for tenant in &ahead {
+        seed(&data, tenant, RELEASE_2_DATA).await?;
+    }
+    println!(
+        "  release 2: migrated acme and globex with 0002_messages.sql; {BEHIND} was left behind"
+    );
+    Ok(())
+}
+
+fn data_dir(backend: &dyn Backend) -> tenantgate::backend::sqlite::DataDir {
+    let described = backend.describe();
+    let root = tenantgate::backend::sqlite_folder(&described).unwrap_or(".");
+    tenantgate::backend::sqlite::DataDir::new(root)
+}
+
+async fn seed(
+    data: &tenantgate::backend::sqlite::DataDir,
+    tenant: &TenantName,
+    sql: &str,
+) -> Result<(), Error> {
+    tenantgate_demo::run_in_tenant_file(data.tenant(tenant), sql.to_owned())
+        .await
+        .map_err(|e| Error::Config(format!("seeding demo data into {tenant}: {e}")))
+}
+
+/// Prints one line per tenant: domain, state, applied and missing migrations.
+async fn print_table(backend: &dyn Backend, folder: &MigrationFolder) -> Result<(), Error> {
+    println!(
+        "\n{:<9} {:<19} {:<8} {:<8} MISSING",
+        "TENANT", "DOMAIN", "STATE", "APPLIED"
+    );
+    for tenant in backend.tenants().await? {
+        let missing: Vec<&str> = folder
+            .tenant
+            .iter()
+            .filter(|m| !tenant.applied_versions.contains(&m.version))
+            .map(|m| m.file.as_str())
+            .collect();
+        let applied: Vec<String> = tenant.applied_versions.iter().map(i64::to_string).collect();
+        println!(
+            "{:<9} {:<19} {:<8} {:<8} {}",
+            tenant.name,
+            tenant.domains.first().map(Domain::as_str).unwrap_or("-"),
+            tenant.effective_state(&folder.tenant).as_str(),
+            applied.join(","),
+            if missing.is_empty() {
+                "-".into()
+            } else {
+                missing.join(", ")
+            }
+        );
+    }
+    Ok(())
+}
+
+/// The command that heals the fleet, spelled the way this binary was run.
+fn heal_command(data: &Path, migrations: &Path) -> String {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let under_target = exe.components().any(|c| c.as_os_str() == "target");
+    let program = match (under_target, exe.parent().and_then(Path::file_name)) {
+        (true, Some(profile)) if profile == "release" => "cargo run --release --".to_owned(),
+        (true, Some(profile)) if profile == "debug" => "cargo run --".to_owned(),
+        _ => "tenantgate".to_owned(),
+    };
+    format!(
+        "{program} migrate --data {} --migrations {}",
+        data.display(),
+        migrations.display()
+    )
+}

@@ -1,0 +1,116 @@
+//! The data folder: where each file of the SQLite store lives, and how a
+//! connection to one is opened.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::TenantName;
+
+/// The tenant ledger table, the same name as on PostgreSQL.
+pub(crate) const LEDGER_TABLE: &str = "_tenantgate_migrations";
+
+/// Suffix of a tenant file still being built by `tenants create`.
+pub(crate) const BUILDING_SUFFIX: &str = ".db.building";
+
+/// Suffix of a tenant file whose registry row is being deleted.
+pub(crate) const DROPPING_SUFFIX: &str = ".db.dropping";
+
+/// A data folder: `registry.db`, `shared.db` and `tenants/<name>.db`.
+///
+/// A tenant exists exactly when its registry row does; its file is created
+/// under a temporary name and renamed into place only together with the
+/// commit of that row.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// The data folder at `root` (created on first use).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The folder itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The registry database: tenants, domains, events.
+    pub fn registry(&self) -> PathBuf {
+        self.root.join("registry.db")
+    }
+
+    /// The database shared migrations run in, with the shared ledger.
+    pub fn shared(&self) -> PathBuf {
+        self.root.join("shared.db")
+    }
+
+    /// The folder of tenant files.
+    pub fn tenants(&self) -> PathBuf {
+        self.root.join("tenants")
+    }
+
+    /// Where files found without a registry row are moved, never deleted.
+    pub fn orphaned(&self) -> PathBuf {
+        self.root.join("orphaned")
+    }
+
+    /// The database file of `tenant`.
+    pub fn tenant(&self, tenant: &TenantName) -> PathBuf {
+        self.tenants().join(format!("{tenant}.db"))
+    }
+
+    /// The temporary name `tenant`'s file is built under.
+    pub(crate) fn building(&self, tenant: &TenantName) -> PathBuf {
+        self.tenants().join(format!("{tenant}{BUILDING_SUFFIX}"))
+    }
+
+    /// The name `tenant`'s file takes while its registry row is deleted.
+    pub(crate) fn dropping(&self, tenant: &TenantName) -> PathBuf {
+        self.tenants().join(format!("{tenant}{DROPPING_SUFFIX}"))
+    }
+}
+
+/// Whether a missing file is created on open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Create {
+    Yes,
+    No,
+}
+
+/// Opens a database file in WAL mode with full fsync on commit, foreign
+/// keys on, and `busy` as the time a write waits for another writer.
+pub(crate) fn open(path: &Path, create: Create, busy: Duration) -> rusqlite::Result<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if create == Create::Yes {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(busy)?;
+    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    Ok(conn)
+}
+
+/// Removes a database file and its journal files; missing ones are fine.
+pub(crate) fn remove_database(path: &Path) -> std::io::Result<()> {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::remove_file(PathBuf::from(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Makes a rename or removal in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}

@@ -1,0 +1,429 @@
+//! SQLite: one database file per tenant in a data folder, the embedded
+//! default. See [`DataDir`] for the layout.
+//!
+//! What replaces what PostgreSQL offers:
+//! - advisory locks → SQLite's write lock on the tenant's file (`BEGIN
+//!   IMMEDIATE`, waiting up to the lock timeout), plus an exclusive file
+//!   lock around `-- no-transaction` migrations and files being built;
+//! - transactional `CREATE SCHEMA` → building the file under a temporary
+//!   name and renaming it into place inside the registry transaction that
+//!   commits its row, with recovery of leftovers on the next open;
+//! - one transaction for migrations and registry row → the tenant's commit
+//!   first, the registry row right after (the row never claims more than
+//!   the ledger holds);
+//! - `LISTEN/NOTIFY` → polling `PRAGMA data_version` of the registry.
+
+mod apply;
+mod backfill;
+mod blocking;
+mod catalog;
+mod data_dir;
+mod provision;
+mod registry;
+mod watch;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use rusqlite::Connection;
+
+pub use self::data_dir::DataDir;
+
+use self::{
+    apply::{apply_set, read_ledger, Applied},
+    blocking::{blocking, cancellable, db_error, error_while, io_error, par_map, Cancel},
+    data_dir::{open, Create},
+};
+use crate::{
+    backend::{
+        failure::{backfill_failure, tenant_failure, ApplyFailure, Place},
+        Backend, BackfillMode, BackfillOutcome, Ledgers, Limits, StateChange, TenantSession, Watch,
+    },
+    migrations::Backfill,
+    AppliedMigration, DbError, Domain, Error, FailureKind, MigrationSet, Tenant, TenantFailure,
+    TenantName,
+};
+
+/// A tenant with its ledger; `None` when its file or ledger is missing.
+type TenantLedger = (TenantName, Option<Vec<AppliedMigration>>);
+
+/// How long registry writes wait for another process's registry write.
+const REGISTRY_BUSY: Duration = Duration::from_secs(30);
+
+/// A data folder holding the registry and one database file per tenant.
+pub struct SqliteBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: DataDir,
+    /// The registry connection shared by this process's registry calls.
+    registry: Mutex<Option<Connection>>,
+    /// Set once this process installed the registry and recovered the folder.
+    prepared: AtomicBool,
+}
+
+impl Inner {
+    fn open_registry(&self) -> Result<Connection, Error> {
+        std::fs::create_dir_all(self.dir.tenants()).map_err(|e| {
+            error_while(
+                "opening the data folder",
+                io_error(&self.dir.root().display().to_string(), &e),
+            )
+        })?;
+        open(&self.dir.registry(), Create::Yes, REGISTRY_BUSY)
+            .map_err(|e| error_while("opening the registry", db_error(&e)))
+    }
+
+    /// Runs `f` on the shared registry connection; a connection that failed
+    /// as unusable is replaced on the next call.
+    fn with_registry<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut slot = self.registry.lock().expect("registry lock");
+        if slot.is_none() {
+            *slot = Some(self.open_registry()?);
+        }
+        let result = f(slot.as_mut().expect("opened above"));
+        if matches!(result, Err(Error::DatabaseUnavailable { .. })) {
+            *slot = None;
+        }
+        result
+    }
+
+    /// Reads one tenant's ledger; `None` when its file or ledger is missing.
+    fn ledger(&self, tenant: &TenantName) -> Result<Option<Vec<AppliedMigration>>, Error> {
+        let path = self.dir.tenant(tenant);
+        if !path.exists() {
+            return Ok(None);
+        }
+        open(&path, Create::No, Duration::from_secs(5))
+            .and_then(|conn| read_ledger(&conn))
+            .map_err(|e| {
+                error_while(
+                    &format!("reading the ledger of tenant {tenant}"),
+                    db_error(&e),
+                )
+            })
+    }
+
+    fn ledgers(&self, tenants: &[TenantName]) -> Result<Vec<TenantLedger>, Error> {
+        par_map(tenants, |t| self.ledger(t).map(|l| (t.clone(), l)))
+            .into_iter()
+            .collect()
+    }
+}
+
+impl SqliteBackend {
+    /// The store in data folder `root`; nothing is opened until first use.
+    pub fn new(root: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                dir: DataDir::new(root),
+                registry: Mutex::new(None),
+                prepared: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The data folder.
+    pub fn data_dir(&self) -> &DataDir {
+        &self.inner.dir
+    }
+
+    async fn registry<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner, &mut Connection) -> Result<T, Error> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        blocking(move || inner.with_registry(|conn| f(&inner, conn))).await
+    }
+}
+
+/// How recovery advice names a tenant's file.
+fn place(tenant: &TenantName) -> Place {
+    Place {
+        container: format!("file tenants/{tenant}.db"),
+        lock_holders: format!(
+            "the process holding a write transaction on tenants/{tenant}.db (`fuser tenants/{tenant}.db`)"
+        ),
+    }
+}
+
+#[async_trait]
+impl Backend for SqliteBackend {
+    fn describe(&self) -> String {
+        format!("sqlite://{}", self.inner.dir.root().display())
+    }
+
+    async fn prepare(&self) -> Result<(), Error> {
+        if self.inner.prepared.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let recovered = self
+            .registry(|inner, conn| {
+                registry::prepare(conn)?;
+                provision::recover(&inner.dir, conn)
+            })
+            .await?;
+        for r in recovered {
+            tracing::warn!(file = %r.file, "recovered the data folder: {}", r.action);
+        }
+        self.inner.prepared.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn apply_shared(&self, set: &MigrationSet, limits: &Limits) -> Result<Vec<i64>, Error> {
+        if set.is_empty() {
+            return Ok(Vec::new());
+        }
+        let applied = self.shared_ledger().await?;
+        let complete = set.iter().all(|m| {
+            applied
+                .iter()
+                .any(|a| a.version == m.version && a.checksum == m.checksum)
+        });
+        if complete {
+            return Ok(Vec::new());
+        }
+        let (path, set, limits) = (self.inner.dir.shared(), set.clone(), *limits);
+        cancellable(move |cancel| {
+            let conn = open(&path, Create::Yes, limits.lock_timeout)
+                .map_err(|e| ApplyFailure::sqlite(&e, None, &cancel, &limits))?;
+            apply_set(&conn, &path, &set, true, &cancel, &limits).map(|a| a.versions)
+        })
+        .await
+        .map_err(ApplyFailure::into_shared_error)
+    }
+
+    async fn shared_ledger(&self) -> Result<Vec<AppliedMigration>, Error> {
+        let path = self.inner.dir.shared();
+        blocking(move || {
+            if !path.exists() {
+                return Ok(Vec::new());
+            }
+            open(&path, Create::No, Duration::from_secs(5))
+                .and_then(|conn| read_ledger(&conn))
+                .map(Option::unwrap_or_default)
+                .map_err(|e| error_while("reading the shared ledger", db_error(&e)))
+        })
+        .await
+    }
+
+    async fn tenants(&self) -> Result<Vec<Tenant>, Error> {
+        self.registry(|_, conn| registry::tenants(conn, None)).await
+    }
+
+    async fn tenants_named(&self, names: &[String]) -> Result<Vec<Tenant>, Error> {
+        let names = names.to_vec();
+        self.registry(move |_, conn| registry::tenants(conn, Some(&names)))
+            .await
+    }
+
+    async fn watch(&self) -> Result<Box<dyn Watch>, Error> {
+        Ok(Box::new(
+            watch::SqliteWatch::open(self.inner.dir.registry()).await?,
+        ))
+    }
+
+    async fn create_tenant(
+        &self,
+        tenant: &TenantName,
+        domains: &[Domain],
+        set: &MigrationSet,
+        limits: &Limits,
+    ) -> Result<Vec<i64>, Error> {
+        let inner = self.inner.clone();
+        let (tenant, domains, set, limits) =
+            (tenant.clone(), domains.to_vec(), set.clone(), *limits);
+        cancellable(move |cancel| {
+            let mut conn = inner.open_registry()?;
+            provision::create_tenant(
+                &inner.dir, &mut conn, &tenant, &domains, &set, &cancel, &limits,
+            )
+        })
+        .await
+    }
+
+    async fn drop_tenant(&self, tenant: &TenantName) -> Result<(), Error> {
+        let tenant = tenant.clone();
+        self.registry(move |inner, conn| provision::drop_tenant(&inner.dir, conn, &tenant))
+            .await
+    }
+
+    async fn read_ledgers(&self, tenants: &[TenantName]) -> Result<Ledgers, Error> {
+        let inner = self.inner.clone();
+        let tenants = tenants.to_vec();
+        let ledgers = blocking(move || inner.ledgers(&tenants)).await?;
+        Ok(ledgers
+            .into_iter()
+            .map(|(t, l)| (t.to_string(), l))
+            .collect())
+    }
+
+    async fn catalog_drift(
+        &self,
+        set: &MigrationSet,
+        tenants: &[(TenantName, Vec<i64>)],
+    ) -> Result<HashMap<String, Vec<String>>, Error> {
+        let (dir, set, tenants) = (self.inner.dir.clone(), set.clone(), tenants.to_vec());
+        blocking(move || catalog::catalog_drift(&dir, &set, &tenants)).await
+    }
+
+    async fn sync_registry(&self, tenants: &[TenantName]) -> Result<(), Error> {
+        if tenants.is_empty() {
+            return Ok(());
+        }
+        let tenants = tenants.to_vec();
+        self.registry(move |inner, conn| {
+            let ledgers = inner.ledgers(&tenants)?;
+            registry::sync_registry(conn, &ledgers)
+        })
+        .await
+    }
+
+    async fn record_states(&self, changes: &[StateChange]) -> Result<(), Error> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let changes = changes.to_vec();
+        self.registry(move |_, conn| registry::record_states(conn, &changes))
+            .await
+    }
+
+    async fn open_session(&self) -> Result<Box<dyn TenantSession>, Error> {
+        let inner = self.inner.clone();
+        let registry = blocking(move || inner.open_registry()).await?;
+        Ok(Box::new(SqliteSession {
+            inner: self.inner.clone(),
+            registry: Arc::new(Mutex::new(registry)),
+        }))
+    }
+}
+
+/// Migrates tenant files one after another, with its own registry connection.
+struct SqliteSession {
+    inner: Arc<Inner>,
+    registry: Arc<Mutex<Connection>>,
+}
+
+impl SqliteSession {
+    /// Runs `work` on `tenant`'s open file off the runtime, interrupted if
+    /// the caller gives up; a missing file is a [`FailureKind::LedgerMissing`].
+    async fn on_tenant<T, F>(
+        &self,
+        tenant: &TenantName,
+        limits: &Limits,
+        work: F,
+    ) -> Result<T, ApplyFailure>
+    where
+        T: Send + 'static,
+        F: FnOnce(
+                &Connection,
+                &std::path::Path,
+                &Cancel,
+                &Mutex<Connection>,
+            ) -> Result<T, ApplyFailure>
+            + Send
+            + 'static,
+    {
+        let (path, limits, registry) = (
+            self.inner.dir.tenant(tenant),
+            *limits,
+            self.registry.clone(),
+        );
+        cancellable(move |cancel| {
+            if !path.exists() {
+                return Err(ApplyFailure {
+                    kind: FailureKind::LedgerMissing,
+                    migration: None,
+                    error: DbError {
+                        code: None,
+                        message: format!("{} is missing", path.display()),
+                        connection_lost: false,
+                    },
+                });
+            }
+            let conn = open(&path, Create::No, limits.lock_timeout)
+                .map_err(|e| ApplyFailure::sqlite(&e, None, &cancel, &limits))?;
+            work(&conn, &path, &cancel, &registry)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl TenantSession for SqliteSession {
+    async fn migrate_tenant(
+        &mut self,
+        tenant: &TenantName,
+        set: &MigrationSet,
+        limits: &Limits,
+    ) -> Result<Vec<i64>, TenantFailure> {
+        let (name, set2, limits2) = (tenant.clone(), set.clone(), *limits);
+        self.on_tenant(tenant, limits, move |conn, path, cancel, registry| {
+            let Applied { versions, ledger } =
+                apply_set(conn, path, &set2, false, cancel, &limits2)?;
+            let complete = set2
+                .iter()
+                .all(|m| ledger.iter().any(|a| a.version == m.version));
+            registry::follow_ledger(
+                &registry.lock().expect("registry lock"),
+                &name,
+                &ledger,
+                complete,
+            )
+            .map_err(|e| {
+                let mut failure = ApplyFailure::sqlite(&e, None, cancel, &limits2);
+                failure.error.message = format!(
+                    "the migrations committed, but the registry row could not follow: {}",
+                    failure.error.message
+                );
+                failure
+            })?;
+            Ok(versions)
+        })
+        .await
+        .map_err(|f| tenant_failure(tenant, &place(tenant), f))
+    }
+
+    async fn record_failure(
+        &mut self,
+        tenant: &TenantName,
+        failure: &TenantFailure,
+    ) -> Result<(), Error> {
+        let (registry, tenant, failure) = (self.registry.clone(), tenant.clone(), failure.clone());
+        blocking(move || {
+            registry::record_failure(
+                &mut registry.lock().expect("registry lock"),
+                &tenant,
+                &failure,
+            )
+        })
+        .await
+    }
+
+    async fn run_backfill(
+        &mut self,
+        tenant: &TenantName,
+        backfill: &Backfill,
+        mode: BackfillMode,
+        limits: &Limits,
+    ) -> Result<BackfillOutcome, TenantFailure> {
+        let (job, limits2) = (backfill.clone(), *limits);
+        self.on_tenant(tenant, limits, move |conn, _, cancel, _| {
+            backfill::run_backfill(conn, &job, mode, cancel, &limits2)
+        })
+        .await
+        .map_err(|f| backfill_failure(tenant, &place(tenant), backfill, f))
+    }
+}

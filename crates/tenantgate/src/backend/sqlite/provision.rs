@@ -1,0 +1,433 @@
+//! Creating, dropping and recovering tenant files.
+//!
+//! SQLite cannot create a database inside a transaction of another one, so
+//! atomic provisioning is built from a temporary file and a rename:
+//!
+//! 1. the file is built as `tenants/<name>.db.building`, held under an
+//!    exclusive lock by the building process, and migrated in one
+//!    transaction; then checkpointed, closed and synced;
+//! 2. in one registry transaction the tenant's row and domains are
+//!    inserted, the file is renamed to `tenants/<name>.db` (and the folder
+//!    synced), and the transaction commits.
+//!
+//! A crash before the rename leaves an unlocked `.building` file; a crash
+//! between the rename and the commit leaves a file without a registry row.
+//! [`recover`] removes the first and moves the second to `orphaned/`. The
+//! guard only serves tenants with a registry row, so neither is ever served.
+
+use std::{
+    fs::{File, OpenOptions},
+    path::Path,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
+
+use super::{
+    apply::{create_ledger_sql, run_migration},
+    blocking::{db_error, error_while, io_error, Cancel},
+    data_dir::{
+        open, remove_database, sync_dir, Create, DataDir, BUILDING_SUFFIX, DROPPING_SUFFIX,
+    },
+    registry::{self, encode_ledger, record_event},
+};
+use crate::{
+    backend::{
+        failure::{provision_error, provision_failure, ApplyFailure},
+        Limits,
+    },
+    AppliedMigration, Domain, Error, Migration, MigrationSet, TenantName,
+};
+
+/// Provisions `tenant` atomically; see [`crate::Backend::create_tenant`].
+pub(crate) fn create_tenant(
+    dir: &DataDir,
+    registry_conn: &mut Connection,
+    tenant: &TenantName,
+    domains: &[Domain],
+    set: &MigrationSet,
+    cancel: &Cancel,
+    limits: &Limits,
+) -> Result<Vec<i64>, Error> {
+    let context = format!("provisioning tenant {tenant} (nothing was created)");
+    let registry_err = |e: rusqlite::Error| error_while(&context, db_error(&e));
+    check_free(registry_conn, tenant, domains).map_err(|e| match e {
+        Conflict::Taken(error) => error,
+        Conflict::Db(e) => registry_err(e),
+    })?;
+    let segment: Vec<&Migration> = set.iter().take_while(|m| !m.no_transaction).collect();
+    let building = dir.building(tenant);
+    let lock = claim(&building, tenant).map_err(|e| match e {
+        Claim::Busy(error) => error,
+        Claim::Io(e) => error_while(&context, io_error(&building.display().to_string(), &e)),
+    })?;
+    let built = build(&building, &segment, cancel, limits);
+    let ledger = match built {
+        Ok(ledger) => ledger,
+        Err(failure) => {
+            let _ = remove_database(&building);
+            drop(lock);
+            let failure = provision_failure(tenant, failure);
+            let version = failure.migration.as_ref().map(|m| m.version);
+            if let Err(e) = record_event(
+                registry_conn,
+                tenant.as_str(),
+                "provision_failed",
+                version,
+                &failure.to_string(),
+            ) {
+                tracing::warn!(tenant = %tenant, error = %e, "could not record the failed provisioning event");
+            }
+            return Err(provision_error(tenant, failure));
+        }
+    };
+    let complete = segment.len() == set.len();
+    let published = publish(dir, registry_conn, tenant, domains, &ledger, complete);
+    if published.is_err() {
+        let _ = remove_database(&building);
+    }
+    drop(lock);
+    published.map_err(|e| match e {
+        Conflict::Taken(error) => error,
+        Conflict::Db(e) => registry_err(e),
+    })?;
+    Ok(segment.iter().map(|m| m.version).collect())
+}
+
+enum Conflict {
+    Taken(Error),
+    Db(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for Conflict {
+    fn from(e: rusqlite::Error) -> Self {
+        Conflict::Db(e)
+    }
+}
+
+/// Fails early, before building anything, when the name or a domain is taken.
+fn check_free(conn: &Connection, tenant: &TenantName, domains: &[Domain]) -> Result<(), Conflict> {
+    if registry::names(conn)?.contains(tenant.as_str()) {
+        return Err(Conflict::Taken(Error::TenantExists {
+            tenant: tenant.to_string(),
+            detail: "it is registered".into(),
+        }));
+    }
+    for domain in domains {
+        if let Some(owner) = registry::domain_owner(conn, domain.as_str())? {
+            return Err(Conflict::Taken(Error::DomainTaken {
+                domain: domain.to_string(),
+                owner,
+            }));
+        }
+    }
+    Ok(())
+}
+
+enum Claim {
+    Busy(Error),
+    Io(std::io::Error),
+}
+
+/// Takes the building file under an exclusive lock, emptying what a crashed
+/// attempt may have left there.
+fn claim(building: &Path, tenant: &TenantName) -> Result<File, Claim> {
+    std::fs::create_dir_all(building.parent().expect("a tenant file has a folder"))
+        .map_err(Claim::Io)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(building)
+        .map_err(Claim::Io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(Claim::Busy(Error::TenantExists {
+                tenant: tenant.to_string(),
+                detail: "another process is creating it right now".into(),
+            }))
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(Claim::Io(e)),
+    }
+    file.set_len(0).map_err(Claim::Io)?;
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut name = building.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::remove_file(std::path::PathBuf::from(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Claim::Io(e)),
+            _ => {}
+        }
+    }
+    Ok(file)
+}
+
+/// Builds the tenant's file: ledger and migrations in one transaction, then
+/// checkpointed into the main file, closed and synced.
+fn build(
+    building: &Path,
+    segment: &[&Migration],
+    cancel: &Cancel,
+    limits: &Limits,
+) -> Result<Vec<AppliedMigration>, ApplyFailure> {
+    let fail = |e: &rusqlite::Error, m: Option<&Migration>| {
+        ApplyFailure::sqlite(e, m.map(Migration::reference), cancel, limits)
+    };
+    let conn = open(building, Create::Yes, limits.lock_timeout).map_err(|e| fail(&e, None))?;
+    cancel.watch(&conn);
+    conn.execute_batch(&format!("BEGIN IMMEDIATE; {}", create_ledger_sql()))
+        .map_err(|e| fail(&e, None))?;
+    for m in segment {
+        run_migration(&conn, m, cancel, limits).map_err(|e| fail(&e, Some(m)))?;
+    }
+    if cancel.is_cancelled() {
+        return Err(ApplyFailure::interrupted());
+    }
+    conn.execute_batch("COMMIT").map_err(|e| fail(&e, None))?;
+    let ledger = super::apply::read_ledger(&conn)
+        .map_err(|e| fail(&e, None))?
+        .unwrap_or_default();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .map_err(|e| fail(&e, None))?;
+    conn.close().map_err(|(_, e)| fail(&e, None))?;
+    File::open(building)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| ApplyFailure {
+            kind: crate::FailureKind::ConnectionLost,
+            migration: None,
+            error: io_error("syncing the new tenant file", &e),
+        })?;
+    Ok(ledger)
+}
+
+/// Registers the tenant and renames its file into place in one registry
+/// transaction: the file appears under its name only if the row commits.
+fn publish(
+    dir: &DataDir,
+    conn: &mut Connection,
+    tenant: &TenantName,
+    domains: &[Domain],
+    ledger: &[AppliedMigration],
+    complete: bool,
+) -> Result<(), Conflict> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let (versions, checksums) = encode_ledger(ledger);
+    let state = if complete { "ready" } else { "pending" };
+    if let Err(e) = tx.execute(
+        "INSERT INTO tenants (name, state, applied_versions, applied_checksums) VALUES (?1, ?2, ?3, ?4)",
+        params![tenant.as_str(), state, versions, checksums],
+    ) {
+        return Err(if is_constraint(&e) {
+            Conflict::Taken(Error::TenantExists {
+                tenant: tenant.to_string(),
+                detail: "it is registered".into(),
+            })
+        } else {
+            Conflict::Db(e)
+        });
+    }
+    for domain in domains {
+        if let Err(e) = tx.execute(
+            "INSERT INTO domains (domain, tenant) VALUES (?1, ?2)",
+            params![domain.as_str(), tenant.as_str()],
+        ) {
+            if !is_constraint(&e) {
+                return Err(Conflict::Db(e));
+            }
+            let owner = registry::domain_owner(&tx, domain.as_str())?
+                .unwrap_or_else(|| format!("another tenant (or {tenant} listed it twice)"));
+            return Err(Conflict::Taken(Error::DomainTaken {
+                domain: domain.to_string(),
+                owner,
+            }));
+        }
+    }
+    record_event(&tx, tenant.as_str(), "provisioned", None, "")?;
+    let target = dir.tenant(tenant);
+    if target.exists() {
+        return Err(Conflict::Taken(Error::TenantExists {
+            tenant: tenant.to_string(),
+            detail: format!(
+                "{} exists without a registry row; move it away first",
+                target.display()
+            ),
+        }));
+    }
+    let io = |e: std::io::Error| Conflict::Db(io_as_sqlite(&e));
+    std::fs::rename(dir.building(tenant), &target).map_err(io)?;
+    sync_dir(&dir.tenants()).map_err(io)?;
+    if let Err(e) = tx.commit() {
+        let _ = std::fs::rename(&target, dir.building(tenant));
+        return Err(Conflict::Db(e));
+    }
+    Ok(())
+}
+
+fn is_constraint(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(ErrorCode::ConstraintViolation)
+}
+
+fn io_as_sqlite(e: &std::io::Error) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+        Some(e.to_string()),
+    )
+}
+
+/// Drops `tenant`: its file is set aside and its registry row deleted in one
+/// registry transaction, then the file is removed.
+pub(crate) fn drop_tenant(
+    dir: &DataDir,
+    conn: &mut Connection,
+    tenant: &TenantName,
+) -> Result<(), Error> {
+    let context = format!("dropping tenant {tenant} (rolled back, nothing changed)");
+    let err = |e: rusqlite::Error| error_while(&context, db_error(&e));
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err)?;
+    let deleted = tx
+        .execute("DELETE FROM tenants WHERE name = ?1", [tenant.as_str()])
+        .map_err(err)?;
+    if deleted == 0 {
+        return Err(Error::UnknownTenant {
+            tenant: tenant.to_string(),
+        });
+    }
+    record_event(&tx, tenant.as_str(), "dropped", None, "").map_err(err)?;
+    let (file, dropping) = (dir.tenant(tenant), dir.dropping(tenant));
+    let io = |e: std::io::Error| error_while(&context, io_error(&file.display().to_string(), &e));
+    if file.exists() {
+        std::fs::rename(&file, &dropping).map_err(io)?;
+        sync_dir(&dir.tenants()).map_err(io)?;
+    }
+    if let Err(e) = tx.commit() {
+        let _ = std::fs::rename(&dropping, &file);
+        return Err(err(e));
+    }
+    remove_database(&dropping).map_err(io)?;
+    for suffix in ["-wal", "-shm"] {
+        let mut name = file.as_os_str().to_owned();
+        name.push(suffix);
+        let _ = std::fs::remove_file(std::path::PathBuf::from(name));
+    }
+    Ok(())
+}
+
+/// What [`recover`] did to one file.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    pub(crate) file: String,
+    pub(crate) action: String,
+}
+
+/// Cleans up after crashed `tenants create` and `tenants drop` runs: removes
+/// unlocked `.building` files, moves tenant files without a registry row to
+/// `orphaned/`, finishes or undoes interrupted drops. Runs under the
+/// registry's write lock, which provisioning holds from rename to commit,
+/// so no run in progress is mistaken for a crashed one.
+pub(crate) fn recover(dir: &DataDir, conn: &mut Connection) -> Result<Vec<Recovered>, Error> {
+    let context = "recovering the data folder after an interrupted run";
+    let io = |path: &Path, e: std::io::Error| {
+        error_while(context, io_error(&path.display().to_string(), &e))
+    };
+    let folder = dir.tenants();
+    let entries = match std::fs::read_dir(&folder) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(&folder, e)),
+    };
+    let mut suspects = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| io(&folder, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(BUILDING_SUFFIX)
+            || name.ends_with(DROPPING_SUFFIX)
+            || name.ends_with(".db")
+        {
+            suspects.push(name);
+        }
+    }
+    let known = registry::names(conn).map_err(|e| error_while(context, db_error(&e)))?;
+    let stem = |name: &str, suffix: &str| name.strip_suffix(suffix).map(str::to_owned);
+    let needs_work = suspects
+        .iter()
+        .any(|n| stem(n, ".db").is_none_or(|t| !known.contains(&t)));
+    if !needs_work {
+        return Ok(Vec::new());
+    }
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| error_while(context, db_error(&e)))?;
+    let known = registry::names(&tx).map_err(|e| error_while(context, db_error(&e)))?;
+    let mut recovered = Vec::new();
+    for name in suspects {
+        let path = folder.join(&name);
+        if let Some(tenant) = stem(&name, BUILDING_SUFFIX) {
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            if file.try_lock().is_err() {
+                continue; // being built right now
+            }
+            remove_database(&path).map_err(|e| io(&path, e))?;
+            recovered.push(Recovered {
+                file: format!("tenants/{name}"),
+                action: format!("removed: an interrupted `tenants create {tenant}` left it"),
+            });
+        } else if let Some(tenant) = stem(&name, DROPPING_SUFFIX) {
+            if known.contains(&tenant) {
+                let back = folder.join(format!("{tenant}.db"));
+                std::fs::rename(&path, &back).map_err(|e| io(&path, e))?;
+                recovered.push(Recovered {
+                    file: format!("tenants/{name}"),
+                    action: format!("restored to tenants/{tenant}.db: the drop did not commit"),
+                });
+            } else {
+                remove_database(&path).map_err(|e| io(&path, e))?;
+                recovered.push(Recovered {
+                    file: format!("tenants/{name}"),
+                    action: format!("removed: tenant {tenant} was dropped"),
+                });
+            }
+        } else if let Some(tenant) = stem(&name, ".db").filter(|t| !known.contains(t)) {
+            let orphaned = dir.orphaned();
+            std::fs::create_dir_all(&orphaned).map_err(|e| io(&orphaned, e))?;
+            let stamp = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let aside = orphaned.join(format!("{name}.{stamp}"));
+            for suffix in ["-wal", ""] {
+                let (mut from, mut to) =
+                    (path.as_os_str().to_owned(), aside.as_os_str().to_owned());
+                from.push(suffix);
+                to.push(suffix);
+                match std::fs::rename(&from, &to) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&path, e)),
+                    _ => {}
+                }
+            }
+            recovered.push(Recovered {
+                file: format!("tenants/{name}"),
+                action: format!(
+                    "moved to orphaned/{name}.{stamp}: no registry row (an interrupted `tenants create {tenant}`, or a row deleted by hand)"
+                ),
+            });
+        }
+    }
+    for r in &recovered {
+        record_event(
+            &tx,
+            "*",
+            "recovered",
+            None,
+            &format!("{}: {}", r.file, r.action),
+        )
+        .map_err(|e| error_while(context, db_error(&e)))?;
+    }
+    sync_dir(&folder).map_err(|e| io(&folder, e))?;
+    tx.commit()
+        .map_err(|e| error_while(context, db_error(&e)))?;
+    Ok(recovered)
+}
