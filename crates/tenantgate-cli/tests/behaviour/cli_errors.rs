@@ -1,6 +1,6 @@
 //! Bad input gets a clear error, the documented exit code, and changes nothing.
 
-use crate::{backend_tests, harness::Harness};
+use crate::{backend_tests, harness::Harness, only_on};
 
 /// A database URL nothing answers at.
 const UNREACHABLE: &str = "postgres://nobody@127.0.0.1:1/none?connect_timeout=1";
@@ -8,8 +8,10 @@ const UNREACHABLE: &str = "postgres://nobody@127.0.0.1:1/none?connect_timeout=1"
 backend_tests!(
     hostile_tenant_names_are_rejected_before_any_sql,
     broken_migration_folders_are_usage_errors,
-    tls_connections_work
 );
+
+// PostgreSQL only: SQLite files are opened directly, without a network.
+only_on!(postgres: tls_connections_work);
 
 async fn hostile_tenant_names_are_rejected_before_any_sql(h: Harness) {
     h.write_tables(1);

@@ -1,8 +1,12 @@
-//! A scenario's world: a fresh database in the shared test cluster, a
-//! migration folder, and the `tenantgate` binary pointed at both.
+//! A scenario's world: a fresh store (a database in the shared PostgreSQL
+//! test cluster, or a data folder for SQLite), a migration folder, and the
+//! `tenantgate` binary pointed at both.
+//!
+//! Scenarios talk to the store only through the helpers here, which say the
+//! same thing in each store's terms, so one scenario checks both backends.
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     process::Output,
     sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
@@ -20,6 +24,27 @@ macro_rules! backend_tests {
                 async fn postgres() {
                     super::$name($crate::harness::Harness::postgres().await).await
                 }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::harness::Harness::sqlite().await).await
+                }
+            }
+        )*
+    };
+}
+
+/// Runs each named scenario against one backend only: a behaviour that
+/// exists on that backend alone (see ARCHITECTURE.md, "Two stores").
+#[macro_export]
+macro_rules! only_on {
+    ($backend:ident: $($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $backend() {
+                    super::$name($crate::harness::Harness::$backend().await).await
+                }
             }
         )*
     };
@@ -27,12 +52,18 @@ macro_rules! backend_tests {
 
 static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
 
-/// One scenario's database, migration folder and binary.
+/// The store under test and a way to look inside it.
+enum Store {
+    Postgres(Client),
+    Sqlite(PathBuf),
+}
+
+/// One scenario's store, migration folder and binary.
 pub(crate) struct Harness {
     /// The store's URL as the binary receives it.
     pub(crate) url: String,
     folder: tempfile::TempDir,
-    client: Client,
+    store: Store,
 }
 
 /// The result of one run of the binary.
@@ -99,6 +130,20 @@ pub(crate) async fn connect(url: &str) -> Client {
     client
 }
 
+/// A SQLite connection to `path` that waits for other writers.
+fn sqlite(path: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn
+}
+
+/// A lock held on a tenant until dropped (see [`Harness::hold_lock`]).
+pub(crate) enum HeldLock {
+    Postgres(Client),
+    Sqlite(rusqlite::Connection),
+}
+
 impl Harness {
     /// A fresh database in the shared cluster and an empty migration folder.
     pub(crate) async fn postgres() -> Self {
@@ -114,13 +159,33 @@ impl Harness {
             .await
             .expect("create test database");
         let url = with_database(&base, &db);
+        let client = connect(&url).await;
+        Self::with_store(url, Store::Postgres(client))
+    }
+
+    /// A fresh data folder and an empty migration folder.
+    pub(crate) async fn sqlite() -> Self {
+        let data = tempfile::tempdir().expect("temp dir").keep().join("data");
+        Self::with_store(format!("sqlite://{}", data.display()), Store::Sqlite(data))
+    }
+
+    fn with_store(url: String, store: Store) -> Self {
         let folder = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir(folder.path().join("tenant")).unwrap();
-        let client = connect(&url).await;
-        Self {
-            url,
-            folder,
-            client,
+        Self { url, folder, store }
+    }
+
+    /// Whether the store is SQLite, for the few facts only one store has.
+    pub(crate) fn is_sqlite(&self) -> bool {
+        matches!(self.store, Store::Sqlite(_))
+    }
+
+    /// The first text on PostgreSQL, the second on SQLite.
+    pub(crate) fn pick<'a>(&self, postgres: &'a str, sqlite: &'a str) -> &'a str {
+        if self.is_sqlite() {
+            sqlite
+        } else {
+            postgres
         }
     }
 
@@ -152,6 +217,27 @@ impl Harness {
                 &format!("{i:04}_table_{i}.sql"),
                 &format!("CREATE TABLE t{i} (id bigint PRIMARY KEY, note text);"),
             );
+        }
+    }
+
+    /// The messages app's migration set for this store, its tenant part
+    /// only up to version `through` when given.
+    pub(crate) fn use_demo_migrations(&self, through: Option<i64>) {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../migrations")
+            .join(self.pick("postgres", "sqlite"));
+        for dir in ["shared", "tenant", "backfills"] {
+            let _ = std::fs::remove_dir_all(self.migrations().join(dir));
+            std::fs::create_dir_all(self.migrations().join(dir)).unwrap();
+            for entry in std::fs::read_dir(source.join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+                let version: Option<i64> = name.split('_').next().and_then(|v| v.parse().ok());
+                if dir == "tenant" && through.is_some_and(|t| version.is_some_and(|v| v > t)) {
+                    continue;
+                }
+                std::fs::copy(&path, self.migrations().join(dir).join(&name)).unwrap();
+            }
         }
     }
 
@@ -191,78 +277,336 @@ impl Harness {
             .expect("spawn tenantgate")
     }
 
-    /// A connection to the store, for setting up and inspecting scenarios.
+    /// A connection to the PostgreSQL store, for PostgreSQL-only scenarios.
     pub(crate) fn db(&self) -> &Client {
-        &self.client
+        match &self.store {
+            Store::Postgres(client) => client,
+            Store::Sqlite(_) => panic!("a PostgreSQL-only helper used on SQLite"),
+        }
     }
 
-    /// Runs SQL inside a tenant's schema.
+    fn data(&self) -> &Path {
+        match &self.store {
+            Store::Sqlite(data) => data,
+            Store::Postgres(_) => panic!("a SQLite-only helper used on PostgreSQL"),
+        }
+    }
+
+    /// The data folder of the SQLite store.
+    pub(crate) fn data_folder(&self) -> &Path {
+        self.data()
+    }
+
+    fn tenant_file(&self, tenant: &str) -> PathBuf {
+        self.data().join("tenants").join(format!("{tenant}.db"))
+    }
+
+    fn registry(&self) -> rusqlite::Connection {
+        sqlite(&self.data().join("registry.db"))
+    }
+
+    /// Runs SQL inside a tenant (its schema, or its file), committed.
     pub(crate) async fn exec_in_tenant(&self, tenant: &str, sql: &str) {
-        self.client
-            .batch_execute(&format!(
-                "BEGIN; SET LOCAL search_path TO \"{tenant}\"; {sql}; COMMIT;"
-            ))
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        match &self.store {
+            Store::Postgres(client) => client
+                .batch_execute(&format!(
+                    "BEGIN; SET LOCAL search_path TO \"{tenant}\"; {sql}; COMMIT;"
+                ))
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+            Store::Sqlite(_) => sqlite(&self.tenant_file(tenant))
+                .execute_batch(&format!("BEGIN IMMEDIATE; {sql}; COMMIT;"))
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+        }
     }
 
-    /// Whether the tenant's schema exists.
-    pub(crate) async fn schema_exists(&self, tenant: &str) -> bool {
-        self.count(
-            "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
-            tenant,
-        )
-        .await
-            > 0
+    /// A single integer a query returns inside a tenant.
+    pub(crate) async fn scalar_in_tenant(&self, tenant: &str, sql: &str) -> i64 {
+        match &self.store {
+            Store::Postgres(client) => {
+                let tx_sql = format!("SET search_path TO \"{tenant}\"");
+                client.batch_execute(&tx_sql).await.unwrap();
+                let value: i64 = client
+                    .query_one(&format!("SELECT ({sql})::bigint"), &[])
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                    .get(0);
+                client.batch_execute("RESET search_path").await.unwrap();
+                value
+            }
+            Store::Sqlite(_) => sqlite(&self.tenant_file(tenant))
+                .query_row(sql, [], |r| r.get(0))
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+        }
+    }
+
+    /// A single integer a query returns in the shared schema (or shared.db).
+    pub(crate) async fn scalar_shared(&self, sql: &str) -> i64 {
+        match &self.store {
+            Store::Postgres(client) => client
+                .query_one(&format!("SELECT ({sql})::bigint"), &[])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .get(0),
+            Store::Sqlite(data) => sqlite(&data.join("shared.db"))
+                .query_row(sql, [], |r| r.get(0))
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+        }
+    }
+
+    /// Whether the tenant's schema (or file) exists.
+    pub(crate) async fn tenant_exists(&self, tenant: &str) -> bool {
+        match &self.store {
+            Store::Postgres(_) => {
+                self.count("SELECT count(*) FROM pg_namespace WHERE nspname = $1", tenant)
+                    .await
+                    > 0
+            }
+            Store::Sqlite(_) => self.tenant_file(tenant).exists(),
+        }
+    }
+
+    /// Whether the tenant has `table`.
+    pub(crate) async fn has_table(&self, tenant: &str, table: &str) -> bool {
+        let sql = self.pick(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = '{}'",
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = '{}'",
+        );
+        self.scalar_in_tenant(tenant, &sql.replace("{}", table)).await > 0
+    }
+
+    /// Whether the tenant has `index`.
+    pub(crate) async fn has_index(&self, tenant: &str, index: &str) -> bool {
+        let sql = self.pick(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() AND indexname = '{}'",
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = '{}'",
+        );
+        self.scalar_in_tenant(tenant, &sql.replace("{}", index)).await > 0
+    }
+
+    /// Makes a tenant's schema (or file) holding table `keep`, without a
+    /// registry row.
+    pub(crate) async fn make_stray(&self, tenant: &str) {
+        match &self.store {
+            Store::Postgres(client) => client
+                .batch_execute(&format!(
+                    "CREATE SCHEMA {tenant}; CREATE TABLE {tenant}.keep (id int)"
+                ))
+                .await
+                .unwrap(),
+            Store::Sqlite(_) => {
+                let path = self.tenant_file(tenant);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                rusqlite::Connection::open(&path)
+                    .unwrap()
+                    .execute_batch("CREATE TABLE keep (id int)")
+                    .unwrap();
+            }
+        }
+    }
+
+    /// A registry query returning one integer (`$1`/`?1` is `param`).
+    async fn registry_count(&self, postgres: &str, sqlite_sql: &str, param: &str) -> i64 {
+        match &self.store {
+            Store::Postgres(_) => self.count(postgres, param).await,
+            Store::Sqlite(_) => self
+                .registry()
+                .query_row(sqlite_sql, [param], |r| r.get(0))
+                .unwrap(),
+        }
     }
 
     /// Registry rows (tenants, domains) of a tenant.
     pub(crate) async fn registry_rows(&self, tenant: &str) -> (i64, i64) {
         (
-            self.count(
+            self.registry_count(
                 "SELECT count(*) FROM tenantgate.tenants WHERE name = $1",
+                "SELECT count(*) FROM tenants WHERE name = ?1",
                 tenant,
             )
             .await,
-            self.count(
+            self.registry_count(
                 "SELECT count(*) FROM tenantgate.domains WHERE tenant = $1",
+                "SELECT count(*) FROM domains WHERE tenant = ?1",
                 tenant,
             )
             .await,
         )
     }
 
+    /// Events of `kind` recorded for a tenant.
+    pub(crate) async fn events(&self, tenant: &str, kind: &str) -> i64 {
+        let param = format!("{tenant} {kind}");
+        self.registry_count(
+            "SELECT count(*) FROM tenantgate.events WHERE tenant || ' ' || kind = $1",
+            "SELECT count(*) FROM events WHERE tenant || ' ' || kind = ?1",
+            &param,
+        )
+        .await
+    }
+
     /// Versions in a tenant's ledger.
     pub(crate) async fn ledger(&self, tenant: &str) -> Vec<i64> {
-        self.client
-            .query(
-                &format!(
-                    "SELECT version FROM \"{tenant}\"._tenantgate_migrations ORDER BY version"
-                ),
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
+        match &self.store {
+            Store::Postgres(client) => client
+                .query(
+                    &format!(
+                        "SELECT version FROM \"{tenant}\"._tenantgate_migrations ORDER BY version"
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect(),
+            Store::Sqlite(_) => {
+                let conn = sqlite(&self.tenant_file(tenant));
+                let mut statement = conn
+                    .prepare("SELECT version FROM _tenantgate_migrations ORDER BY version")
+                    .unwrap();
+                let versions = statement.query_map([], |r| r.get(0)).unwrap();
+                versions.map(Result::unwrap).collect()
+            }
+        }
+    }
+
+    /// The registry's state, last error and applied versions of a tenant.
+    pub(crate) async fn registry_row(&self, tenant: &str) -> (String, Option<String>, Vec<i64>) {
+        match &self.store {
+            Store::Postgres(client) => {
+                let row = client
+                    .query_one(
+                        "SELECT state, last_error, applied_versions FROM tenantgate.tenants WHERE name = $1",
+                        &[&tenant],
+                    )
+                    .await
+                    .unwrap();
+                (row.get(0), row.get(1), row.get(2))
+            }
+            Store::Sqlite(_) => self
+                .registry()
+                .query_row(
+                    "SELECT state, last_error, applied_versions FROM tenants WHERE name = ?1",
+                    [tenant],
+                    |r| {
+                        let versions: String = r.get(2)?;
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            versions.split(',').filter_map(|v| v.parse().ok()).collect(),
+                        ))
+                    },
+                )
+                .unwrap(),
+        }
     }
 
     /// The registry state of a tenant.
     pub(crate) async fn state(&self, tenant: &str) -> String {
-        self.client
-            .query_one(
-                "SELECT state FROM tenantgate.tenants WHERE name = $1",
-                &[&tenant],
-            )
-            .await
-            .unwrap()
-            .get(0)
+        self.registry_row(tenant).await.0
     }
 
-    /// A `count(*)` query with one text parameter.
+    /// SQL that keeps a migration busy for about `seconds`.
+    pub(crate) fn slow_sql(&self, seconds: f64) -> String {
+        match self.store {
+            Store::Postgres(_) => format!("SELECT pg_sleep({seconds});"),
+            Store::Sqlite(_) => format!(
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {})
+                 SELECT count(*) FROM c;",
+                (seconds * 2_000_000.0) as u64
+            ),
+        }
+    }
+
+    /// How many tenants (or tenant files being built) a migration is busy in.
+    pub(crate) async fn busy_tenants(&self) -> usize {
+        match &self.store {
+            Store::Postgres(_) => self
+                .count(
+                    "SELECT count(*) FROM pg_stat_activity
+                      WHERE datname = current_database() AND query LIKE $1 AND pid <> pg_backend_pid()",
+                    "%pg_sleep(%",
+                )
+                .await as usize,
+            Store::Sqlite(data) => {
+                let Ok(entries) = std::fs::read_dir(data.join("tenants")) else {
+                    return 0;
+                };
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "db" || x == "building"))
+                    .filter(|p| {
+                        let Ok(conn) = rusqlite::Connection::open_with_flags(
+                            p,
+                            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE,
+                        ) else {
+                            return false;
+                        };
+                        conn.busy_timeout(Duration::ZERO).unwrap();
+                        let locked = conn.execute_batch("BEGIN IMMEDIATE").is_err();
+                        let _ = conn.execute_batch("ROLLBACK");
+                        locked
+                    })
+                    .count()
+            }
+        }
+    }
+
+    /// Holds a lock on the tenant's table `t1` (PostgreSQL) or its whole file
+    /// (SQLite) until the returned guard is released with [`Self::release`].
+    pub(crate) async fn hold_lock(&self, tenant: &str) -> HeldLock {
+        match &self.store {
+            Store::Postgres(_) => {
+                let blocker = connect(&self.url).await;
+                blocker
+                    .batch_execute(&format!(
+                        "BEGIN; LOCK TABLE {tenant}.t1 IN ACCESS EXCLUSIVE MODE"
+                    ))
+                    .await
+                    .unwrap();
+                HeldLock::Postgres(blocker)
+            }
+            Store::Sqlite(_) => {
+                let conn = sqlite(&self.tenant_file(tenant));
+                conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+                HeldLock::Sqlite(conn)
+            }
+        }
+    }
+
+    /// Releases a lock taken with [`Self::hold_lock`].
+    pub(crate) async fn release(&self, lock: HeldLock) {
+        match lock {
+            HeldLock::Postgres(client) => client.batch_execute("ROLLBACK").await.unwrap(),
+            HeldLock::Sqlite(conn) => conn.execute_batch("ROLLBACK").unwrap(),
+        }
+    }
+
+    /// Files in the SQLite data folder's `tenants/` that are not tenant
+    /// files (leftovers of interrupted runs); always empty on PostgreSQL.
+    pub(crate) fn leftovers(&self) -> Vec<String> {
+        let Store::Sqlite(data) = &self.store else {
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir(data.join("tenants")) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !(n.ends_with(".db") || n.ends_with(".db-wal") || n.ends_with(".db-shm")))
+            .collect()
+    }
+
+    /// A `count(*)` query with one text parameter (PostgreSQL).
     pub(crate) async fn count(&self, sql: &str, param: &str) -> i64 {
-        self.client.query_one(sql, &[&param]).await.unwrap().get(0)
+        self.db()
+            .query_one(sql, &[&param])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+            .get(0)
     }
 
     /// Provisions tenants, asserting success.

@@ -127,26 +127,6 @@ impl Response {
 }
 
 impl Harness {
-    /// Copies the demo app's migrations into the scenario's folder; with
-    /// `through`, only tenant migrations up to that version.
-    pub(crate) fn use_demo_migrations(&self, through: Option<i64>) {
-        let source =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/postgres");
-        for dir in ["shared", "tenant", "backfills"] {
-            let _ = std::fs::remove_dir_all(self.migrations().join(dir));
-            std::fs::create_dir_all(self.migrations().join(dir)).unwrap();
-            for entry in std::fs::read_dir(source.join(dir)).unwrap() {
-                let path = entry.unwrap().path();
-                let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-                let version: Option<i64> = name.split('_').next().and_then(|v| v.parse().ok());
-                if dir == "tenant" && through.is_some_and(|t| version.is_some_and(|v| v > t)) {
-                    continue;
-                }
-                std::fs::copy(&path, self.migrations().join(dir).join(&name)).unwrap();
-            }
-        }
-    }
-
     /// Starts `tenantgate serve` on a free port with `url` as its database;
     /// returns once it listens, or the exit status and stderr if it stopped.
     pub(crate) async fn serve_with(

@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::{
     backend_tests,
     harness::{eventually, Harness},
+    only_on,
 };
 
 backend_tests!(
@@ -14,13 +15,16 @@ backend_tests!(
     no_transaction_migrations_run_after_the_commit,
     domains_are_normalised,
     drop_removes_everything,
+    stray_containers_are_not_taken_over,
 );
+
+only_on!(sqlite: files_without_a_registry_row_are_set_aside_and_never_served);
 
 async fn failed_migration_leaves_nothing(h: Harness) {
     h.write_tables(5);
     h.write(
         "0003_table_3.sql",
-        "CREATE TABLE t3 (id bigint REFERENCES no_such_table (id));",
+        "CREATE TABLE t3 (id bigint); INSERT INTO no_such_table VALUES (1);",
     );
     let run = h
         .run(&["tenants", "create", "acme", "--domain", "acme.example.com"])
@@ -41,10 +45,11 @@ async fn failed_migration_leaves_nothing(h: Harness) {
         "the recovery command: {}",
         run.stderr
     );
-    assert!(!h.schema_exists("acme").await);
+    assert!(!h.tenant_exists("acme").await);
+    assert_eq!(h.leftovers(), Vec::<String>::new());
     assert_eq!(h.registry_rows("acme").await, (0, 0));
     assert_eq!(
-        h.count("SELECT count(*) FROM tenantgate.events WHERE tenant = $1 AND kind = 'provision_failed' AND version = 3", "acme").await,
+        h.events("acme", "provision_failed").await,
         1,
         "the failed attempt is recorded as an event"
     );
@@ -61,30 +66,37 @@ async fn killed_provisioning_leaves_nothing(h: Harness) {
     h.write_tables(3);
     h.write(
         "0002_table_2.sql",
-        "CREATE TABLE t2 (id int); SELECT pg_sleep(2);",
+        &format!("CREATE TABLE t2 (id int); {}", h.slow_sql(3.0)),
     );
     let mut child = h.spawn(&["tenants", "create", "acme", "--domain", "acme.example.com"]);
-    let sleeping = || async {
-        h.count(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE $1 AND pid <> pg_backend_pid()",
-            "%pg_sleep(2)%",
-        )
-        .await
-            > 0
-    };
+    let busy = || async { h.busy_tenants().await > 0 };
     assert!(
-        eventually(Duration::from_secs(10), sleeping).await,
+        eventually(Duration::from_secs(10), busy).await,
         "provisioning reached migration 2"
     );
     child.start_kill().unwrap(); // SIGKILL
     child.wait().await.unwrap();
-    let gone = || async { !sleeping().await };
+    let idle = || async { !busy().await };
     assert!(
-        eventually(Duration::from_secs(15), gone).await,
-        "the server noticed the dead client"
+        eventually(Duration::from_secs(15), idle).await,
+        "the store noticed the dead process"
     );
-    assert!(!h.schema_exists("acme").await);
+    assert!(!h.tenant_exists("acme").await);
     assert_eq!(h.registry_rows("acme").await, (0, 0));
+    // The next run cleans up what the killed one left (on SQLite, its
+    // half-built file) and says so; then the name is free again.
+    let next = h.run(&["tenants", "list"]).await;
+    next.expect(0);
+    if h.is_sqlite() {
+        assert!(next.stderr.contains("recovered"), "{}", next.stderr);
+        assert!(next.stderr.contains("acme.db.building"), "{}", next.stderr);
+    }
+    assert_eq!(h.leftovers(), Vec::<String>::new());
+    h.write_tables(3);
+    h.run(&["tenants", "create", "acme", "--domain", "acme.example.com"])
+        .await
+        .expect(0);
+    assert_eq!(h.ledger("acme").await, [1, 2, 3]);
 }
 
 async fn existing_tenant_or_taken_domain_changes_nothing(h: Harness) {
@@ -115,53 +127,29 @@ async fn existing_tenant_or_taken_domain_changes_nothing(h: Harness) {
         "{}",
         run.stderr
     );
-    assert!(!h.schema_exists("globex").await);
+    assert!(!h.tenant_exists("globex").await);
     assert_eq!(h.registry_rows("globex").await, (0, 0));
     assert_eq!(h.registry_rows("acme").await, (1, 1));
-    // A schema that exists without a registry row is not taken over.
-    h.db()
-        .batch_execute("CREATE SCHEMA initech; CREATE TABLE initech.keep (id int)")
-        .await
-        .unwrap();
-    let run = h.run(&["tenants", "create", "initech"]).await;
-    run.expect(1);
-    assert!(
-        run.stderr.contains("exists without a registry row"),
-        "{}",
-        run.stderr
-    );
-    assert_eq!(
-        h.count(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = $1",
-            "initech"
-        )
-        .await,
-        1
-    );
+    assert_eq!(h.leftovers(), Vec::<String>::new());
 }
 
 async fn no_transaction_migrations_run_after_the_commit(h: Harness) {
     h.write_tables(2);
+    // SQLite has no CONCURRENTLY; VACUUM is its statement that refuses a transaction.
+    let outside = h.pick("CREATE INDEX CONCURRENTLY", "VACUUM; CREATE INDEX");
     h.write(
         "0003_index.sql",
-        "-- no-transaction\nCREATE INDEX CONCURRENTLY t1_note_idx ON t1 (note);",
+        &format!("-- no-transaction\n{outside} t1_note_idx ON t1 (note);"),
     );
     h.write("0004_table_4.sql", "CREATE TABLE t4 (id int);");
     h.run(&["tenants", "create", "acme"]).await.expect(0);
     assert_eq!(h.ledger("acme").await, [1, 2, 3, 4]);
     assert_eq!(h.state("acme").await, "ready");
-    assert_eq!(
-        h.count(
-            "SELECT count(*) FROM pg_indexes WHERE indexname = $1",
-            "t1_note_idx"
-        )
-        .await,
-        1
-    );
+    assert!(h.has_index("acme", "t1_note_idx").await);
 
     h.write(
         "0005_bad_index.sql",
-        "-- no-transaction\nCREATE INDEX CONCURRENTLY bad_idx ON no_such_table (x);",
+        &format!("-- no-transaction\n{outside} bad_idx ON no_such_table (x);"),
     );
     let run = h.run(&["tenants", "create", "globex"]).await;
     run.expect(1);
@@ -193,7 +181,7 @@ async fn domains_are_normalised(h: Harness) {
         .run(&["tenants", "create", "globex", "--domain", "not a host"])
         .await;
     run.expect(2);
-    assert!(!h.schema_exists("globex").await);
+    assert!(!h.tenant_exists("globex").await);
 }
 
 async fn drop_removes_everything(h: Harness) {
@@ -204,10 +192,64 @@ async fn drop_removes_everything(h: Harness) {
     let run = h.run(&["tenants", "drop", "acme"]).await;
     run.expect(2);
     assert!(run.stderr.contains("--yes"), "{}", run.stderr);
-    assert!(h.schema_exists("acme").await);
+    assert!(h.tenant_exists("acme").await);
     h.run(&["tenants", "drop", "acme", "--yes"]).await.expect(0);
-    assert!(!h.schema_exists("acme").await);
+    assert!(!h.tenant_exists("acme").await);
     assert_eq!(h.registry_rows("acme").await, (0, 0));
+    assert_eq!(h.leftovers(), Vec::<String>::new());
     h.run(&["tenants", "drop", "acme", "--yes"]).await.expect(1);
     h.run(&["tenants", "show", "acme"]).await.expect(1);
+}
+
+/// A tenant's schema (or file) without a registry row is never taken over
+/// by `tenants create`. On PostgreSQL it stays as it is; on SQLite, where a
+/// crash between the rename and the registry commit leaves exactly such a
+/// file, the next open moves it to `orphaned/` (data kept, never served).
+async fn stray_containers_are_not_taken_over(h: Harness) {
+    h.write_tables(1);
+    h.make_stray("initech").await;
+    let run = h.run(&["tenants", "create", "initech"]).await;
+    if h.is_sqlite() {
+        run.expect(0);
+        assert!(run.stderr.contains("orphaned/initech.db"), "{}", run.stderr);
+        assert!(!h.has_table("initech", "keep").await, "a fresh file");
+    } else {
+        run.expect(1);
+        assert!(
+            run.stderr.contains("exists without a registry row"),
+            "{}",
+            run.stderr
+        );
+        assert!(h.has_table("initech", "keep").await);
+    }
+}
+
+async fn files_without_a_registry_row_are_set_aside_and_never_served(h: Harness) {
+    h.use_demo_migrations(None);
+    h.run(&["tenants", "create", "acme", "--domain", "acme.localhost"])
+        .await
+        .expect(0);
+    // What a SIGKILL between the rename and the registry commit leaves.
+    let tenants = h.data_folder().join("tenants");
+    std::fs::copy(tenants.join("acme.db"), tenants.join("ghost.db")).unwrap();
+    // And a drop interrupted before its registry commit.
+    std::fs::rename(tenants.join("acme.db"), tenants.join("acme.db.dropping")).unwrap();
+    let server = h.serve_with(&h.url, &["--allow-degraded"], &[]).await.unwrap();
+    assert_eq!(
+        server.page("ghost.localhost", "/en/app/messages/", true).await.status,
+        404,
+        "no registry row, never served"
+    );
+    let stderr = server.stderr();
+    assert!(stderr.contains("orphaned/ghost.db"), "{stderr}");
+    assert!(stderr.contains("restored to tenants/acme.db"), "{stderr}");
+    assert_eq!(
+        server.page("acme.localhost", "/en/app/messages/", true).await.status,
+        200
+    );
+    assert_eq!(h.leftovers(), Vec::<String>::new());
+    let orphaned: Vec<_> = std::fs::read_dir(h.data_folder().join("orphaned"))
+        .unwrap()
+        .collect();
+    assert_eq!(orphaned.len(), 1, "kept, not deleted");
 }

@@ -41,7 +41,8 @@ async fn incident_fleet(h: &Harness) {
     }
     h.exec_in_tenant(
         "initech",
-        "DROP TABLE messages, participants, conversations, user_statuses; DELETE FROM _tenantgate_migrations WHERE version = 2",
+        "DROP TABLE messages; DROP TABLE participants; DROP TABLE conversations; DROP TABLE user_statuses;
+         DELETE FROM _tenantgate_migrations WHERE version = 2",
     )
     .await;
 }
@@ -193,17 +194,51 @@ fn cluster_address(url: &str) -> SocketAddr {
     authority.parse().unwrap()
 }
 
+/// Takes the registry away from a running server and brings it back: on
+/// PostgreSQL a proxy between server and cluster is cut; on SQLite the
+/// registry file is moved away.
+enum Outage {
+    Proxy(Proxy),
+    Registry(std::path::PathBuf),
+}
+
+impl Outage {
+    /// Prepares an outage; returns it with the URL the server must use.
+    async fn prepare(h: &Harness) -> (Self, String) {
+        if h.is_sqlite() {
+            let registry = h.data_folder().join("registry.db");
+            return (Outage::Registry(registry), h.url.clone());
+        }
+        let proxy = Proxy::start(cluster_address(&h.url)).await;
+        let via_proxy = h.url.replacen(
+            &cluster_address(&h.url).port().to_string(),
+            &proxy.port.to_string(),
+            1,
+        );
+        (Outage::Proxy(proxy), via_proxy)
+    }
+
+    fn cut(&self) {
+        match self {
+            Outage::Proxy(proxy) => proxy.cut(),
+            Outage::Registry(path) => std::fs::rename(path, path.with_extension("away")).unwrap(),
+        }
+    }
+
+    fn restore(&self) {
+        match self {
+            Outage::Proxy(proxy) => proxy.restore(),
+            Outage::Registry(path) => std::fs::rename(path.with_extension("away"), path).unwrap(),
+        }
+    }
+}
+
 async fn unreachable_registry_fails_closed_and_recovers(h: Harness) {
     incident_fleet(&h).await;
-    let proxy = Proxy::start(cluster_address(&h.url)).await;
-    let via_proxy = h.url.replacen(
-        &cluster_address(&h.url).port().to_string(),
-        &proxy.port.to_string(),
-        1,
-    );
+    let (outage, url) = Outage::prepare(&h).await;
     let server = h
         .serve_with(
-            &via_proxy,
+            &url,
             &[
                 "--allow-degraded",
                 "--staleness-bound",
@@ -222,7 +257,7 @@ async fn unreachable_registry_fails_closed_and_recovers(h: Harness) {
             .status,
         200
     );
-    proxy.cut();
+    outage.cut();
     let unknown = || async {
         let r = server
             .page("acme.localhost", "/en/app/messages/", true)
@@ -234,7 +269,7 @@ async fn unreachable_registry_fails_closed_and_recovers(h: Harness) {
         "fails closed past the staleness bound"
     );
     assert_eq!(server.get("", "/health/migrations", "").await.status, 503);
-    proxy.restore();
+    outage.restore();
     assert!(
         until_status(&server, "acme.localhost", "/en/app/messages/", 200).await,
         "recovers when the registry is back"
