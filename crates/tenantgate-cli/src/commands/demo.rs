@@ -9,6 +9,7 @@ use std::{
 };
 
 use tenantgate::{
+    backend::sqlite::DataDir,
     fleet::{self, FleetOptions},
     provision, Backend, Domain, Error, MigrationFolder, TenantName,
 };
@@ -62,10 +63,10 @@ pub(crate) async fn run(
         "tenantgate demo: data folder {} (SQLite: one file per tenant, nothing to install)",
         data.display()
     );
-    let interrupted = |_| Error::Interrupted;
+    let files = DataDir::new(&data);
     tokio::select! {
-        built = build_scenario(backend.as_ref(), &folder) => built?,
-        () = cancel.cancelled() => return Err(interrupted(())),
+        built = build_scenario(backend.as_ref(), &folder, &files) => built?,
+        () = cancel.cancelled() => return Err(Error::Interrupted),
     }
     print_table(backend.as_ref(), &folder).await?;
     let heal = heal_command(&data, &migrations);
@@ -166,7 +167,11 @@ fn export_migrations(data: &Path, folder: &MigrationFolder) -> Result<PathBuf, E
 }
 
 /// Release 1 provisions every tenant; release 2 migrates all but one.
-async fn build_scenario(backend: &dyn Backend, folder: &MigrationFolder) -> Result<(), Error> {
+async fn build_scenario(
+    backend: &dyn Backend,
+    folder: &MigrationFolder,
+    data: &DataDir,
+) -> Result<(), Error> {
     let release_1 = MigrationFolder {
         tenant: folder.tenant.up_to(1),
         ..folder.clone()
@@ -179,7 +184,6 @@ async fn build_scenario(backend: &dyn Backend, folder: &MigrationFolder) -> Resu
         .into_iter()
         .map(|t| t.name)
         .collect();
-    let data = data_dir(backend);
     for name in TENANTS {
         let tenant = TenantName::parse(name)?;
         if !registered.iter().any(|r| r == name) {
@@ -187,7 +191,7 @@ async fn build_scenario(backend: &dyn Backend, folder: &MigrationFolder) -> Resu
             provision::create_tenant(backend, &release_1, &tenant, &[domain], &limits).await?;
             println!("  release 1: provisioned {name} ({name}.localhost) with 0001_users.sql");
         }
-        seed(&data, &tenant, RELEASE_1_DATA).await?;
+        seed(data, &tenant, RELEASE_1_DATA).await?;
     }
     let ahead: Vec<TenantName> = TENANTS
         .iter()
@@ -212,7 +216,7 @@ async fn build_scenario(backend: &dyn Backend, folder: &MigrationFolder) -> Resu
         ));
     }
     for tenant in &ahead {
-        seed(&data, tenant, RELEASE_2_DATA).await?;
+        seed(data, tenant, RELEASE_2_DATA).await?;
     }
     println!(
         "  release 2: migrated acme and globex with 0002_messages.sql; {BEHIND} was left behind"
@@ -220,17 +224,7 @@ async fn build_scenario(backend: &dyn Backend, folder: &MigrationFolder) -> Resu
     Ok(())
 }
 
-fn data_dir(backend: &dyn Backend) -> tenantgate::backend::sqlite::DataDir {
-    let described = backend.describe();
-    let root = tenantgate::backend::sqlite_folder(&described).unwrap_or(".");
-    tenantgate::backend::sqlite::DataDir::new(root)
-}
-
-async fn seed(
-    data: &tenantgate::backend::sqlite::DataDir,
-    tenant: &TenantName,
-    sql: &str,
-) -> Result<(), Error> {
+async fn seed(data: &DataDir, tenant: &TenantName, sql: &str) -> Result<(), Error> {
     tenantgate_demo::run_in_tenant_file(data.tenant(tenant), sql.to_owned())
         .await
         .map_err(|e| Error::Config(format!("seeding demo data into {tenant}: {e}")))

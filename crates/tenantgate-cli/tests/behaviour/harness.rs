@@ -132,8 +132,9 @@ pub(crate) async fn connect(url: &str) -> Client {
 
 /// A SQLite connection to `path` that waits for other writers.
 fn sqlite(path: &Path) -> rusqlite::Connection {
-    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
-        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     conn.busy_timeout(Duration::from_secs(10)).unwrap();
     conn
 }
@@ -358,8 +359,11 @@ impl Harness {
     pub(crate) async fn tenant_exists(&self, tenant: &str) -> bool {
         match &self.store {
             Store::Postgres(_) => {
-                self.count("SELECT count(*) FROM pg_namespace WHERE nspname = $1", tenant)
-                    .await
+                self.count(
+                    "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
+                    tenant,
+                )
+                .await
                     > 0
             }
             Store::Sqlite(_) => self.tenant_file(tenant).exists(),
@@ -372,7 +376,9 @@ impl Harness {
             "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = '{}'",
             "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = '{}'",
         );
-        self.scalar_in_tenant(tenant, &sql.replace("{}", table)).await > 0
+        self.scalar_in_tenant(tenant, &sql.replace("{}", table))
+            .await
+            > 0
     }
 
     /// Whether the tenant has `index`.
@@ -381,7 +387,9 @@ impl Harness {
             "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() AND indexname = '{}'",
             "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = '{}'",
         );
-        self.scalar_in_tenant(tenant, &sql.replace("{}", index)).await > 0
+        self.scalar_in_tenant(tenant, &sql.replace("{}", index))
+            .await
+            > 0
     }
 
     /// Makes a tenant's schema (or file) holding table `keep`, without a

@@ -234,9 +234,15 @@ async fn files_without_a_registry_row_are_set_aside_and_never_served(h: Harness)
     std::fs::copy(tenants.join("acme.db"), tenants.join("ghost.db")).unwrap();
     // And a drop interrupted before its registry commit.
     std::fs::rename(tenants.join("acme.db"), tenants.join("acme.db.dropping")).unwrap();
-    let server = h.serve_with(&h.url, &["--allow-degraded"], &[]).await.unwrap();
+    let server = h
+        .serve_with(&h.url, &["--allow-degraded"], &[])
+        .await
+        .unwrap();
     assert_eq!(
-        server.page("ghost.localhost", "/en/app/messages/", true).await.status,
+        server
+            .page("ghost.localhost", "/en/app/messages/", true)
+            .await
+            .status,
         404,
         "no registry row, never served"
     );
@@ -244,7 +250,10 @@ async fn files_without_a_registry_row_are_set_aside_and_never_served(h: Harness)
     assert!(stderr.contains("orphaned/ghost.db"), "{stderr}");
     assert!(stderr.contains("restored to tenants/acme.db"), "{stderr}");
     assert_eq!(
-        server.page("acme.localhost", "/en/app/messages/", true).await.status,
+        server
+            .page("acme.localhost", "/en/app/messages/", true)
+            .await
+            .status,
         200
     );
     assert_eq!(h.leftovers(), Vec::<String>::new());
