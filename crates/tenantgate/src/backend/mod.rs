@@ -6,6 +6,7 @@
 //! SQLite store keeps one database file per tenant in a data folder.
 
 mod failure;
+mod plan;
 pub mod postgres;
 pub mod sqlite;
 

@@ -12,7 +12,10 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 use super::sql::{db_error, is_lock_timeout, limits_sql, literal, xact_lock_sql, LEDGER_TABLE};
 pub(crate) use crate::backend::failure::ApplyFailure;
 use crate::{
-    backend::{failure::changed_migration, Limits},
+    backend::{
+        plan::{next_step, Step},
+        Limits,
+    },
     migrations::{Migration, MigrationRef},
     FailureKind, MigrationSet, TenantName,
 };
@@ -249,26 +252,19 @@ pub(crate) async fn apply_set(
                 return Err(failure);
             }
         };
-        if let Some(changed) = changed_migration(set, &ledger) {
-            rollback(client).await;
-            return Err(ApplyFailure::checksum_changed(changed));
-        }
-        let pending: Vec<&Migration> = set
-            .iter()
-            .filter(|m| !ledger.iter().any(|(v, _)| *v == m.version))
-            .collect();
-        let segment: Vec<&Migration> = pending
-            .iter()
-            .take_while(|m| !m.no_transaction)
-            .copied()
-            .collect();
-        if segment.is_empty() && !pending.is_empty() {
-            rollback(client).await;
-            apply_no_transaction(client, target, pending[0], pending.len() == 1, limits).await?;
-            applied_now.push(pending[0].version);
-            continue;
-        }
-        let complete = segment.len() == pending.len();
+        let (segment, complete) = match next_step(set, &ledger) {
+            Err(failure) => {
+                rollback(client).await;
+                return Err(failure);
+            }
+            Ok(Step::Alone { migration, last }) => {
+                rollback(client).await;
+                apply_no_transaction(client, target, migration, last, limits).await?;
+                applied_now.push(migration.version);
+                continue;
+            }
+            Ok(Step::Transaction { segment, complete }) => (segment, complete),
+        };
         let batch = segment_sql(target, &segment, complete);
         if let Err(e) = client.batch_execute(&batch).await {
             rollback(client).await;

@@ -33,7 +33,8 @@ use self::{
 use crate::{
     backend::{
         failure::{backfill_failure, tenant_failure, Place},
-        Backend, BackfillMode, BackfillOutcome, Ledgers, Limits, StateChange, TenantSession, Watch,
+        plan, Backend, BackfillMode, BackfillOutcome, Ledgers, Limits, StateChange, TenantSession,
+        Watch,
     },
     migrations::Backfill,
     AppliedMigration, Domain, Error, MigrationSet, Tenant, TenantFailure, TenantName,
@@ -86,13 +87,7 @@ impl Backend for PgBackend {
         if set.is_empty() {
             return Ok(Vec::new());
         }
-        let applied = self.shared_ledger().await?;
-        let complete = set.iter().all(|m| {
-            applied
-                .iter()
-                .any(|a| a.version == m.version && a.checksum == m.checksum)
-        });
-        if complete {
+        if plan::holds_all(set, &self.shared_ledger().await?) {
             return Ok(Vec::new());
         }
         pooled!(self, |client| apply_set(

@@ -17,7 +17,8 @@ use super::{
 };
 use crate::{
     backend::{
-        failure::{changed_migration, ApplyFailure},
+        failure::ApplyFailure,
+        plan::{next_step, Step},
         Limits,
     },
     migrations::{Migration, MigrationRef},
@@ -196,25 +197,19 @@ pub(crate) fn apply_set(
             .iter()
             .map(|a| (a.version, a.checksum.clone()))
             .collect();
-        if let Some(changed) = changed_migration(set, &pairs) {
-            rollback(conn);
-            return Err(ApplyFailure::checksum_changed(changed));
-        }
-        let pending: Vec<&Migration> = set
-            .iter()
-            .filter(|m| !pairs.iter().any(|(v, _)| *v == m.version))
-            .collect();
-        let segment: Vec<&Migration> = pending
-            .iter()
-            .take_while(|m| !m.no_transaction)
-            .copied()
-            .collect();
-        if segment.is_empty() && !pending.is_empty() {
-            rollback(conn);
-            apply_no_transaction(conn, path, pending[0], cancel, limits)?;
-            versions.push(pending[0].version);
-            continue;
-        }
+        let (segment, complete) = match next_step(set, &pairs) {
+            Err(failure) => {
+                rollback(conn);
+                return Err(failure);
+            }
+            Ok(Step::Alone { migration, .. }) => {
+                rollback(conn);
+                apply_no_transaction(conn, path, migration, cancel, limits)?;
+                versions.push(migration.version);
+                continue;
+            }
+            Ok(Step::Transaction { segment, complete }) => (segment, complete),
+        };
         for m in &segment {
             run_migration(conn, m, cancel, limits).map_err(|e| fail(&e, Some(m)))?;
         }
@@ -224,7 +219,7 @@ pub(crate) fn apply_set(
         }
         conn.execute_batch("COMMIT").map_err(|e| fail(&e, None))?;
         versions.extend(segment.iter().map(|m| m.version));
-        if segment.len() == pending.len() {
+        if complete {
             let ledger = read_ledger(conn)
                 .map_err(|e| fail(&e, None))?
                 .unwrap_or_default();

@@ -44,7 +44,8 @@ use self::{
 use crate::{
     backend::{
         failure::{backfill_failure, tenant_failure, ApplyFailure, Place},
-        Backend, BackfillMode, BackfillOutcome, Ledgers, Limits, StateChange, TenantSession, Watch,
+        plan, Backend, BackfillMode, BackfillOutcome, Ledgers, Limits, StateChange, TenantSession,
+        Watch,
     },
     migrations::Backfill,
     AppliedMigration, DbError, Domain, Error, FailureKind, MigrationSet, Tenant, TenantFailure,
@@ -186,13 +187,7 @@ impl Backend for SqliteBackend {
         if set.is_empty() {
             return Ok(Vec::new());
         }
-        let applied = self.shared_ledger().await?;
-        let complete = set.iter().all(|m| {
-            applied
-                .iter()
-                .any(|a| a.version == m.version && a.checksum == m.checksum)
-        });
-        if complete {
+        if plan::holds_all(set, &self.shared_ledger().await?) {
             return Ok(Vec::new());
         }
         let (path, set, limits) = (self.inner.dir.shared(), set.clone(), *limits);
