@@ -1,15 +1,18 @@
 //! `tenantgate-bench`: tenantgate against the floor, measured in one run.
 //!
-//! Every scenario builds its databases in the cluster `--database-url`
-//! points at (a throwaway cluster from `scripts/bench`), measures tenantgate
-//! and the floor (one `psql` session replaying the same SQL) on identical
-//! clones, prints one JSON line, and drops what it created.
+//! Every PostgreSQL scenario builds its databases in the cluster
+//! `--database-url` points at (a throwaway cluster from `scripts/bench`),
+//! measures tenantgate and the floor (one `psql` session replaying the same
+//! SQL) on identical clones, prints one JSON line, and drops what it created.
+//! The `sqlite-*` scenarios do the same with data folders under
+//! `--sqlite-dir`, the floor being the same SQL replayed with rusqlite.
 
 mod cluster;
 mod floor;
 mod guard;
 mod memory;
 mod scenarios;
+mod sqlite;
 mod synthetic;
 
 use std::path::PathBuf;
@@ -56,6 +59,12 @@ struct Args {
     /// The saas-tenant fixture's migration folder
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../benches/fixtures/saas-tenant/tenant"))]
     fixture: PathBuf,
+    /// Where the sqlite-* scenarios build their data folders (default: /dev/shm when present)
+    #[arg(long, env = "TENANTGATE_BENCH_SQLITE_DIR")]
+    sqlite_dir: Option<PathBuf>,
+    /// The SQLite migration set the sqlite-* scenarios provision (the demo app's)
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations/sqlite/tenant"))]
+    sqlite_fixture: PathBuf,
     /// psql to use for the floor (default: next to the cluster's server binaries, else PATH)
     #[arg(long, env = "TENANTGATE_PSQL")]
     psql: Option<PathBuf>,

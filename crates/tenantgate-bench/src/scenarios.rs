@@ -62,7 +62,7 @@ fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-fn progress(message: &str) {
+pub(crate) fn progress(message: &str) {
     eprintln!("[bench] {message}");
 }
 
@@ -108,20 +108,30 @@ pub(crate) async fn run_all(args: &Args) -> anyhow::Result<()> {
             }
             "http" => crate::guard::throughput(args, &full).await?,
             "memory" => crate::guard::memory(&args.snapshot_sizes, &full),
+            "sqlite-provision" => {
+                for &n in &args.provision_sizes {
+                    crate::sqlite::provision(args, n).await?;
+                }
+            }
+            "sqlite-migrate" => {
+                for &n in &args.fleet_sizes {
+                    crate::sqlite::migrate_and_verify(args, n).await?;
+                }
+            }
             other => anyhow::bail!("unknown scenario {other:?}"),
         }
     }
     Ok(())
 }
 
-fn names(n: usize) -> Vec<TenantName> {
+pub(crate) fn names(n: usize) -> Vec<TenantName> {
     (0..n)
         .map(|i| TenantName::parse(&format!("t{i:05}")).expect("valid"))
         .collect()
 }
 
 /// Creates `tenants` with up to `jobs` creations in flight.
-async fn provision_all(
+pub(crate) async fn provision_all(
     backend: &dyn Backend,
     folder: &MigrationFolder,
     tenants: &[TenantName],

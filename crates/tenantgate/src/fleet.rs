@@ -184,7 +184,7 @@ pub async fn migrate(
         .iter()
         .filter_map(|t| TenantName::parse(&t.name).ok())
         .collect();
-    let ledgers = backend.read_ledgers(&names).await?;
+    let ledgers = plan_ledgers(backend, &folder.tenant, &tenants, &names, options.dry_run).await?;
     refuse_changed(&folder.tenant, &ledgers)?;
 
     let mut report = FleetReport {
@@ -347,6 +347,45 @@ pub(crate) fn pending_versions(
             .map(|m| m.version)
             .collect(),
     )
+}
+
+/// The ledgers a run plans from. A tenant whose registry row already lacks
+/// a migration of `set` is due whatever its ledger says (the row is a cache
+/// that may lag the ledger, and the run re-reads the ledger under the
+/// tenant's lock), so only tenants whose row claims the whole set are read,
+/// to catch a ledger that lost rows; the others are planned from the row's
+/// copy, which also serves the changed-checksum refusal. A dry run reads
+/// every ledger, to print the exact plan.
+async fn plan_ledgers(
+    backend: &dyn Backend,
+    set: &MigrationSet,
+    tenants: &[Tenant],
+    names: &[TenantName],
+    exact: bool,
+) -> Result<Ledgers, Error> {
+    let claims_all =
+        |t: &Tenant| set.iter().all(|m| t.applied_versions.contains(&m.version));
+    let to_read: Vec<TenantName> = tenants
+        .iter()
+        .zip(names)
+        .filter(|(t, _)| exact || claims_all(t))
+        .map(|(_, n)| n.clone())
+        .collect();
+    let mut ledgers = backend.read_ledgers(&to_read).await?;
+    for tenant in tenants.iter().filter(|t| !(exact || claims_all(t))) {
+        let copy = tenant
+            .applied_versions
+            .iter()
+            .zip(&tenant.applied_checksums)
+            .map(|(version, checksum)| crate::AppliedMigration {
+                version: *version,
+                description: String::new(),
+                checksum: checksum.clone(),
+            })
+            .collect();
+        ledgers.insert(tenant.name.clone(), Some(copy));
+    }
+    Ok(ledgers)
 }
 
 /// Applied migrations whose file changed, across all ledgers.

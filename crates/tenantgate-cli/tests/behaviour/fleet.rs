@@ -19,6 +19,7 @@ backend_tests!(
     registry_state_follows_the_ledger_and_is_announced,
     interrupt_rolls_back_in_flight_and_reports_the_rest,
     shared_migrations_apply_once_before_tenants,
+    a_ledger_that_lost_rows_is_migrated_whatever_the_registry_claims,
 );
 
 // PostgreSQL only: a search path that could leak between tenants on a
@@ -356,4 +357,26 @@ async fn shared_migrations_apply_once_before_tenants(h: Harness) {
         1,
         "the failed shared migration was rolled back"
     );
+}
+
+/// The registry is a cache: a tenant whose ledger lost a row (the incident)
+/// while its registry row still claims every migration is found by reading
+/// the ledger, and brought back.
+async fn a_ledger_that_lost_rows_is_migrated_whatever_the_registry_claims(h: Harness) {
+    h.write_tables(2);
+    h.create(&["t_a", "t_b"]).await;
+    h.exec_in_tenant(
+        "t_b",
+        "DROP TABLE t2; DELETE FROM _tenantgate_migrations WHERE version = 2",
+    )
+    .await;
+    assert_eq!(h.registry_row("t_b").await.2, [1, 2], "the row still claims 2");
+    let run = h.run(&["migrate", "--json"]).await;
+    run.expect(0);
+    let report = run.json();
+    assert_eq!(tenant(&report, "t_a")["outcome"], "up_to_date");
+    assert_eq!(tenant(&report, "t_b")["outcome"], "migrated");
+    assert_eq!(tenant(&report, "t_b")["applied"], serde_json::json!([2]));
+    assert_eq!(h.ledger("t_b").await, [1, 2]);
+    assert!(h.has_table("t_b", "t2").await);
 }

@@ -9,7 +9,7 @@
 
 use std::{path::Path, time::Instant};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
 use super::{
     blocking::{db_error, is_busy, is_interrupt, run_script, Cancel},
@@ -41,19 +41,14 @@ pub(crate) fn create_ledger_sql() -> String {
 
 /// The successful rows of the ledger; `None` when the file has none.
 pub(crate) fn read_ledger(conn: &Connection) -> rusqlite::Result<Option<Vec<AppliedMigration>>> {
-    let exists = conn
-        .query_row(
-            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1",
-            [LEDGER_TABLE],
-            |_| Ok(()),
-        )
-        .optional()?;
-    if exists.is_none() {
-        return Ok(None);
-    }
-    let mut statement = conn.prepare_cached(&format!(
+    let statement = conn.prepare_cached(&format!(
         "SELECT version, description, checksum FROM {LEDGER_TABLE} WHERE success ORDER BY version"
-    ))?;
+    ));
+    let mut statement = match statement {
+        Ok(statement) => statement,
+        Err(e) if is_missing_table(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let rows = statement.query_map([], |row| {
         Ok(AppliedMigration {
             version: row.get(0)?,
@@ -62,6 +57,11 @@ pub(crate) fn read_ledger(conn: &Connection) -> rusqlite::Result<Option<Vec<Appl
         })
     })?;
     rows.collect::<rusqlite::Result<Vec<_>>>().map(Some)
+}
+
+/// Whether preparing a statement failed because its table does not exist.
+fn is_missing_table(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(_, Some(message)) if message.starts_with("no such table"))
 }
 
 impl ApplyFailure {
@@ -220,9 +220,13 @@ pub(crate) fn apply_set(
         conn.execute_batch("COMMIT").map_err(|e| fail(&e, None))?;
         versions.extend(segment.iter().map(|m| m.version));
         if complete {
-            let ledger = read_ledger(conn)
-                .map_err(|e| fail(&e, None))?
-                .unwrap_or_default();
+            let mut ledger = ledger;
+            ledger.extend(segment.iter().map(|m| AppliedMigration {
+                version: m.version,
+                description: m.description.clone(),
+                checksum: m.checksum.clone(),
+            }));
+            ledger.sort_by_key(|a| a.version);
             return Ok(Applied { versions, ledger });
         }
     }

@@ -83,8 +83,9 @@ pub(crate) enum Create {
     No,
 }
 
-/// Opens a database file in WAL mode with full fsync on commit, foreign
-/// keys on, and `busy` as the time a write waits for another writer.
+/// Opens a database file with full fsync on commit, foreign keys on, and
+/// `busy` as the time a write waits for another writer. A file it creates
+/// is switched to WAL mode, which the file then keeps.
 pub(crate) fn open(path: &Path, create: Create, busy: Duration) -> rusqlite::Result<Connection> {
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     if create == Create::Yes {
@@ -92,7 +93,9 @@ pub(crate) fn open(path: &Path, create: Create, busy: Duration) -> rusqlite::Res
     }
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(busy)?;
-    conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+    if create == Create::Yes {
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+    }
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
     Ok(conn)
 }

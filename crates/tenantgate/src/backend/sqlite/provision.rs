@@ -107,7 +107,7 @@ impl From<rusqlite::Error> for Conflict {
 
 /// Fails early, before building anything, when the name or a domain is taken.
 fn check_free(conn: &Connection, tenant: &TenantName, domains: &[Domain]) -> Result<(), Conflict> {
-    if registry::names(conn)?.contains(tenant.as_str()) {
+    if registry::is_registered(conn, tenant)? {
         return Err(Conflict::Taken(Error::TenantExists {
             tenant: tenant.to_string(),
             detail: "it is registered".into(),

@@ -150,6 +150,12 @@ pub(crate) fn names(conn: &Connection) -> rusqlite::Result<HashSet<String>> {
     names.collect()
 }
 
+/// Whether `tenant` has a registry row.
+pub(crate) fn is_registered(conn: &Connection, tenant: &TenantName) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM tenants WHERE name = ?1")?
+        .exists([tenant.as_str()])
+}
+
 /// Which tenant owns `domain`, if any.
 pub(crate) fn domain_owner(conn: &Connection, domain: &str) -> rusqlite::Result<Option<String>> {
     conn.query_row(
