@@ -106,11 +106,18 @@ fn load(args: &Args) -> anyhow::Result<(MigrationFolder, MigrationFolder)> {
 pub(crate) async fn provision(args: &Args, n: usize) -> anyhow::Result<()> {
     let (initial, _) = load(args)?;
     let tenants = names(n);
-    let all_sql: String = initial.tenant.iter().map(|m| format!("{}\n;\n", m.sql)).collect();
+    let all_sql: String = initial
+        .tenant
+        .iter()
+        .map(|m| format!("{}\n;\n", m.sql))
+        .collect();
     let parallel = FleetOptions::default().jobs;
     let (mut floor, mut sequential, mut concurrent) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=args.repeat {
-        progress(&format!("sqlite provision {n}: round {round}/{}: floor", args.repeat));
+        progress(&format!(
+            "sqlite provision {n}: round {round}/{}: floor",
+            args.repeat
+        ));
         let scratch = Scratch::new(args, "floor")?;
         let files: Vec<PathBuf> = tenants
             .iter()
@@ -199,8 +206,14 @@ pub(crate) async fn migrate_and_verify(args: &Args, n: usize) -> anyhow::Result<
         let backend = SqliteBackend::new(&copy.0);
         backend.prepare().await?;
         let started = Instant::now();
-        let report = fleet::migrate(&backend, &full, &options, &|_| {}, &CancellationToken::new())
-            .await?;
+        let report = fleet::migrate(
+            &backend,
+            &full,
+            &options,
+            &|_| {},
+            &CancellationToken::new(),
+        )
+        .await?;
         migrate_tg.push(started.elapsed());
         anyhow::ensure!(report.all_ready(), "the fleet did not migrate: {report:?}");
         let started = Instant::now();

@@ -363,8 +363,7 @@ async fn plan_ledgers(
     names: &[TenantName],
     exact: bool,
 ) -> Result<Ledgers, Error> {
-    let claims_all =
-        |t: &Tenant| set.iter().all(|m| t.applied_versions.contains(&m.version));
+    let claims_all = |t: &Tenant| set.iter().all(|m| t.applied_versions.contains(&m.version));
     let to_read: Vec<TenantName> = tenants
         .iter()
         .zip(names)

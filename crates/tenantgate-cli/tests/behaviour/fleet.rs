@@ -370,7 +370,11 @@ async fn a_ledger_that_lost_rows_is_migrated_whatever_the_registry_claims(h: Har
         "DROP TABLE t2; DELETE FROM _tenantgate_migrations WHERE version = 2",
     )
     .await;
-    assert_eq!(h.registry_row("t_b").await.2, [1, 2], "the row still claims 2");
+    assert_eq!(
+        h.registry_row("t_b").await.2,
+        [1, 2],
+        "the row still claims 2"
+    );
     let run = h.run(&["migrate", "--json"]).await;
     run.expect(0);
     let report = run.json();

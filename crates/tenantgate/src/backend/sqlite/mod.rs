@@ -43,7 +43,7 @@ use self::{
 };
 use crate::{
     backend::{
-        failure::{backfill_failure, tenant_failure, ApplyFailure, Place},
+        failure::{backfill_failure, provision_error, tenant_failure, ApplyFailure, Place},
         plan, Backend, BackfillMode, BackfillOutcome, Ledgers, Limits, StateChange, TenantSession,
         Watch,
     },
@@ -237,14 +237,32 @@ impl Backend for SqliteBackend {
         set: &MigrationSet,
         limits: &Limits,
     ) -> Result<Vec<i64>, Error> {
-        let inner = self.inner.clone();
-        let (tenant, domains, set, limits) =
-            (tenant.clone(), domains.to_vec(), set.clone(), *limits);
-        cancellable(move |cancel| {
-            let mut conn = inner.open_registry()?;
-            provision::create_tenant(
-                &inner.dir, &mut conn, &tenant, &domains, &set, &cancel, &limits,
-            )
+        let (name, wanted) = (tenant.clone(), domains.to_vec());
+        self.registry(move |_, conn| provision::check_free(conn, &name, &wanted))
+            .await?;
+        let (dir, name, set, limits) =
+            (self.inner.dir.clone(), tenant.clone(), set.clone(), *limits);
+        let built =
+            cancellable(move |cancel| provision::build_file(&dir, &name, &set, &cancel, &limits))
+                .await;
+        let built = match built {
+            Ok(built) => built,
+            Err(provision::BuildFailure::Refused(error)) => return Err(error),
+            Err(provision::BuildFailure::Failed(failure)) => {
+                let (name, recorded) = (tenant.clone(), failure.clone());
+                // Best effort: the failure itself is what the caller needs.
+                let _ = self
+                    .registry(move |_, conn| {
+                        provision::record_failed(conn, &name, &recorded);
+                        Ok(())
+                    })
+                    .await;
+                return Err(provision_error(tenant, failure));
+            }
+        };
+        let (name, wanted) = (tenant.clone(), domains.to_vec());
+        self.registry(move |inner, conn| {
+            provision::publish(&inner.dir, conn, &name, &wanted, built)
         })
         .await
     }

@@ -33,65 +33,109 @@ use super::{
 };
 use crate::{
     backend::{
-        failure::{provision_error, provision_failure, ApplyFailure},
+        failure::{provision_failure, ApplyFailure},
         Limits,
     },
-    AppliedMigration, Domain, Error, Migration, MigrationSet, TenantName,
+    AppliedMigration, Domain, Error, Migration, MigrationSet, TenantFailure, TenantName,
 };
 
-/// Provisions `tenant` atomically; see [`crate::Backend::create_tenant`].
-pub(crate) fn create_tenant(
-    dir: &DataDir,
-    registry_conn: &mut Connection,
+/// A tenant file built under its temporary name, waiting for [`publish`];
+/// holds the exclusive lock that tells [`recover`] it is not abandoned.
+pub(crate) struct Built {
+    lock: File,
+    ledger: Vec<AppliedMigration>,
+    complete: bool,
+}
+
+/// Why [`build_file`] built nothing.
+pub(crate) enum BuildFailure {
+    /// A migration (or the database under it) failed; recorded as an event.
+    Failed(TenantFailure),
+    /// The name is being created by another process, or the folder failed.
+    Refused(Error),
+}
+
+fn taken_or(context: &str) -> impl Fn(Conflict) -> Error + '_ {
+    move |e| match e {
+        Conflict::Taken(error) => error,
+        Conflict::Db(e) => error_while(context, db_error(&e)),
+    }
+}
+
+/// Fails early, before building anything, when the name or a domain is taken.
+pub(crate) fn check_free(
+    conn: &Connection,
     tenant: &TenantName,
     domains: &[Domain],
+) -> Result<(), Error> {
+    let context = format!("provisioning tenant {tenant} (nothing was created)");
+    check_names(conn, tenant, domains).map_err(taken_or(&context))
+}
+
+/// Step 1 of provisioning (see the module's docs): builds the tenant's file
+/// under its temporary name; a failure removes it.
+pub(crate) fn build_file(
+    dir: &DataDir,
+    tenant: &TenantName,
     set: &MigrationSet,
     cancel: &Cancel,
     limits: &Limits,
-) -> Result<Vec<i64>, Error> {
-    let context = format!("provisioning tenant {tenant} (nothing was created)");
-    let registry_err = |e: rusqlite::Error| error_while(&context, db_error(&e));
-    check_free(registry_conn, tenant, domains).map_err(|e| match e {
-        Conflict::Taken(error) => error,
-        Conflict::Db(e) => registry_err(e),
-    })?;
+) -> Result<Built, BuildFailure> {
     let segment: Vec<&Migration> = set.iter().take_while(|m| !m.no_transaction).collect();
     let building = dir.building(tenant);
     let lock = claim(&building, tenant).map_err(|e| match e {
-        Claim::Busy(error) => error,
-        Claim::Io(e) => error_while(&context, io_error(&building.display().to_string(), &e)),
+        Claim::Busy(error) => BuildFailure::Refused(error),
+        Claim::Io(e) => BuildFailure::Refused(error_while(
+            &format!("provisioning tenant {tenant} (nothing was created)"),
+            io_error(&building.display().to_string(), &e),
+        )),
     })?;
-    let built = build(&building, &segment, cancel, limits);
-    let ledger = match built {
-        Ok(ledger) => ledger,
+    match build(&building, &segment, cancel, limits) {
+        Ok(ledger) => Ok(Built {
+            lock,
+            ledger,
+            complete: segment.len() == set.len(),
+        }),
         Err(failure) => {
             let _ = remove_database(&building);
-            drop(lock);
-            let failure = provision_failure(tenant, failure);
-            let version = failure.migration.as_ref().map(|m| m.version);
-            if let Err(e) = record_event(
-                registry_conn,
-                tenant.as_str(),
-                "provision_failed",
-                version,
-                &failure.to_string(),
-            ) {
-                tracing::warn!(tenant = %tenant, error = %e, "could not record the failed provisioning event");
-            }
-            return Err(provision_error(tenant, failure));
+            Err(BuildFailure::Failed(provision_failure(tenant, failure)))
         }
-    };
-    let complete = segment.len() == set.len();
-    let published = publish(dir, registry_conn, tenant, domains, &ledger, complete);
-    if published.is_err() {
-        let _ = remove_database(&building);
     }
-    drop(lock);
-    published.map_err(|e| match e {
-        Conflict::Taken(error) => error,
-        Conflict::Db(e) => registry_err(e),
-    })?;
-    Ok(segment.iter().map(|m| m.version).collect())
+}
+
+/// Records a failed provisioning attempt as an event, so operators can
+/// count them; a failure to record is logged, not raised.
+pub(crate) fn record_failed(conn: &Connection, tenant: &TenantName, failure: &TenantFailure) {
+    let version = failure.migration.as_ref().map(|m| m.version);
+    if let Err(e) = record_event(
+        conn,
+        tenant.as_str(),
+        "provision_failed",
+        version,
+        &failure.to_string(),
+    ) {
+        tracing::warn!(tenant = %tenant, error = %e, "could not record the failed provisioning event");
+    }
+}
+
+/// Step 2 of provisioning: registers the tenant and renames its file into
+/// place in one registry transaction; on failure the built file is removed.
+/// Returns the versions applied.
+pub(crate) fn publish(
+    dir: &DataDir,
+    conn: &mut Connection,
+    tenant: &TenantName,
+    domains: &[Domain],
+    built: Built,
+) -> Result<Vec<i64>, Error> {
+    let context = format!("provisioning tenant {tenant} (nothing was created)");
+    let published = register_and_rename(dir, conn, tenant, domains, &built.ledger, built.complete);
+    if published.is_err() {
+        let _ = remove_database(&dir.building(tenant));
+    }
+    drop(built.lock);
+    published.map_err(taken_or(&context))?;
+    Ok(built.ledger.iter().map(|a| a.version).collect())
 }
 
 enum Conflict {
@@ -105,8 +149,7 @@ impl From<rusqlite::Error> for Conflict {
     }
 }
 
-/// Fails early, before building anything, when the name or a domain is taken.
-fn check_free(conn: &Connection, tenant: &TenantName, domains: &[Domain]) -> Result<(), Conflict> {
+fn check_names(conn: &Connection, tenant: &TenantName, domains: &[Domain]) -> Result<(), Conflict> {
     if registry::is_registered(conn, tenant)? {
         return Err(Conflict::Taken(Error::TenantExists {
             tenant: tenant.to_string(),
@@ -203,7 +246,7 @@ fn build(
 
 /// Registers the tenant and renames its file into place in one registry
 /// transaction: the file appears under its name only if the row commits.
-fn publish(
+fn register_and_rename(
     dir: &DataDir,
     conn: &mut Connection,
     tenant: &TenantName,
