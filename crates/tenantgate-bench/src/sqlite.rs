@@ -171,8 +171,9 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Migrating a fleet of `n` tenants by one step, then verifying it, each
-/// against the floor on an identical copy of the fleet.
+/// Migrating a fleet of `n` tenants by one step, then verifying it (ledgers,
+/// then `--deep`), each against the floor on an identical copy of the fleet.
+/// The deep floor only reads each file's `sqlite_schema`, a narrower job.
 pub(crate) async fn migrate_and_verify(args: &Args, n: usize) -> anyhow::Result<()> {
     let (initial, full) = load(args)?;
     let tenants: Vec<TenantName> = names(n);
@@ -185,6 +186,7 @@ pub(crate) async fn migrate_and_verify(args: &Args, n: usize) -> anyhow::Result<
     let options = FleetOptions::default();
     let (mut migrate_tg, mut migrate_floor) = (Vec::new(), Vec::new());
     let (mut verify_tg, mut verify_floor) = (Vec::new(), Vec::new());
+    let (mut deep_tg, mut deep_floor) = (Vec::new(), Vec::new());
     for round in 1..=args.repeat {
         progress(&format!("sqlite fleet {n}: round {round}/{}", args.repeat));
         let copy = Scratch::new(args, "copy")?;
@@ -197,6 +199,11 @@ pub(crate) async fn migrate_and_verify(args: &Args, n: usize) -> anyhow::Result<
         verify_floor.push(replay(
             &files,
             "SELECT version, checksum FROM _tenantgate_migrations WHERE success ORDER BY version",
+            options.jobs,
+        )?);
+        deep_floor.push(replay(
+            &files,
+            "SELECT type, name, tbl_name, sql FROM sqlite_schema",
             options.jobs,
         )?);
         drop(copy);
@@ -227,6 +234,15 @@ pub(crate) async fn migrate_and_verify(args: &Args, n: usize) -> anyhow::Result<
         .await?;
         verify_tg.push(started.elapsed());
         anyhow::ensure!(verified.all_ok(), "the fleet did not verify");
+        let deep = VerifyOptions {
+            deep: true,
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let verified =
+            verify::verify(&backend, &full, &deep, &|_| {}, &CancellationToken::new()).await?;
+        deep_tg.push(started.elapsed());
+        anyhow::ensure!(verified.all_ok(), "the fleet did not verify deeply");
     }
     report(
         "sqlite_migrate",
@@ -241,6 +257,13 @@ pub(crate) async fn migrate_and_verify(args: &Args, n: usize) -> anyhow::Result<
         &verify_tg,
         &verify_floor,
         json!({ "jobs": options.jobs, "floor_jobs": options.jobs }),
+    );
+    report(
+        "sqlite_verify_deep",
+        n,
+        &deep_tg,
+        &deep_floor,
+        json!({ "floor_jobs": options.jobs }),
     );
     Ok(())
 }
