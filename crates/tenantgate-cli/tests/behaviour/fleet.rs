@@ -20,6 +20,7 @@ backend_tests!(
     interrupt_rolls_back_in_flight_and_reports_the_rest,
     shared_migrations_apply_once_before_tenants,
     a_ledger_that_lost_rows_is_migrated_whatever_the_registry_claims,
+    killed_migrator_leaves_the_tenant_as_it_was,
 );
 
 // PostgreSQL only: a search path that could leak between tenants on a
@@ -383,4 +384,38 @@ async fn a_ledger_that_lost_rows_is_migrated_whatever_the_registry_claims(h: Har
     assert_eq!(tenant(&report, "t_b")["applied"], serde_json::json!([2]));
     assert_eq!(h.ledger("t_b").await, [1, 2]);
     assert!(h.has_table("t_b", "t2").await);
+}
+
+/// SIGKILL mid-migration: the tenant's transaction never commits (the server
+/// rolls it back; SQLite rolls back the file on the next open), and the next
+/// run applies the migration once.
+async fn killed_migrator_leaves_the_tenant_as_it_was(h: Harness) {
+    h.write_tables(1);
+    h.create(&["t_a"]).await;
+    h.write(
+        "0002_slow.sql",
+        &format!(
+            "CREATE TABLE slow (id int); INSERT INTO slow VALUES (1); {}",
+            h.slow_sql(3.0)
+        ),
+    );
+    let mut child = h.spawn(&["migrate", "--jobs", "1"]);
+    let busy = || async { h.busy_tenants().await > 0 };
+    assert!(eventually(Duration::from_secs(10), busy).await);
+    child.start_kill().unwrap(); // SIGKILL
+    child.wait().await.unwrap();
+    let idle = || async { !busy().await };
+    assert!(eventually(Duration::from_secs(15), idle).await);
+    assert_eq!(h.ledger("t_a").await, [1]);
+    assert!(!h.has_table("t_a", "slow").await);
+    h.write(
+        "0002_slow.sql",
+        "CREATE TABLE slow (id int); INSERT INTO slow VALUES (1);",
+    );
+    h.run(&["migrate"]).await.expect(0);
+    assert_eq!(h.ledger("t_a").await, [1, 2]);
+    assert_eq!(
+        h.scalar_in_tenant("t_a", "SELECT count(*) FROM slow").await,
+        1
+    );
 }

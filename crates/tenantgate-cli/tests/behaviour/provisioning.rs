@@ -16,6 +16,7 @@ backend_tests!(
     domains_are_normalised,
     drop_removes_everything,
     stray_containers_are_not_taken_over,
+    concurrent_creations_of_one_name_make_one_tenant,
 );
 
 only_on!(sqlite: files_without_a_registry_row_are_set_aside_and_never_served);
@@ -261,4 +262,28 @@ async fn files_without_a_registry_row_are_set_aside_and_never_served(h: Harness)
         .unwrap()
         .collect();
     assert_eq!(orphaned.len(), 1, "kept, not deleted");
+}
+
+async fn concurrent_creations_of_one_name_make_one_tenant(h: Harness) {
+    h.write_tables(3);
+    let runs = futures::future::join_all(
+        (0..4).map(|_| h.run(&["tenants", "create", "acme", "--domain", "acme.example.com"])),
+    )
+    .await;
+    let succeeded = runs.iter().filter(|r| r.code == 0).count();
+    assert_eq!(succeeded, 1, "exactly one creation wins");
+    for lost in runs.iter().filter(|r| r.code != 0) {
+        lost.expect(1);
+        assert!(
+            lost.stderr.contains("tenant acme already exists")
+                || lost
+                    .stderr
+                    .contains("acme.example.com already belongs to tenant acme"),
+            "{}",
+            lost.stderr
+        );
+    }
+    assert_eq!(h.registry_rows("acme").await, (1, 1));
+    assert_eq!(h.ledger("acme").await, [1, 2, 3]);
+    assert_eq!(h.leftovers(), Vec::<String>::new());
 }
