@@ -102,15 +102,46 @@ pub(crate) fn open(path: &Path, create: Create, busy: Duration) -> rusqlite::Res
 
 /// Removes a database file and its journal files; missing ones are fine.
 pub(crate) fn remove_database(path: &Path) -> std::io::Result<()> {
-    for suffix in ["", "-wal", "-shm", "-journal"] {
+    remove_missing_ok(path)?;
+    remove_journals(path)
+}
+
+/// Removes the `-wal`, `-shm` and `-journal` files of a database; missing
+/// ones are fine.
+pub(crate) fn remove_journals(path: &Path) -> std::io::Result<()> {
+    for suffix in ["-wal", "-shm", "-journal"] {
         let mut name = path.as_os_str().to_owned();
         name.push(suffix);
-        match std::fs::remove_file(PathBuf::from(name)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
+        remove_missing_ok(Path::new(&name))?;
     }
     Ok(())
+}
+
+fn remove_missing_ok(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Whether the open `file` is still the one at `path` (not removed or
+/// replaced since it was opened).
+pub(crate) fn still_at(file: &std::fs::File, path: &Path) -> std::io::Result<bool> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let open = file.metadata()?;
+        match std::fs::metadata(path) {
+            Ok(now) => Ok(open.ino() == now.ino() && open.dev() == now.dev()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        Ok(true)
+    }
 }
 
 /// Makes a rename or removal in `dir` durable.

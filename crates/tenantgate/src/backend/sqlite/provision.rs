@@ -27,7 +27,8 @@ use super::{
     apply::{create_ledger_sql, run_migration},
     blocking::{db_error, error_while, io_error, Cancel},
     data_dir::{
-        open, remove_database, sync_dir, Create, DataDir, BUILDING_SUFFIX, DROPPING_SUFFIX,
+        open, remove_database, remove_journals, still_at, sync_dir, Create, DataDir,
+        BUILDING_SUFFIX, DROPPING_SUFFIX,
     },
     registry::{self, encode_ledger, record_event},
 };
@@ -177,33 +178,32 @@ enum Claim {
 fn claim(building: &Path, tenant: &TenantName) -> Result<File, Claim> {
     std::fs::create_dir_all(building.parent().expect("a tenant file has a folder"))
         .map_err(Claim::Io)?;
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(building)
-        .map_err(Claim::Io)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(Claim::Busy(Error::TenantExists {
-                tenant: tenant.to_string(),
-                detail: "another process is creating it right now".into(),
-            }))
+    loop {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(building)
+            .map_err(Claim::Io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Claim::Busy(Error::TenantExists {
+                    tenant: tenant.to_string(),
+                    detail: "another process is creating it right now".into(),
+                }))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Claim::Io(e)),
         }
-        Err(std::fs::TryLockError::Error(e)) => return Err(Claim::Io(e)),
-    }
-    file.set_len(0).map_err(Claim::Io)?;
-    for suffix in ["-wal", "-shm", "-journal"] {
-        let mut name = building.as_os_str().to_owned();
-        name.push(suffix);
-        match std::fs::remove_file(std::path::PathBuf::from(name)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Claim::Io(e)),
-            _ => {}
+        // Recovery may have removed an unlocked file between the open and
+        // the lock: then lock the file now at the path instead.
+        if still_at(&file, building).map_err(Claim::Io)? {
+            file.set_len(0).map_err(Claim::Io)?;
+            remove_journals(building).map_err(Claim::Io)?;
+            return Ok(file);
         }
     }
-    Ok(file)
 }
 
 /// Builds the tenant's file: ledger and migrations in one transaction, then
@@ -350,12 +350,7 @@ pub(crate) fn drop_tenant(
         return Err(err(e));
     }
     remove_database(&dropping).map_err(io)?;
-    for suffix in ["-wal", "-shm"] {
-        let mut name = file.as_os_str().to_owned();
-        name.push(suffix);
-        let _ = std::fs::remove_file(std::path::PathBuf::from(name));
-    }
-    Ok(())
+    remove_journals(&file).map_err(io)
 }
 
 /// What [`recover`] did to one file.
@@ -372,105 +367,120 @@ pub(crate) struct Recovered {
 /// so no run in progress is mistaken for a crashed one.
 pub(crate) fn recover(dir: &DataDir, conn: &mut Connection) -> Result<Vec<Recovered>, Error> {
     let context = "recovering the data folder after an interrupted run";
-    let io = |path: &Path, e: std::io::Error| {
-        error_while(context, io_error(&path.display().to_string(), &e))
-    };
+    let db = |e: rusqlite::Error| error_while(context, db_error(&e));
     let folder = dir.tenants();
-    let entries = match std::fs::read_dir(&folder) {
-        Ok(entries) => entries,
+    let io = |e: std::io::Error| error_while(context, io_error(&folder.display().to_string(), &e));
+    let names: Vec<String> = match std::fs::read_dir(&folder) {
+        Ok(entries) => entries
+            .map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()
+            .map_err(io)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io(&folder, e)),
+        Err(e) => return Err(io(e)),
     };
-    let mut suspects = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| io(&folder, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(BUILDING_SUFFIX)
-            || name.ends_with(DROPPING_SUFFIX)
-            || name.ends_with(".db")
-        {
-            suspects.push(name);
-        }
-    }
-    let known = registry::names(conn).map_err(|e| error_while(context, db_error(&e)))?;
-    let stem = |name: &str, suffix: &str| name.strip_suffix(suffix).map(str::to_owned);
-    let needs_work = suspects
-        .iter()
-        .any(|n| stem(n, ".db").is_none_or(|t| !known.contains(&t)));
-    if !needs_work {
+    // The common case without the registry's write lock: nothing to do.
+    let known = registry::names(conn).map_err(db)?;
+    if !names.iter().any(|n| Leftover::of(n, &known).is_some()) {
         return Ok(Vec::new());
     }
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| error_while(context, db_error(&e)))?;
-    let known = registry::names(&tx).map_err(|e| error_while(context, db_error(&e)))?;
+        .map_err(db)?;
+    let known = registry::names(&tx).map_err(db)?;
     let mut recovered = Vec::new();
-    for name in suspects {
-        let path = folder.join(&name);
-        if let Some(tenant) = stem(&name, BUILDING_SUFFIX) {
-            let Ok(file) = File::open(&path) else {
-                continue;
-            };
-            if file.try_lock().is_err() {
-                continue; // being built right now
-            }
-            remove_database(&path).map_err(|e| io(&path, e))?;
-            recovered.push(Recovered {
+    for name in names {
+        let Some(leftover) = Leftover::of(&name, &known) else {
+            continue;
+        };
+        match leftover.clean_up(dir, &name) {
+            Ok(Some(action)) => recovered.push(Recovered {
                 file: format!("tenants/{name}"),
-                action: format!("removed: an interrupted `tenants create {tenant}` left it"),
-            });
-        } else if let Some(tenant) = stem(&name, DROPPING_SUFFIX) {
-            if known.contains(&tenant) {
-                let back = folder.join(format!("{tenant}.db"));
-                std::fs::rename(&path, &back).map_err(|e| io(&path, e))?;
-                recovered.push(Recovered {
-                    file: format!("tenants/{name}"),
-                    action: format!("restored to tenants/{tenant}.db: the drop did not commit"),
-                });
-            } else {
-                remove_database(&path).map_err(|e| io(&path, e))?;
-                recovered.push(Recovered {
-                    file: format!("tenants/{name}"),
-                    action: format!("removed: tenant {tenant} was dropped"),
-                });
-            }
-        } else if let Some(tenant) = stem(&name, ".db").filter(|t| !known.contains(t)) {
-            let orphaned = dir.orphaned();
-            std::fs::create_dir_all(&orphaned).map_err(|e| io(&orphaned, e))?;
-            let stamp = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let aside = orphaned.join(format!("{name}.{stamp}"));
-            for suffix in ["-wal", ""] {
-                let (mut from, mut to) =
-                    (path.as_os_str().to_owned(), aside.as_os_str().to_owned());
-                from.push(suffix);
-                to.push(suffix);
-                match std::fs::rename(&from, &to) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&path, e)),
-                    _ => {}
-                }
-            }
-            recovered.push(Recovered {
-                file: format!("tenants/{name}"),
-                action: format!(
-                    "moved to orphaned/{name}.{stamp}: no registry row (an interrupted `tenants create {tenant}`, or a row deleted by hand)"
-                ),
-            });
+                action,
+            }),
+            // Gone meanwhile, or being built right now: not a leftover.
+            Ok(None) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
         }
     }
     for r in &recovered {
-        record_event(
-            &tx,
-            "*",
-            "recovered",
-            None,
-            &format!("{}: {}", r.file, r.action),
-        )
-        .map_err(|e| error_while(context, db_error(&e)))?;
+        let detail = format!("{}: {}", r.file, r.action);
+        record_event(&tx, "*", "recovered", None, &detail).map_err(db)?;
     }
-    sync_dir(&folder).map_err(|e| io(&folder, e))?;
-    tx.commit()
-        .map_err(|e| error_while(context, db_error(&e)))?;
+    sync_dir(&folder).map_err(io)?;
+    tx.commit().map_err(db)?;
     Ok(recovered)
+}
+
+/// A file in `tenants/` that an interrupted run left behind.
+enum Leftover {
+    /// `<name>.db.building`: an interrupted (or running) `tenants create`.
+    Building(String),
+    /// `<name>.db.dropping`: a drop that did (or did not) commit.
+    Dropping { tenant: String, registered: bool },
+    /// `<name>.db` without a registry row.
+    Unregistered(String),
+}
+
+impl Leftover {
+    fn of(name: &str, known: &std::collections::HashSet<String>) -> Option<Self> {
+        if let Some(tenant) = name.strip_suffix(BUILDING_SUFFIX) {
+            return Some(Leftover::Building(tenant.to_owned()));
+        }
+        if let Some(tenant) = name.strip_suffix(DROPPING_SUFFIX) {
+            return Some(Leftover::Dropping {
+                tenant: tenant.to_owned(),
+                registered: known.contains(tenant),
+            });
+        }
+        let tenant = name.strip_suffix(".db")?;
+        (!known.contains(tenant)).then(|| Leftover::Unregistered(tenant.to_owned()))
+    }
+
+    /// Cleans up `tenants/<name>`; returns what was done, or `None` when
+    /// the file turned out to be in use.
+    fn clean_up(&self, dir: &DataDir, name: &str) -> std::io::Result<Option<String>> {
+        let path = dir.tenants().join(name);
+        match self {
+            Leftover::Building(tenant) => {
+                if File::open(&path)?.try_lock().is_err() {
+                    return Ok(None);
+                }
+                remove_database(&path)?;
+                Ok(Some(format!(
+                    "removed: an interrupted `tenants create {tenant}` left it"
+                )))
+            }
+            Leftover::Dropping {
+                tenant,
+                registered: true,
+            } => {
+                std::fs::rename(&path, dir.tenants().join(format!("{tenant}.db")))?;
+                Ok(Some(format!(
+                    "restored to tenants/{tenant}.db: the drop did not commit"
+                )))
+            }
+            Leftover::Dropping { tenant, .. } => {
+                remove_database(&path)?;
+                Ok(Some(format!("removed: tenant {tenant} was dropped")))
+            }
+            Leftover::Unregistered(tenant) => {
+                let orphaned = dir.orphaned();
+                std::fs::create_dir_all(&orphaned)?;
+                let stamp = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let aside = format!("{name}.{stamp}");
+                let mut wal = path.as_os_str().to_owned();
+                wal.push("-wal");
+                if Path::new(&wal).exists() {
+                    std::fs::rename(&wal, orphaned.join(format!("{aside}-wal")))?;
+                }
+                std::fs::rename(&path, orphaned.join(&aside))?;
+                Ok(Some(format!(
+                    "moved to orphaned/{aside}: no registry row (an interrupted `tenants create {tenant}`, or a row deleted by hand)"
+                )))
+            }
+        }
+    }
 }
