@@ -182,9 +182,9 @@ pub(crate) struct VerifyArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TenantsCommand {
-    /// Provision a tenant atomically: schema, migrations, ledger, registry and domains, or nothing
+    /// Provision a tenant atomically: schema (or file), migrations, ledger, registry and domains, or nothing
     Create {
-        /// The tenant's name, which is also its schema's name
+        /// The tenant's name, which also names its schema (or file)
         name: String,
         /// A domain that routes to it (repeatable)
         #[arg(long = "domain", value_name = "HOST")]
@@ -197,7 +197,7 @@ pub(crate) enum TenantsCommand {
         /// The tenant's name
         name: String,
     },
-    /// Remove a tenant's schema, ledger, registry and domain rows in one transaction
+    /// Remove a tenant's schema (or file), ledger, registry and domain rows
     Drop {
         /// The tenant's name
         name: String,

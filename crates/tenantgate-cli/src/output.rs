@@ -195,7 +195,7 @@ pub(crate) fn verify_report(global: &Global, report: &VerifyReport) {
                 .join(", ")
         };
         if t.ledger_missing {
-            println!("    schema or ledger missing");
+            println!("    schema (or file) or its ledger is missing");
         }
         if !t.missing.is_empty() {
             println!("    missing: {}", versions(&t.missing));
@@ -228,15 +228,14 @@ pub(crate) fn verify_report(global: &Global, report: &VerifyReport) {
     );
 }
 
-pub(crate) fn provisioned(global: &Global, created: &Provisioned) {
+pub(crate) fn provisioned(global: &Global, created: &Provisioned, container: &str) {
     if global.json {
         return json(created);
     }
     let domains: Vec<&str> = created.domains.iter().map(|d| d.as_str()).collect();
     println!(
-        "created tenant {} (schema {}) with {} migration(s) in {}{}",
+        "created tenant {} ({container}) with {} migration(s) in {}{}",
         created.tenant,
-        created.tenant.quoted(),
         created.applied.len(),
         seconds(created.duration),
         if domains.is_empty() {
@@ -272,13 +271,13 @@ pub(crate) fn tenant_list(global: &Global, tenants: &[Tenant]) {
     println!("{} tenant(s)", tenants.len());
 }
 
-pub(crate) fn tenant_detail(global: &Global, t: &Tenant) {
+pub(crate) fn tenant_detail(global: &Global, t: &Tenant, container: &str) {
     if global.json {
         return json(t);
     }
     let domains: Vec<&str> = t.domains.iter().map(|d| d.as_str()).collect();
     println!("tenant:     {}", t.name);
-    println!("schema:     \"{}\"", t.name);
+    println!("stored in:  {container}");
     println!("state:      {}", t.state);
     println!("placement:  {}", t.placement);
     println!("applied:    {:?}", t.applied_versions);
@@ -290,9 +289,9 @@ pub(crate) fn tenant_detail(global: &Global, t: &Tenant) {
     }
 }
 
-pub(crate) fn dropped(global: &Global, tenant: &TenantName) {
+pub(crate) fn dropped(global: &Global, tenant: &TenantName, container: &str) {
     if global.json {
         return json(&serde_json::json!({ "dropped": tenant }));
     }
-    println!("dropped tenant {tenant}: schema, ledger, registry row and domains");
+    println!("dropped tenant {tenant}: {container}, ledger, registry row and domains");
 }

@@ -118,7 +118,7 @@ pub(crate) fn blocked(page_data: &BlockedPage<'_>, wants_json: bool) -> Response
         let mut body = format!(
             "<p><span class=\"tag\">503 Service Unavailable</span></p>\
              <h1>This workspace is being updated</h1>\
-             <p>The database schema of <strong>{tenant}</strong> does not yet hold every migration this \
+             <p>The database of <strong>{tenant}</strong> does not yet hold every migration this \
              version of the application needs, so requests are paused instead of failing. Nothing was lost.</p>\
              <div class=\"card\"><dl>\
              <dt>Tenant</dt><dd id=\"tenant\">{tenant}</dd>\

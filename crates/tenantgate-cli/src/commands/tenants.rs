@@ -27,7 +27,7 @@ pub(crate) async fn run(
                 created = provision::create_tenant(backend.as_ref(), &folder, &tenant, &domains, &limits) => created?,
                 () = cancel.cancelled() => return Err(Error::Interrupted),
             };
-            output::provisioned(global, &created);
+            output::provisioned(global, &created, &backend.container(&tenant));
             Ok(exit::OK)
         }
         TenantsCommand::List => {
@@ -46,19 +46,19 @@ pub(crate) async fn run(
             tenants.retain(|t| t.name == tenant.as_str());
             apply_effective_states(global, &mut tenants);
             let found = tenants.pop().ok_or(Error::UnknownTenant { tenant: name })?;
-            output::tenant_detail(global, &found);
+            output::tenant_detail(global, &found, &backend.container(&tenant));
             Ok(exit::OK)
         }
         TenantsCommand::Drop { name, yes } => {
             let tenant = TenantName::parse(&name)?;
             if !yes {
                 return Err(Error::Config(format!(
-                    "dropping tenant {tenant} deletes its schema and data; run again with --yes to confirm"
+                    "dropping tenant {tenant} deletes its schema (or file) and data; run again with --yes to confirm"
                 )));
             }
             let backend = super::backend(global).await?;
             provision::drop_tenant(backend.as_ref(), &tenant).await?;
-            output::dropped(global, &tenant);
+            output::dropped(global, &tenant, &backend.container(&tenant));
             Ok(exit::OK)
         }
     }

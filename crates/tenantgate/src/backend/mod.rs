@@ -62,6 +62,10 @@ pub trait Backend: Send + Sync {
     /// Where the store is, without credentials, for messages.
     fn describe(&self) -> String;
 
+    /// Where `tenant` lives in this store, for messages: `schema "acme"`
+    /// or `file tenants/acme.db`.
+    fn container(&self, tenant: &TenantName) -> String;
+
     /// Installs or upgrades the registry; idempotent.
     async fn prepare(&self) -> Result<(), Error>;
 

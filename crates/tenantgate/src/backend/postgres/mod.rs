@@ -74,6 +74,10 @@ impl Backend for PgBackend {
         self.connector.describe()
     }
 
+    fn container(&self, tenant: &TenantName) -> String {
+        container(tenant)
+    }
+
     async fn prepare(&self) -> Result<(), Error> {
         if self.prepared.load(Ordering::Relaxed) {
             return Ok(());
@@ -237,10 +241,15 @@ impl TenantSession for PgSession {
     }
 }
 
+/// Where a tenant lives, for messages.
+fn container(tenant: &TenantName) -> String {
+    format!("schema {}", tenant.quoted())
+}
+
 /// How recovery advice names a tenant's schema.
 fn place(tenant: &TenantName) -> Place {
     Place {
-        container: format!("schema {}", tenant.quoted()),
+        container: container(tenant),
         lock_holders: format!(
             "the sessions holding locks on schema {} (pg_locks, pg_stat_activity)",
             tenant.quoted()

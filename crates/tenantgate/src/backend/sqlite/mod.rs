@@ -150,10 +150,15 @@ impl SqliteBackend {
     }
 }
 
+/// Where a tenant lives, for messages.
+fn container(tenant: &TenantName) -> String {
+    format!("file tenants/{tenant}.db")
+}
+
 /// How recovery advice names a tenant's file.
 fn place(tenant: &TenantName) -> Place {
     Place {
-        container: format!("file tenants/{tenant}.db"),
+        container: container(tenant),
         lock_holders: format!(
             "the process holding a write transaction on tenants/{tenant}.db (`fuser tenants/{tenant}.db`)"
         ),
@@ -164,6 +169,10 @@ fn place(tenant: &TenantName) -> Place {
 impl Backend for SqliteBackend {
     fn describe(&self) -> String {
         format!("sqlite://{}", self.inner.dir.root().display())
+    }
+
+    fn container(&self, tenant: &TenantName) -> String {
+        container(tenant)
     }
 
     async fn prepare(&self) -> Result<(), Error> {
