@@ -162,11 +162,13 @@ async fn check(
     reconcile(backend, &tenants, &ledgers).await?;
     let mut checks: Vec<TenantCheck> = tenants
         .iter()
-        .map(|t| {
+        .zip(&names)
+        .map(|(t, name)| {
             check_ledger(
                 t,
                 &folder.tenant,
                 ledgers.get(&t.name).and_then(Option::as_ref),
+                &backend.container(name),
             )
         })
         .collect();
@@ -198,11 +200,10 @@ async fn check(
                 check.drift = differences.clone();
                 check.state = TenantState::Drift;
                 check.recovery.push(format!(
-                    "schema {} differs from what its ledger promises: restore the objects from a backup, or delete \
-                     the ledger rows of the migrations that created them from {}._tenantgate_migrations and run \
-                     `tenantgate migrate --tenant {name}`",
-                    name.quoted(),
-                    name.quoted()
+                    "{} differs from what its ledger promises: restore the objects from a backup, or delete \
+                     the ledger rows of the migrations that created them from its _tenantgate_migrations table \
+                     and run `tenantgate migrate --tenant {name}`",
+                    backend.container(name)
                 ));
                 changes.push(StateChange {
                     tenant: name.clone(),
@@ -316,6 +317,7 @@ fn check_ledger(
     tenant: &Tenant,
     set: &MigrationSet,
     ledger: Option<&Vec<AppliedMigration>>,
+    container: &str,
 ) -> TenantCheck {
     let name = &tenant.name;
     let mut check = TenantCheck {
@@ -334,7 +336,7 @@ fn check_ledger(
     };
     let Some(ledger) = ledger else {
         check.recovery.push(format!(
-            "schema \"{name}\" or its ledger is gone: restore it from a backup, or run \
+            "{container} or its ledger is gone: restore it from a backup, or run \
              `tenantgate tenants drop {name} --yes` and create the tenant again"
         ));
         return check;
