@@ -161,6 +161,7 @@ impl<S> Guard<S> {
         Decision::Respond(pages::blocked(
             &BlockedPage {
                 entry,
+                container: &self.state.container(&entry.name),
                 host: host.as_str(),
                 reference: &reference,
                 show_details: config.show_details,

@@ -72,6 +72,8 @@ fn with_retry_after(mut response: Response, seconds: u64) -> Response {
 /// What a blocked-tenant page shows.
 pub(crate) struct BlockedPage<'a> {
     pub(crate) entry: &'a TenantEntry,
+    /// Where the tenant lives: `schema "acme"`, `file tenants/acme.db`.
+    pub(crate) container: &'a str,
     pub(crate) host: &'a str,
     pub(crate) reference: &'a str,
     pub(crate) show_details: bool,
@@ -92,6 +94,7 @@ pub(crate) fn blocked(page_data: &BlockedPage<'_>, wants_json: bool) -> Response
                 "error": "tenant_not_ready",
                 "tenant": entry.name,
                 "schema": entry.name,
+                "stored_in": page_data.container,
                 "domain": page_data.host,
                 "state": entry.state,
                 "reason": blocked.reason,
@@ -122,13 +125,14 @@ pub(crate) fn blocked(page_data: &BlockedPage<'_>, wants_json: bool) -> Response
              version of the application needs, so requests are paused instead of failing. Nothing was lost.</p>\
              <div class=\"card\"><dl>\
              <dt>Tenant</dt><dd id=\"tenant\">{tenant}</dd>\
-             <dt>Schema</dt><dd><code>{tenant}</code></dd>\
+             <dt>Stored in</dt><dd><code>{container}</code></dd>\
              <dt>Domain</dt><dd>{host}</dd>\
              <dt>State</dt><dd>{state}</dd>\
              <dt>Reason</dt><dd>{reason}</dd>\
              <dt>Reference</dt><dd><code id=\"reference\">{reference}</code></dd>\
              </dl></div>",
             tenant = escape(&entry.name),
+            container = escape(page_data.container),
             host = escape(page_data.host),
             state = entry.state,
             reason = blocked.reason.as_str(),

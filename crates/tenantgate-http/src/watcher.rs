@@ -60,7 +60,11 @@ pub struct GuardState {
     epoch: Instant,
     config: GuardConfig,
     required: RequiredSet,
+    container: Container,
 }
+
+/// Names where a tenant lives, for the 503 page.
+type Container = Box<dyn Fn(&str) -> String + Send + Sync>;
 
 impl GuardState {
     /// A state around a fixed snapshot, confirmed now (for tests and for
@@ -72,9 +76,25 @@ impl GuardState {
             epoch: Instant::now(),
             config,
             required,
+            container: Box::new(|name| format!("schema \"{name}\"")),
         };
         state.publish_counts();
         state
+    }
+
+    /// Names tenants' storage with `backend`'s words (`file tenants/acme.db`
+    /// on SQLite) on the 503 page; the default says `schema "acme"`.
+    pub fn describing_storage_with(mut self, backend: Arc<dyn Backend>) -> Self {
+        self.container = Box::new(move |name| match tenantgate::TenantName::parse(name) {
+            Ok(tenant) => backend.container(&tenant),
+            Err(_) => name.to_owned(),
+        });
+        self
+    }
+
+    /// Where the tenant named `name` lives, for messages.
+    pub(crate) fn container(&self, name: &str) -> String {
+        (self.container)(name)
     }
 
     /// The current snapshot.
@@ -129,7 +149,9 @@ pub async fn watch_registry(
     config: GuardConfig,
 ) -> Result<Arc<GuardState>, Error> {
     let snapshot = full_snapshot(backend.as_ref(), &required).await?;
-    let state = Arc::new(GuardState::new(snapshot, required, config));
+    let state = Arc::new(
+        GuardState::new(snapshot, required, config).describing_storage_with(backend.clone()),
+    );
     state.confirm();
     tokio::spawn(watch_loop(backend, state.clone()));
     Ok(state)

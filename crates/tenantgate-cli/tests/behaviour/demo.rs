@@ -137,6 +137,11 @@ async fn served_demo_blocks_the_broken_tenant_until_the_printed_heal() {
     let broken = get("initech.localhost", "/en/app/messages/").await;
     assert_eq!(broken.status, 503, "{}", broken.body);
     assert!(broken.body.contains("0002_messages.sql"), "{}", broken.body);
+    assert!(
+        broken.body.contains("file tenants/initech.db"),
+        "{}",
+        broken.body
+    );
     let health = get("127.0.0.1", "/health/migrations").await;
     assert_eq!(health.status, 503);
     assert!(health.body.contains("\"not_served\":1"), "{}", health.body);

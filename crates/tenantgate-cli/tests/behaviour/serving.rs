@@ -128,6 +128,10 @@ async fn the_incident_is_blocked_reported_and_healed_without_restart(h: Harness)
     assert_eq!(json.status, 503);
     let body = json.json();
     assert_eq!(body["tenant"], "initech");
+    assert_eq!(
+        body["stored_in"],
+        h.pick("schema \"initech\"", "file tenants/initech.db")
+    );
     assert_eq!(body["domain"], "initech.localhost");
     assert_eq!(body["missing"][0]["version"], 2);
     assert_eq!(body["recovery"], "tenantgate verify --fix --tenant initech");
