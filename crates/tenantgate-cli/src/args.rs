@@ -65,7 +65,8 @@ pub(crate) enum Command {
     Backfill(BackfillArgs),
     /// Serve the messages demo app behind the migration guard, with /health/migrations and /metrics
     Serve(ServeArgs),
-    /// See it work: three demo tenants, one a migration behind, served behind the guard
+    /// See it work: three demo tenants, one a migration behind, served behind the guard.
+    /// Without --data it starts fresh in ./tenantgate-data; --data DIR builds in, or reuses, DIR
     Demo(DemoArgs),
 }
 
@@ -74,12 +75,9 @@ pub(crate) struct DemoArgs {
     /// Address to serve on (port 0 picks a free port)
     #[arg(long, default_value = "127.0.0.1:0")]
     pub(crate) listen: std::net::SocketAddr,
-    /// Run the scenario, print the result table and exit without serving
+    /// Run the scenario, print the result table (or with --json a JSON document) and exit
     #[arg(long)]
     pub(crate) no_serve: bool,
-    /// Keep the data folder's existing contents instead of starting fresh
-    #[arg(long)]
-    pub(crate) reuse: bool,
 }
 
 #[derive(Debug, Args)]

@@ -59,23 +59,40 @@ pub(crate) async fn run(
     let folder = tenantgate_demo::folder(Store::Sqlite);
     let migrations = export_migrations(&data, &folder)?;
     let backend: Arc<dyn Backend> = super::backend(global).await?.into();
-    println!(
+    let say = |line: &str| {
+        if !global.json {
+            println!("{line}");
+        }
+    };
+    say(&format!(
         "tenantgate demo: data folder {} (SQLite: one file per tenant, nothing to install)",
         data.display()
-    );
+    ));
     let files = DataDir::new(&data);
     tokio::select! {
-        built = build_scenario(backend.as_ref(), &folder, &files) => built?,
+        built = build_scenario(backend.as_ref(), &folder, &files, &say) => built?,
         () = cancel.cancelled() => return Err(Error::Interrupted),
     }
-    print_table(backend.as_ref(), &folder).await?;
+    let rows = rows(backend.as_ref(), &folder).await?;
     let heal = heal_command(&data, &migrations);
-    println!(
+    if global.json {
+        let tenants: Vec<_> = rows.iter().map(Row::to_json).collect();
+        println!(
+            "{}",
+            serde_json::json!({ "data": data, "tenants": tenants, "behind": BEHIND, "heal": heal })
+        );
+        if args.no_serve {
+            return Ok(exit::OK);
+        }
+    } else {
+        print_table(&rows);
+    }
+    say(&format!(
         "\n{BEHIND} was provisioned by release 1 and missed release 2's migration 0002_messages.sql:\n\
          its user_statuses table does not exist (the incident). Without tenantgate its pages answer 500;\n\
          behind the guard they answer 503 with a recovery page, and the other tenants keep working.\n\
          \nHeal it (in another terminal while the server runs, then reload its page):\n  {heal}"
-    );
+    ));
     if args.no_serve {
         return Ok(exit::OK);
     }
@@ -171,6 +188,7 @@ async fn build_scenario(
     backend: &dyn Backend,
     folder: &MigrationFolder,
     data: &DataDir,
+    say: &dyn Fn(&str),
 ) -> Result<(), Error> {
     let release_1 = MigrationFolder {
         tenant: folder.tenant.up_to(1),
@@ -189,7 +207,9 @@ async fn build_scenario(
         if !registered.iter().any(|r| r == name) {
             let domain = Domain::parse(&format!("{name}.localhost"))?;
             provision::create_tenant(backend, &release_1, &tenant, &[domain], &limits).await?;
-            println!("  release 1: provisioned {name} ({name}.localhost) with 0001_users.sql");
+            say(&format!(
+                "  release 1: provisioned {name} ({name}.localhost) with 0001_users.sql"
+            ));
         }
         seed(data, &tenant, RELEASE_1_DATA).await?;
     }
@@ -230,34 +250,71 @@ async fn seed(data: &DataDir, tenant: &TenantName, sql: &str) -> Result<(), Erro
         .map_err(|e| Error::Config(format!("seeding demo data into {tenant}: {e}")))
 }
 
-/// Prints one line per tenant: domain, state, applied and missing migrations.
-async fn print_table(backend: &dyn Backend, folder: &MigrationFolder) -> Result<(), Error> {
+/// One line of the result table.
+struct Row {
+    tenant: String,
+    domain: String,
+    state: &'static str,
+    applied: Vec<i64>,
+    missing: Vec<String>,
+}
+
+impl Row {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "tenant": self.tenant,
+            "domain": self.domain,
+            "state": self.state,
+            "applied": self.applied,
+            "missing": self.missing,
+        })
+    }
+}
+
+/// Each tenant's domain, state, applied and missing migrations.
+async fn rows(backend: &dyn Backend, folder: &MigrationFolder) -> Result<Vec<Row>, Error> {
+    Ok(backend
+        .tenants()
+        .await?
+        .into_iter()
+        .map(|tenant| Row {
+            domain: tenant
+                .domains
+                .first()
+                .map_or("-".into(), |d| d.as_str().to_owned()),
+            state: tenant.effective_state(&folder.tenant).as_str(),
+            missing: folder
+                .tenant
+                .iter()
+                .filter(|m| !tenant.applied_versions.contains(&m.version))
+                .map(|m| m.file.clone())
+                .collect(),
+            applied: tenant.applied_versions,
+            tenant: tenant.name,
+        })
+        .collect())
+}
+
+fn print_table(rows: &[Row]) {
     println!(
         "\n{:<9} {:<19} {:<8} {:<8} MISSING",
         "TENANT", "DOMAIN", "STATE", "APPLIED"
     );
-    for tenant in backend.tenants().await? {
-        let missing: Vec<&str> = folder
-            .tenant
-            .iter()
-            .filter(|m| !tenant.applied_versions.contains(&m.version))
-            .map(|m| m.file.as_str())
-            .collect();
-        let applied: Vec<String> = tenant.applied_versions.iter().map(i64::to_string).collect();
+    for row in rows {
+        let applied: Vec<String> = row.applied.iter().map(i64::to_string).collect();
         println!(
             "{:<9} {:<19} {:<8} {:<8} {}",
-            tenant.name,
-            tenant.domains.first().map(Domain::as_str).unwrap_or("-"),
-            tenant.effective_state(&folder.tenant).as_str(),
+            row.tenant,
+            row.domain,
+            row.state,
             applied.join(","),
-            if missing.is_empty() {
+            if row.missing.is_empty() {
                 "-".into()
             } else {
-                missing.join(", ")
+                row.missing.join(", ")
             }
         );
     }
-    Ok(())
 }
 
 /// The command that heals the fleet, spelled the way this binary was run.
