@@ -238,9 +238,9 @@ async fn build_scenario(
     for tenant in &ahead {
         seed(data, tenant, RELEASE_2_DATA).await?;
     }
-    println!(
+    say(&format!(
         "  release 2: migrated acme and globex with 0002_messages.sql; {BEHIND} was left behind"
-    );
+    ));
     Ok(())
 }
 

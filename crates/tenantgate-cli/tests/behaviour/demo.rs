@@ -84,14 +84,20 @@ async fn demo_without_serving_prints_the_incident() {
     assert!(!stdout.contains("release 1: provisioned"), "{stdout}");
     assert_eq!(row(&stdout, "initech")[2], "pending");
 
-    let json = demo(&data, &["--no-serve", "--json"]).output().await.unwrap();
+    let json = demo(&data, &["--no-serve", "--json"])
+        .output()
+        .await
+        .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(report["behind"], "initech");
     let initech = &report["tenants"][2];
     assert_eq!(initech["tenant"], "initech");
     assert_eq!(initech["state"], "pending");
     assert_eq!(initech["missing"], serde_json::json!(["0002_messages.sql"]));
-    assert!(report["heal"].as_str().unwrap().contains(" migrate --data "));
+    assert!(report["heal"]
+        .as_str()
+        .unwrap()
+        .contains(" migrate --data "));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
