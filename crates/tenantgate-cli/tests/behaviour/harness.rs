@@ -149,8 +149,13 @@ impl Harness {
     /// A fresh database in the shared cluster and an empty migration folder.
     pub(crate) async fn postgres() -> Self {
         let base = cluster_url();
+        // Unique across runs against one cluster, where process ids repeat.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
         let db = format!(
-            "tg_{}_{}",
+            "tg_{}_{nanos}_{}",
             std::process::id(),
             NEXT_DB.fetch_add(1, Ordering::Relaxed)
         );

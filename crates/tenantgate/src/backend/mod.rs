@@ -72,7 +72,21 @@ pub trait Backend: Send + Sync {
     /// Applies the shared migrations the shared ledger lacks; returns the
     /// versions applied. Fails with [`Error::ChecksumChanged`] when an
     /// applied shared migration's file changed.
-    async fn apply_shared(&self, set: &MigrationSet, limits: &Limits) -> Result<Vec<i64>, Error>;
+    async fn apply_shared(&self, set: &MigrationSet, limits: &Limits) -> Result<Vec<i64>, Error> {
+        if set.is_empty() || plan::holds_all(set, &self.shared_ledger().await?) {
+            return Ok(Vec::new());
+        }
+        self.apply_shared_now(set, limits).await
+    }
+
+    /// What [`Self::apply_shared`] does once a read of the shared ledger
+    /// found work: takes the shared lock, reads the ledger again under it,
+    /// and applies what is still missing.
+    async fn apply_shared_now(
+        &self,
+        set: &MigrationSet,
+        limits: &Limits,
+    ) -> Result<Vec<i64>, Error>;
 
     /// The shared ledger.
     async fn shared_ledger(&self) -> Result<Vec<AppliedMigration>, Error>;

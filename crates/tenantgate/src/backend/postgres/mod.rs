@@ -33,8 +33,7 @@ use self::{
 use crate::{
     backend::{
         failure::{backfill_failure, tenant_failure, Place},
-        plan, Backend, BackfillMode, BackfillOutcome, Ledgers, Limits, StateChange, TenantSession,
-        Watch,
+        Backend, BackfillMode, BackfillOutcome, Ledgers, Limits, StateChange, TenantSession, Watch,
     },
     migrations::Backfill,
     AppliedMigration, Domain, Error, MigrationSet, Tenant, TenantFailure, TenantName,
@@ -87,13 +86,11 @@ impl Backend for PgBackend {
         Ok(())
     }
 
-    async fn apply_shared(&self, set: &MigrationSet, limits: &Limits) -> Result<Vec<i64>, Error> {
-        if set.is_empty() {
-            return Ok(Vec::new());
-        }
-        if plan::holds_all(set, &self.shared_ledger().await?) {
-            return Ok(Vec::new());
-        }
+    async fn apply_shared_now(
+        &self,
+        set: &MigrationSet,
+        limits: &Limits,
+    ) -> Result<Vec<i64>, Error> {
         pooled!(self, |client| apply_set(
             &client,
             &Target::shared(),

@@ -3,10 +3,12 @@
 
 use std::{
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use rusqlite::{Connection, OpenFlags};
+
+use super::blocking::is_busy;
 
 use crate::TenantName;
 
@@ -94,10 +96,26 @@ pub(crate) fn open(path: &Path, create: Create, busy: Duration) -> rusqlite::Res
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(busy)?;
     if create == Create::Yes {
-        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+        use_wal(&conn, busy)?;
     }
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
     Ok(conn)
+}
+
+/// Switches the file to WAL mode. Two processes creating the same file
+/// race for the switch, and SQLite answers the loser "busy" at once rather
+/// than waiting (waiting could deadlock), so the switch is retried until
+/// `busy` passes.
+fn use_wal(conn: &Connection, busy: Duration) -> rusqlite::Result<()> {
+    let deadline = Instant::now() + busy;
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())) {
+            Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Removes a database file and its journal files; missing ones are fine.

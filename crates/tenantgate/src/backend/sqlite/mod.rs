@@ -44,8 +44,7 @@ use self::{
 use crate::{
     backend::{
         failure::{backfill_failure, provision_error, tenant_failure, ApplyFailure, Place},
-        plan, Backend, BackfillMode, BackfillOutcome, Ledgers, Limits, StateChange, TenantSession,
-        Watch,
+        Backend, BackfillMode, BackfillOutcome, Ledgers, Limits, StateChange, TenantSession, Watch,
     },
     migrations::Backfill,
     AppliedMigration, DbError, Domain, Error, FailureKind, MigrationSet, Tenant, TenantFailure,
@@ -192,13 +191,11 @@ impl Backend for SqliteBackend {
         Ok(())
     }
 
-    async fn apply_shared(&self, set: &MigrationSet, limits: &Limits) -> Result<Vec<i64>, Error> {
-        if set.is_empty() {
-            return Ok(Vec::new());
-        }
-        if plan::holds_all(set, &self.shared_ledger().await?) {
-            return Ok(Vec::new());
-        }
+    async fn apply_shared_now(
+        &self,
+        set: &MigrationSet,
+        limits: &Limits,
+    ) -> Result<Vec<i64>, Error> {
         let (path, set, limits) = (self.inner.dir.shared(), set.clone(), *limits);
         cancellable(move |cancel| {
             let conn = open(&path, Create::Yes, limits.lock_timeout)
