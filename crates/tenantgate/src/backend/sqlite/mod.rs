@@ -19,7 +19,9 @@ mod blocking;
 mod catalog;
 mod data_dir;
 mod provision;
+mod recover;
 mod registry;
+mod session;
 mod watch;
 
 use std::{
@@ -37,18 +39,16 @@ use rusqlite::Connection;
 pub use self::data_dir::DataDir;
 
 use self::{
-    apply::{apply_set, read_ledger, Applied},
-    blocking::{blocking, cancellable, db_error, error_while, io_error, par_map, Cancel},
+    apply::{apply_set, read_ledger},
+    blocking::{blocking, cancellable, db_error, error_while, io_error, par_map},
     data_dir::{open, Create},
 };
 use crate::{
     backend::{
-        failure::{backfill_failure, provision_error, tenant_failure, ApplyFailure, Place},
-        Backend, BackfillMode, BackfillOutcome, Ledgers, Limits, StateChange, TenantSession, Watch,
+        failure::{provision_error, ApplyFailure, Place},
+        Backend, Ledgers, Limits, StateChange, TenantSession, Watch,
     },
-    migrations::Backfill,
-    AppliedMigration, DbError, Domain, Error, FailureKind, MigrationSet, Tenant, TenantFailure,
-    TenantName,
+    AppliedMigration, Domain, Error, MigrationSet, Tenant, TenantName,
 };
 
 /// A tenant with its ledger; `None` when its file or ledger is missing.
@@ -181,7 +181,7 @@ impl Backend for SqliteBackend {
         let recovered = self
             .registry(|inner, conn| {
                 registry::prepare(conn)?;
-                provision::recover(&inner.dir, conn)
+                recover::recover(&inner.dir, conn)
             })
             .await?;
         for r in recovered {
@@ -334,127 +334,9 @@ impl Backend for SqliteBackend {
             Ok::<_, Error>(conn)
         })
         .await?;
-        Ok(Box::new(SqliteSession {
+        Ok(Box::new(session::SqliteSession {
             inner: self.inner.clone(),
             registry: Arc::new(Mutex::new(registry)),
         }))
-    }
-}
-
-/// Migrates tenant files one after another, with its own registry connection.
-struct SqliteSession {
-    inner: Arc<Inner>,
-    registry: Arc<Mutex<Connection>>,
-}
-
-impl SqliteSession {
-    /// Runs `work` on `tenant`'s open file off the runtime, interrupted if
-    /// the caller gives up; a missing file is a [`FailureKind::LedgerMissing`].
-    async fn on_tenant<T, F>(
-        &self,
-        tenant: &TenantName,
-        limits: &Limits,
-        work: F,
-    ) -> Result<T, ApplyFailure>
-    where
-        T: Send + 'static,
-        F: FnOnce(
-                &Connection,
-                &std::path::Path,
-                &Cancel,
-                &Mutex<Connection>,
-            ) -> Result<T, ApplyFailure>
-            + Send
-            + 'static,
-    {
-        let (path, limits, registry) = (
-            self.inner.dir.tenant(tenant),
-            *limits,
-            self.registry.clone(),
-        );
-        cancellable(move |cancel| {
-            if !path.exists() {
-                return Err(ApplyFailure {
-                    kind: FailureKind::LedgerMissing,
-                    migration: None,
-                    error: DbError {
-                        code: None,
-                        message: format!("{} is missing", path.display()),
-                        connection_lost: false,
-                    },
-                });
-            }
-            let conn = open(&path, Create::No, limits.lock_timeout)
-                .map_err(|e| ApplyFailure::sqlite(&e, None, &cancel, &limits))?;
-            work(&conn, &path, &cancel, &registry)
-        })
-        .await
-    }
-}
-
-#[async_trait]
-impl TenantSession for SqliteSession {
-    async fn migrate_tenant(
-        &mut self,
-        tenant: &TenantName,
-        set: &MigrationSet,
-        limits: &Limits,
-    ) -> Result<Vec<i64>, TenantFailure> {
-        let (name, set2, limits2) = (tenant.clone(), set.clone(), *limits);
-        self.on_tenant(tenant, limits, move |conn, path, cancel, registry| {
-            let Applied { versions, ledger } =
-                apply_set(conn, path, &set2, false, cancel, &limits2)?;
-            let complete = set2
-                .iter()
-                .all(|m| ledger.iter().any(|a| a.version == m.version));
-            registry::follow_ledger(
-                &registry.lock().expect("registry lock"),
-                &name,
-                &ledger,
-                complete,
-            )
-            .map_err(|e| {
-                let mut failure = ApplyFailure::sqlite(&e, None, cancel, &limits2);
-                failure.error.message = format!(
-                    "the migrations committed, but the registry row could not follow: {}",
-                    failure.error.message
-                );
-                failure
-            })?;
-            Ok(versions)
-        })
-        .await
-        .map_err(|f| tenant_failure(tenant, &place(tenant), f))
-    }
-
-    async fn record_failure(
-        &mut self,
-        tenant: &TenantName,
-        failure: &TenantFailure,
-    ) -> Result<(), Error> {
-        let (registry, tenant, failure) = (self.registry.clone(), tenant.clone(), failure.clone());
-        blocking(move || {
-            registry::record_failure(
-                &mut registry.lock().expect("registry lock"),
-                &tenant,
-                &failure,
-            )
-        })
-        .await
-    }
-
-    async fn run_backfill(
-        &mut self,
-        tenant: &TenantName,
-        backfill: &Backfill,
-        mode: BackfillMode,
-        limits: &Limits,
-    ) -> Result<BackfillOutcome, TenantFailure> {
-        let (job, limits2) = (backfill.clone(), *limits);
-        self.on_tenant(tenant, limits, move |conn, _, cancel, _| {
-            backfill::run_backfill(conn, &job, mode, cancel, &limits2)
-        })
-        .await
-        .map_err(|f| backfill_failure(tenant, &place(tenant), backfill, f))
     }
 }
