@@ -25,11 +25,13 @@ backend_tests!(
 
 // PostgreSQL only: a search path that could leak between tenants on a
 // pooled connection, and a server connection that can die mid-run. SQLite
-// has neither: each tenant is its own file, opened by the migrating process.
+// has neither: each tenant is its own file, opened by the migrating process;
+// its store goes away when the data folder does.
 only_on!(postgres:
     each_tenant_runs_in_its_own_schema_under_load,
     lost_connection_exits_3_with_a_summary,
 );
+only_on!(sqlite: data_folder_gone_mid_run_exits_3_with_a_summary);
 
 fn tenant<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["tenants"]
@@ -418,4 +420,52 @@ async fn killed_migrator_leaves_the_tenant_as_it_was(h: Harness) {
         h.scalar_in_tenant("t_a", "SELECT count(*) FROM slow").await,
         1
     );
+}
+
+/// The SQLite store going away mid-run (its data folder moved or
+/// unmounted): the run stops with exit 3 and a summary, like a lost
+/// PostgreSQL connection, and no tenant is marked failed for it.
+async fn data_folder_gone_mid_run_exits_3_with_a_summary(h: Harness) {
+    h.write_tables(1);
+    h.create(&["t_a", "t_b", "t_c"]).await;
+    h.write(
+        "0002_slow.sql",
+        &format!("CREATE TABLE slow (id int); {}", h.slow_sql(1.0)),
+    );
+    let child = h.spawn(&["migrate", "--jobs", "1", "--json"]);
+    let busy = || async { h.busy_tenants().await > 0 };
+    assert!(eventually(Duration::from_secs(10), busy).await);
+    let data = h.data_folder().to_owned();
+    let away = data.with_extension("away");
+    std::fs::rename(&data, &away).unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lost = report["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["error"]["kind"] == "connection_lost")
+        .unwrap_or_else(|| panic!("a tenant reports the lost store: {report}"));
+    assert!(
+        lost["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("data folder is gone"),
+        "{lost}"
+    );
+    assert!(!data.exists(), "the run did not recreate an empty store");
+    std::fs::rename(&away, &data).unwrap();
+    for name in ["t_a", "t_b", "t_c"] {
+        assert_ne!(h.state(name).await, "failed", "{name} is not blamed");
+    }
+    h.run(&["migrate"]).await.expect(0);
+    for name in ["t_a", "t_b", "t_c"] {
+        assert_eq!(h.ledger(name).await, [1, 2]);
+    }
 }

@@ -71,14 +71,22 @@ struct Inner {
 }
 
 impl Inner {
+    /// Opens the registry. Until this process prepared the store, a missing
+    /// folder and registry are created; after that, a missing registry
+    /// means the folder went away, and is an error, not a fresh start.
     fn open_registry(&self) -> Result<Connection, Error> {
-        std::fs::create_dir_all(self.dir.tenants()).map_err(|e| {
-            error_while(
-                "opening the data folder",
-                io_error(&self.dir.root().display().to_string(), &e),
-            )
-        })?;
-        open(&self.dir.registry(), Create::Yes, REGISTRY_BUSY)
+        let create = if self.prepared.load(Ordering::Relaxed) {
+            Create::No
+        } else {
+            std::fs::create_dir_all(self.dir.tenants()).map_err(|e| {
+                error_while(
+                    "opening the data folder",
+                    io_error(&self.dir.root().display().to_string(), &e),
+                )
+            })?;
+            Create::Yes
+        };
+        open(&self.dir.registry(), create, REGISTRY_BUSY)
             .map_err(|e| error_while("opening the registry", db_error(&e)))
     }
 

@@ -52,15 +52,30 @@ impl SqliteSession {
             *limits,
             self.registry.clone(),
         );
+        let registry_file = self.inner.dir.registry();
         cancellable(move |cancel| {
             if !path.exists() {
+                // Without its registry the whole folder is gone (moved,
+                // unmounted): the store is lost, not this tenant's file.
+                let folder_gone = !registry_file.exists();
                 return Err(ApplyFailure {
-                    kind: FailureKind::LedgerMissing,
+                    kind: if folder_gone {
+                        FailureKind::ConnectionLost
+                    } else {
+                        FailureKind::LedgerMissing
+                    },
                     migration: None,
                     error: DbError {
                         code: None,
-                        message: format!("{} is missing", path.display()),
-                        connection_lost: false,
+                        message: if folder_gone {
+                            format!(
+                                "the data folder is gone: {} is missing",
+                                registry_file.display()
+                            )
+                        } else {
+                            format!("{} is missing", path.display())
+                        },
+                        connection_lost: folder_gone,
                     },
                 });
             }
