@@ -33,6 +33,18 @@ only_on!(postgres:
 );
 only_on!(sqlite: data_folder_gone_mid_run_exits_3_with_a_summary);
 
+/// Waits for a `--json` run to end with `code`; returns its report.
+async fn exited_with(child: tokio::process::Child, code: i32) -> Value {
+    let out = child.wait_with_output().await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn tenant<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["tenants"]
         .as_array()
@@ -309,14 +321,7 @@ async fn lost_connection_exits_3_with_a_summary(h: Harness) {
         .batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(5)%' AND pid <> pg_backend_pid()")
         .await
         .unwrap();
-    let out = child.wait_with_output().await.unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = exited_with(child, 3).await;
     assert_eq!(tenant(&report, "t_a")["error"]["kind"], "connection_lost");
     assert_eq!(h.ledger("t_a").await, [1]);
     h.run(&["migrate"]).await.expect(0);
@@ -438,14 +443,7 @@ async fn data_folder_gone_mid_run_exits_3_with_a_summary(h: Harness) {
     let data = h.data_folder().to_owned();
     let away = data.with_extension("away");
     std::fs::rename(&data, &away).unwrap();
-    let out = child.wait_with_output().await.unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = exited_with(child, 3).await;
     let lost = report["tenants"]
         .as_array()
         .unwrap()

@@ -6,6 +6,8 @@ mod sqlite;
 
 use tenantgate::{backend::sqlite::DataDir, TenantName};
 
+pub use sqlite::run_in_tenant_file;
+
 /// What the messages page shows for the signed-in user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dashboard {
@@ -67,5 +69,3 @@ impl AppDb {
         }
     }
 }
-
-pub use sqlite::run_in_tenant_file;

@@ -204,9 +204,7 @@ pub(crate) fn follow_ledger(
             state = CASE WHEN state = 'drift' THEN 'drift' ELSE ?2 END,
             last_error = CASE WHEN state = 'drift' THEN last_error END,
             applied_versions = ?3, applied_checksums = ?4, updated_at = {NOW}
-          WHERE name = ?1 AND (state, coalesce(last_error, ''), applied_versions, applied_checksums)
-                IS NOT (CASE WHEN state = 'drift' THEN 'drift' ELSE ?2 END,
-                        CASE WHEN state = 'drift' THEN coalesce(last_error, '') ELSE '' END, ?3, ?4)"
+          WHERE name = ?1"
     ))?
     .execute(params![tenant.as_str(), state, versions, checksums])
     .map(drop)
