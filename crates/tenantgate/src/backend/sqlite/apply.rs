@@ -150,6 +150,15 @@ pub(crate) fn run_migration(
     record(conn, m, started)
 }
 
+/// The ledger row [`run_migration`] records for `m`.
+pub(crate) fn as_applied(m: &Migration) -> AppliedMigration {
+    AppliedMigration {
+        version: m.version,
+        description: m.description.clone(),
+        checksum: m.checksum.clone(),
+    }
+}
+
 fn record(conn: &Connection, m: &Migration, started: Instant) -> rusqlite::Result<()> {
     conn.prepare_cached(&format!(
         "INSERT INTO {LEDGER_TABLE} (version, description, installed_on, success, checksum, execution_time)
@@ -221,11 +230,7 @@ pub(crate) fn apply_set(
         versions.extend(segment.iter().map(|m| m.version));
         if complete {
             let mut ledger = ledger;
-            ledger.extend(segment.iter().map(|m| AppliedMigration {
-                version: m.version,
-                description: m.description.clone(),
-                checksum: m.checksum.clone(),
-            }));
+            ledger.extend(segment.iter().map(|m| as_applied(m)));
             ledger.sort_by_key(|a| a.version);
             return Ok(Applied { versions, ledger });
         }

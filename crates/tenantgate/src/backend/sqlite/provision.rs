@@ -23,7 +23,7 @@ use std::{
 use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
 
 use super::{
-    apply::{create_ledger_sql, run_migration},
+    apply::{as_applied, create_ledger_sql, run_migration},
     blocking::{db_error, error_while, io_error, Cancel},
     data_dir::{open, remove_database, remove_journals, still_at, sync_dir, Create, DataDir},
     registry::{self, encode_ledger, record_event},
@@ -224,9 +224,7 @@ fn build(
         return Err(ApplyFailure::interrupted());
     }
     conn.execute_batch("COMMIT").map_err(|e| fail(&e, None))?;
-    let ledger = super::apply::read_ledger(&conn)
-        .map_err(|e| fail(&e, None))?
-        .unwrap_or_default();
+    let ledger = segment.iter().map(|m| as_applied(m)).collect();
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         .map_err(|e| fail(&e, None))?;
     conn.close().map_err(|(_, e)| fail(&e, None))?;
