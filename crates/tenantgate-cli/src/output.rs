@@ -84,7 +84,16 @@ pub(crate) fn error(global: &Global, error: &Error) {
 
 pub(crate) fn fleet_report(global: &Global, report: &FleetReport) {
     if global.json {
-        return json(report);
+        let mut value = serde_json::to_value(report).expect("a report serialises");
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for t in &report.tenants {
+            let key = serde_json::to_value(t.outcome).expect("an outcome serialises");
+            *counts
+                .entry(key.as_str().unwrap_or_default().to_owned())
+                .or_default() += 1;
+        }
+        value["counts"] = serde_json::json!(counts);
+        return json(&value);
     }
     if !report.shared_applied.is_empty() {
         let verb = if report.dry_run {
@@ -109,6 +118,7 @@ pub(crate) fn fleet_report(global: &Global, report: &FleetReport) {
         let verb = match (t.outcome, t.rows_changed) {
             (Outcome::Migrated, _) if t.applied.is_empty() => "registry brought in step".to_owned(),
             (Outcome::Migrated, _) => "applied".to_owned(),
+            (Outcome::FinishedElsewhere, _) => "finished by another run meanwhile".to_owned(),
             (Outcome::Planned, Some(rows)) => format!("would change {rows} row(s)"),
             (Outcome::Planned, None) => "would apply".to_owned(),
             (Outcome::Backfilled, rows) => {
@@ -140,8 +150,9 @@ pub(crate) fn fleet_report(global: &Global, report: &FleetReport) {
         return;
     }
     println!(
-        "{} migrated, {} backfilled, {} up to date, {} failed, {} interrupted, {} not started in {}",
+        "{} migrated, {} finished by another run, {} backfilled, {} up to date, {} failed, {} interrupted, {} not started in {}",
         count(Outcome::Migrated),
+        count(Outcome::FinishedElsewhere),
         count(Outcome::Backfilled),
         count(Outcome::UpToDate),
         count(Outcome::Failed),

@@ -13,5 +13,5 @@ mod store;
 mod views;
 
 pub use embedded::{folder, required_set, Store};
-pub use store::{run_in_tenant_file, AppDb, Dashboard};
+pub use store::{run_in_tenant_file, AppDb, AppDbError, Dashboard};
 pub use views::{router, AppState};

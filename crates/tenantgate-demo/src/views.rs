@@ -10,13 +10,15 @@ use axum::{
 use tenantgate::TenantName;
 use tenantgate_http::ResolvedTenant;
 
-use crate::store::AppDb;
+use crate::store::{AppDb, AppDbError};
 
 /// The app's state: where its tenant data lives.
 #[derive(Clone)]
 pub struct AppState {
     /// The store request handlers query.
     pub db: AppDb,
+    /// Who may read the store's own error text in an error response.
+    pub details: tenantgate_http::DetailPolicy,
 }
 
 /// The app's routes; mount them behind [`tenantgate_http::GuardLayer`].
@@ -69,23 +71,68 @@ fn escape(text: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-/// Errors in handlers become a plain 500 naming the database error.
-struct AppError(String);
+/// A handler's failure: the store's error, classified, or input the app
+/// refuses before any query.
+enum AppError {
+    Store(AppDbError),
+    Invalid(&'static str),
+}
 
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
-        tracing::error!(error = %self.0, "messages app error");
-        (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("internal error: {}", self.0),
-        )
-            .into_response()
+impl From<AppDbError> for AppError {
+    fn from(e: AppDbError) -> Self {
+        Self::Store(e)
     }
 }
 
-impl<E: std::fmt::Display> From<E> for AppError {
-    fn from(e: E) -> Self {
-        Self(e.to_string())
+impl From<tenantgate::Error> for AppError {
+    fn from(e: tenantgate::Error) -> Self {
+        Self::Store(AppDbError::Failed(e.to_string()))
+    }
+}
+
+impl AppError {
+    /// The response: 503 when the store may answer later, 4xx for the
+    /// request's own fault, 500 for a bug. The store's text only where
+    /// `reveal` allows; otherwise a reference to the log line.
+    fn respond(self, tenant: &str, reveal: bool) -> Response {
+        let store = match self {
+            AppError::Invalid(message) => {
+                return (StatusCode::BAD_REQUEST, message).into_response()
+            }
+            AppError::Store(AppDbError::UsernameTaken) => {
+                return (StatusCode::CONFLICT, "this username is taken").into_response()
+            }
+            AppError::Store(e) => e,
+        };
+        let reference = tenantgate_http::reference_id();
+        tracing::error!(tenant, reference = %reference, error = %store, "messages app: query failed");
+        let (status, headline) = match &store {
+            AppDbError::Unavailable(_) | AppDbError::SchemaIncomplete(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the workspace's database is unavailable right now; try again in a moment",
+            ),
+            AppDbError::Rejected(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the database refused these values",
+            ),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+        };
+        let detail = if reveal {
+            format!("\ndetail: {store}")
+        } else {
+            String::new()
+        };
+        let mut response = (
+            status,
+            format!("{headline}\ntenant: {tenant}\nreference: {reference}{detail}\n"),
+        )
+            .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        }
+        response
     }
 }
 
@@ -105,14 +152,26 @@ async fn messages(
     Path(lang): Path<String>,
     tenant: ResolvedTenant,
     headers: HeaderMap,
+) -> Response {
+    let reveal = state.details.reveals(&headers);
+    messages_page(&state, &lang, &tenant, &headers)
+        .await
+        .unwrap_or_else(|e| e.respond(&tenant.name, reveal))
+}
+
+async fn messages_page(
+    state: &AppState,
+    lang: &str,
+    tenant: &ResolvedTenant,
+    headers: &HeaderMap,
 ) -> Result<Response, AppError> {
-    let Some(t) = texts(&lang) else {
+    let Some(t) = texts(lang) else {
         return Ok(StatusCode::NOT_FOUND.into_response());
     };
     let name = TenantName::parse(&tenant.name)?;
-    let Some(dashboard) = state.db.dashboard(&name, signed_in_user(&headers)).await? else {
+    let Some(dashboard) = state.db.dashboard(&name, signed_in_user(headers)).await? else {
         return Ok(Html(page(
-            &lang,
+            lang,
             t,
             &tenant.name,
             &format!("<p>{}</p>", t.no_users),
@@ -142,7 +201,7 @@ async fn messages(
         }
         body.push_str("</ul>");
     }
-    Ok(Html(page(&lang, t, &tenant.name, &body)).into_response())
+    Ok(Html(page(lang, t, &tenant.name, &body)).into_response())
 }
 
 fn page(lang: &str, t: &Texts, tenant: &str, body: &str) -> String {
@@ -187,12 +246,46 @@ struct NewUser {
     display_name: String,
 }
 
+/// The longest username and display name the schema holds (characters).
+const MAX_USERNAME: usize = 150;
+const MAX_DISPLAY_NAME: usize = 200;
+
+/// Refuses what the store would refuse, before any query: empty or
+/// overlong names, and control characters (a NUL is not text to PostgreSQL).
+fn check_new_user(form: &NewUser) -> Result<(), AppError> {
+    let plain = |s: &str| !s.chars().any(char::is_control);
+    if form.username.is_empty() || form.username.chars().count() > MAX_USERNAME {
+        return Err(AppError::Invalid("a username has 1 to 150 characters"));
+    }
+    if form.display_name.is_empty() || form.display_name.chars().count() > MAX_DISPLAY_NAME {
+        return Err(AppError::Invalid("a display name has 1 to 200 characters"));
+    }
+    if !plain(&form.username) || !plain(&form.display_name) {
+        return Err(AppError::Invalid("names hold no control characters"));
+    }
+    Ok(())
+}
+
 async fn new_user(
     State(state): State<AppState>,
     Path(lang): Path<String>,
     tenant: ResolvedTenant,
+    headers: HeaderMap,
     Form(form): Form<NewUser>,
+) -> Response {
+    let reveal = state.details.reveals(&headers);
+    create_user(&state, &lang, &tenant, &form)
+        .await
+        .unwrap_or_else(|e| e.respond(&tenant.name, reveal))
+}
+
+async fn create_user(
+    state: &AppState,
+    lang: &str,
+    tenant: &ResolvedTenant,
+    form: &NewUser,
 ) -> Result<Response, AppError> {
+    check_new_user(form)?;
     let name = TenantName::parse(&tenant.name)?;
     let id = state
         .db

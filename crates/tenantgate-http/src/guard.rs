@@ -3,12 +3,8 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::Arc,
     task::{Context, Poll},
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use axum::{
@@ -22,6 +18,7 @@ use tower::{Layer, Service};
 use pin_project_lite::pin_project;
 
 use crate::{
+    details::reference_id,
     host::{already_normal, request_host, HostError},
     metrics,
     pages::{self, BlockedPage},
@@ -105,8 +102,8 @@ fn wants_json(request: &Request<Body>) -> bool {
 impl<S> Guard<S> {
     fn decide(&self, request: &Request<Body>) -> Decision {
         let config = self.state.config();
-        let stale = self.state.is_stale() && !config.dangerous_bypass;
-        if !stale {
+        let unknown = self.state.state_unknown();
+        if !unknown {
             // The hot path: a host already in normal form that routes to a
             // served tenant, decided without allocating.
             if let Some(entry) =
@@ -127,34 +124,34 @@ impl<S> Guard<S> {
                 return Decision::Respond(pages::bad_host(&reason, wants_json))
             }
         };
-        if stale {
-            let reference = reference_id();
-            metrics::blocked("state_unknown");
-            tracing::error!(host = %host, reason = "state_unknown", reference = %reference, "request blocked: migration state unknown");
-            return Decision::Respond(pages::state_unknown(
-                &reference,
-                config.retry_after.as_secs(),
-                wants_json,
-            ));
-        }
         let snapshot = self.state.snapshot();
-        let Some(entry) = snapshot.lookup(host.as_str()) else {
-            return Decision::Respond(pages::unknown_host(host.as_str(), wants_json));
+        let entry = snapshot.lookup(host.as_str());
+        let blocked_reason = match (unknown, entry) {
+            (true, _) => "state_unknown",
+            (false, None) => {
+                return Decision::Respond(pages::unknown_host(host.as_str(), wants_json))
+            }
+            (false, Some(entry)) => match &entry.blocked {
+                None => return Decision::Pass(entry.clone()),
+                Some(blocked) => blocked.reason.as_str(),
+            },
         };
-        let Some(blocked) = &entry.blocked else {
-            return Decision::Pass(entry.clone());
-        };
-        if config.dangerous_bypass {
+        if let (true, Some(entry)) = (config.dangerous_bypass, entry) {
             metrics::bypassed();
-            tracing::warn!(tenant = %entry.name, reason = blocked.reason.as_str(), "migration check bypassed: serving a tenant that is not ready");
+            tracing::warn!(tenant = %entry.name, reason = blocked_reason, "migration check bypassed: serving a tenant that is not known to be ready");
             return Decision::Bypass(entry.clone());
         }
         let reference = reference_id();
-        metrics::blocked(blocked.reason.as_str());
+        metrics::blocked(blocked_reason);
+        let retry_after = config.retry_after.as_secs();
+        let Some(entry) = entry.filter(|_| !unknown) else {
+            tracing::error!(host = %host, reason = blocked_reason, reference = %reference, "request blocked: migration state unknown");
+            return Decision::Respond(pages::state_unknown(&reference, retry_after, wants_json));
+        };
         tracing::error!(
             tenant = %entry.name,
             host = %host,
-            reason = blocked.reason.as_str(),
+            reason = blocked_reason,
             reference = %reference,
             "request blocked: tenant not ready"
         );
@@ -164,8 +161,8 @@ impl<S> Guard<S> {
                 container: &self.state.container(&entry.name),
                 host: host.as_str(),
                 reference: &reference,
-                show_details: config.show_details,
-                retry_after: config.retry_after.as_secs(),
+                show_details: config.details.reveals(request.headers()),
+                retry_after,
             },
             wants_json,
         ))
@@ -251,16 +248,4 @@ fn mark_bypass(mut response: Response, bypass_on: bool) -> Response {
             .insert(BYPASS_HEADER, HeaderValue::from_static("disabled"));
     }
     response
-}
-
-/// A short id that ties a 503 page to its log line.
-fn reference_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let seconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    format!(
-        "tg-{seconds:x}-{:04x}",
-        COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff
-    )
 }

@@ -16,8 +16,24 @@ pub enum HostError {
     Malformed(String),
 }
 
-/// The host text a request names: its URI authority, else its `Host` header.
+/// The host text a request names: its URI authority, else its `Host`
+/// header. Refuses what a front proxy could read differently (RFC 9112
+/// §3.2): two `Host` headers, or an absolute-form target whose scheme is
+/// not http or https.
 fn raw_host<B>(request: &Request<B>) -> Result<&str, HostError> {
+    let mut hosts = request.headers().get_all(HOST).iter();
+    if hosts.next().is_some() && hosts.next().is_some() {
+        return Err(HostError::Malformed(
+            "the request carries more than one Host header".into(),
+        ));
+    }
+    if let Some(scheme) = request.uri().scheme_str() {
+        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+            return Err(HostError::Malformed(format!(
+                "the request target's scheme {scheme:?} is not http or https"
+            )));
+        }
+    }
     match request.uri().authority() {
         Some(authority) => Ok(authority.as_str()),
         None => {

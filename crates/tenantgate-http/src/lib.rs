@@ -26,6 +26,7 @@
 //! # }
 //! ```
 
+mod details;
 mod gate;
 mod guard;
 mod host;
@@ -35,6 +36,7 @@ mod routes;
 mod snapshot;
 mod watcher;
 
+pub use details::{reference_id, DetailPolicy};
 pub use gate::{startup_gate, NotServed, StartupPolicy, StartupRefused};
 pub use guard::{Guard, GuardLayer, ResolvedTenant, BYPASS_HEADER};
 pub use host::{request_host, HostError};

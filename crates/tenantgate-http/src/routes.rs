@@ -1,11 +1,11 @@
-//! Routes that bypass tenant resolution: `/health/migrations`, `/metrics`
-//! and the admin API.
+//! Routes that bypass tenant resolution: the probes `/livez` and
+//! `/readyz`, `/health/migrations`, `/metrics` and the admin API.
 
 use std::{sync::Arc, time::Instant};
 
 use axum::{
     extract::State,
-    http::{header::AUTHORIZATION, HeaderMap, StatusCode},
+    http::{HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
     Json, Router,
@@ -14,7 +14,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tenantgate::{backend::Limits, provision, Backend, Domain, Error, MigrationFolder, TenantName};
 
-use crate::{metrics, watcher::GuardState};
+use crate::{details::bearer_matches, guard::BYPASS_HEADER, metrics, watcher::GuardState};
 
 /// What the health, metrics and admin routes need.
 #[derive(Clone)]
@@ -31,39 +31,70 @@ pub struct AdminState {
     pub metrics: Option<PrometheusHandle>,
 }
 
-/// `GET /health/migrations` and `GET /metrics`.
+/// The probes and the fleet view:
+///
+/// - `GET /livez`: 200 while the process serves requests (a liveness probe);
+/// - `GET /readyz`: 503 exactly while the guard cannot tell which tenants
+///   are ready (the registry is unreachable), else 200 (a readiness probe);
+/// - `GET /health/migrations`: the fleet, 503 while any tenant is not
+///   served (a monitoring check, not a probe: one tenant behind would pull
+///   every replica out of rotation);
+/// - `GET /metrics`, when a recorder is installed.
+///
+/// While the emergency bypass is on, every response says so in
+/// [`BYPASS_HEADER`].
 pub fn health_router(state: AdminState) -> Router {
-    let mut router = Router::new().route("/health/migrations", get(health));
+    let mut router = Router::new()
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/health/migrations", get(health));
     if state.metrics.is_some() {
         router = router.route("/metrics", get(render_metrics));
     }
-    router.with_state(state)
+    marked(router.with_state(state.clone()), &state)
 }
 
 /// `POST /admin/tenants`, behind `Authorization: Bearer <token>`; every
 /// admin route answers 404 when no token is configured.
 pub fn admin_router(state: AdminState) -> Router {
-    Router::new()
-        .route("/admin/tenants", post(create_tenant))
-        .with_state(state)
+    marked(
+        Router::new()
+            .route("/admin/tenants", post(create_tenant))
+            .with_state(state.clone()),
+        &state,
+    )
 }
 
-/// Compares without an early exit, so timing does not reveal the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Adds [`BYPASS_HEADER`] to every response of `router` while the bypass is on.
+fn marked(router: Router, state: &AdminState) -> Router {
+    if !state.guard.config().dangerous_bypass {
+        return router;
+    }
+    router.layer(axum::middleware::map_response(
+        |mut response: Response| async move {
+            response
+                .headers_mut()
+                .insert(BYPASS_HEADER, HeaderValue::from_static("disabled"));
+            response
+        },
+    ))
 }
 
 /// Whether the request carries the admin token (false when none is set).
 fn authorized(state: &AdminState, headers: &HeaderMap) -> bool {
-    let (Some(token), Some(given)) = (
-        &state.token,
-        headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()),
-    ) else {
-        return false;
-    };
-    given
-        .strip_prefix("Bearer ")
-        .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+    bearer_matches(headers, state.token.as_deref())
+}
+
+async fn ready(State(state): State<AdminState>) -> Response {
+    if state.guard.state_unknown() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the migration state is unknown (the registry cannot be read)\n",
+        )
+            .into_response()
+    } else {
+        "ready\n".into_response()
+    }
 }
 
 async fn health(State(state): State<AdminState>, headers: HeaderMap) -> Response {
@@ -71,7 +102,8 @@ async fn health(State(state): State<AdminState>, headers: HeaderMap) -> Response
     let snapshot = guard.snapshot();
     let required = guard.required();
     let not_served: Vec<_> = snapshot.tenants().filter(|t| t.blocked.is_some()).collect();
-    let stale = guard.is_stale();
+    let stale = guard.state_unknown();
+    let bypass = guard.config().dangerous_bypass;
     let healthy = not_served.is_empty() && !stale;
     let counts: serde_json::Map<String, serde_json::Value> = snapshot
         .counts_by_state()
@@ -92,6 +124,7 @@ async fn health(State(state): State<AdminState>, headers: HeaderMap) -> Response
         "shared_missing": snapshot.shared_missing(),
         "last_refresh_unix": snapshot.refreshed_at().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()),
         "snapshot_age_seconds": guard.age().as_secs_f64(),
+        "migration_check": if bypass { "disabled" } else { "enabled" },
     });
     if authorized(&state, &headers) {
         body["tenants_not_served"] = json!(not_served
@@ -205,14 +238,4 @@ fn error_response(error: &Error) -> Response {
         Json(json!({ "error": error.to_string(), "failure": failure })),
     )
         .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn constant_time_eq_compares_whole_values() {
-        assert!(super::constant_time_eq(b"secret", b"secret"));
-        assert!(!super::constant_time_eq(b"secret", b"secreT"));
-        assert!(!super::constant_time_eq(b"secret", b"secret2"));
-    }
 }

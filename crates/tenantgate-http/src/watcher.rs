@@ -3,7 +3,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -12,7 +12,7 @@ use std::{
 use arc_swap::ArcSwap;
 use tenantgate::{readiness::RequiredSet, Backend, Error, Watch};
 
-use crate::{metrics, snapshot::Snapshot};
+use crate::{details::DetailPolicy, metrics, snapshot::Snapshot};
 
 /// How the guard behaves.
 #[derive(Debug, Clone)]
@@ -20,14 +20,16 @@ pub struct GuardConfig {
     /// How often the whole registry is re-read, notifications or not.
     pub refresh_interval: Duration,
     /// How long the registry may go unconfirmed before the guard fails
-    /// closed with 503 "migration state unknown".
+    /// closed with 503 "migration state unknown". The watcher fails closed
+    /// at once when a read or heartbeat fails; this bound is the second line
+    /// of defence, for a watcher that stops without noticing.
     pub staleness_bound: Duration,
     /// How often the watch connection is checked.
     pub heartbeat_interval: Duration,
     /// The `Retry-After` of a 503, in seconds.
     pub retry_after: Duration,
-    /// Show the database's own error text on the 503 page and JSON.
-    pub show_details: bool,
+    /// Who may read the database's own error text on the 503 page and JSON.
+    pub details: DetailPolicy,
     /// Emergency bypass: let requests through to tenants that are not ready,
     /// each one logged as a warning and counted.
     ///
@@ -46,7 +48,7 @@ impl Default for GuardConfig {
             staleness_bound: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(2),
             retry_after: Duration::from_secs(30),
-            show_details: false,
+            details: DetailPolicy::default(),
             dangerous_bypass: false,
         }
     }
@@ -57,6 +59,9 @@ pub struct GuardState {
     snapshot: ArcSwap<Snapshot>,
     /// Milliseconds since `epoch` at which the registry was last confirmed.
     confirmed_ms: AtomicU64,
+    /// Set by the watcher's first failed read or heartbeat; cleared by the
+    /// next successful one.
+    store_lost: AtomicBool,
     epoch: Instant,
     config: GuardConfig,
     required: RequiredSet,
@@ -73,6 +78,7 @@ impl GuardState {
         let state = Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             confirmed_ms: AtomicU64::new(0),
+            store_lost: AtomicBool::new(false),
             epoch: Instant::now(),
             config,
             required,
@@ -113,10 +119,23 @@ impl GuardState {
         metrics::tenant_counts(&self.snapshot.load().counts_by_state());
     }
 
-    /// Marks the registry confirmed now.
+    /// Marks the registry confirmed now: the state is known again.
     pub fn confirm(&self) {
         self.confirmed_ms
             .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if self.store_lost.swap(false, Ordering::Relaxed) {
+            tracing::info!("the registry answers again; the guard decides from it");
+        }
+    }
+
+    /// Marks the registry unreachable now: until the next [`Self::confirm`],
+    /// the state is unknown and guarded requests answer 503.
+    pub fn lose_store(&self) {
+        if !self.store_lost.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                "the registry cannot be read; guarded requests answer 503 until it can"
+            );
+        }
     }
 
     /// How long since the registry was last confirmed.
@@ -125,9 +144,11 @@ impl GuardState {
         self.epoch.elapsed().saturating_sub(confirmed)
     }
 
-    /// True when the registry has gone unconfirmed past the staleness bound.
-    pub fn is_stale(&self) -> bool {
-        self.age() > self.config.staleness_bound
+    /// True when the guard cannot tell which tenants are ready: the last
+    /// read or heartbeat of the registry failed, or none succeeded within
+    /// the staleness bound.
+    pub fn state_unknown(&self) -> bool {
+        self.store_lost.load(Ordering::Relaxed) || self.age() > self.config.staleness_bound
     }
 
     /// The guard's configuration.
@@ -189,7 +210,7 @@ async fn watch_loop(backend: Arc<dyn Backend>, state: Arc<GuardState>) {
             Err(_) => false,
         };
         if !healthy {
-            tracing::warn!("lost the registry watch; resubscribing");
+            state.lose_store();
             watch = None;
             continue;
         }
@@ -197,7 +218,10 @@ async fn watch_loop(backend: Arc<dyn Backend>, state: Arc<GuardState>) {
         if last_full.elapsed() >= config.refresh_interval {
             match full_snapshot(backend.as_ref(), &state.required).await {
                 Ok(snapshot) => state.replace(snapshot),
-                Err(e) => tracing::warn!(error = %e, "periodic registry refresh failed"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "periodic registry refresh failed");
+                    state.lose_store();
+                }
             }
             last_full = Instant::now();
         }
@@ -207,14 +231,20 @@ async fn watch_loop(backend: Arc<dyn Backend>, state: Arc<GuardState>) {
 /// Subscribes, then re-reads everything (changes may have been missed while
 /// unsubscribed).
 async fn subscribe(backend: &dyn Backend, state: &GuardState) -> Option<Box<dyn Watch>> {
-    let watch = backend.watch().await.ok()?;
-    match full_snapshot(backend, &state.required).await {
-        Ok(snapshot) => {
+    let subscribed = match backend.watch().await {
+        Ok(watch) => full_snapshot(backend, &state.required)
+            .await
+            .map(|snapshot| (watch, snapshot)),
+        Err(e) => Err(e),
+    };
+    match subscribed {
+        Ok((watch, snapshot)) => {
             state.replace(snapshot);
             Some(watch)
         }
         Err(e) => {
-            tracing::warn!(error = %e, "registry refresh after subscribing failed");
+            tracing::warn!(error = %e, "cannot read the registry; retrying");
+            state.lose_store();
             None
         }
     }

@@ -40,6 +40,11 @@ impl Domain {
             idna::domain_to_ascii_strict(host)
                 .map_err(|_| reject("it is not a valid internationalised domain name"))?
         };
+        if ends_in_a_number(&ascii) {
+            return Err(reject(
+                "its last label is a number, so browsers read it as an IPv4 address, not a domain name",
+            ));
+        }
         if ascii.len() > 253 {
             return Err(reject("it is longer than 253 bytes"));
         }
@@ -72,6 +77,19 @@ fn is_plain_ascii(host: &str) -> bool {
     host.bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
         && host.split('.').all(|label| label.get(2..4) != Some("--"))
+}
+
+/// The WHATWG URL standard's "ends in a number" test: a host whose last
+/// label is decimal digits or `0x` and hex digits is parsed by browsers as
+/// an IPv4 address (`1234`, `0x7f.1`, `127.000.000.001`).
+fn ends_in_a_number(host: &str) -> bool {
+    let last = host.rsplit('.').next().unwrap_or(host);
+    if !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()) {
+        return true;
+    }
+    last.strip_prefix("0x")
+        .or_else(|| last.strip_prefix("0X"))
+        .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Removes a `:port` suffix, returning `None` when the port is not numeric.
@@ -153,5 +171,28 @@ mod tests {
             assert!(Domain::parse(input).is_err(), "{input:?} accepted");
         }
         assert!(Domain::parse(&"a".repeat(2000)).is_err());
+    }
+
+    #[test]
+    fn refuses_hosts_browsers_read_as_addresses() {
+        for input in [
+            "127.000.000.001",
+            "0x7f.1",
+            "0X7F.0.0.1",
+            "1234",
+            "acme.123",
+            "acme.0x",
+            "acme.0xff.",
+            "１２７.0.0.1",
+        ] {
+            let refused = Domain::parse(input).unwrap_err().to_string();
+            assert!(
+                refused.contains("IPv4") || refused.contains("IP address"),
+                "{input:?}: {refused}"
+            );
+        }
+        for input in ["123.acme", "acme.0xg", "acme.1a", "0x7f.localhost"] {
+            assert!(Domain::parse(input).is_ok(), "{input:?} refused");
+        }
     }
 }

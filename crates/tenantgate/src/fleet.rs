@@ -60,8 +60,11 @@ impl Default for FleetOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
-    /// Migrations were applied (or its registry row was brought in step).
+    /// This run applied migrations (or brought its registry row in step).
     Migrated,
+    /// Migrations were due when the run planned, but another run applied
+    /// them before this one took the tenant's lock: this run applied none.
+    FinishedElsewhere,
     /// Nothing to do.
     UpToDate,
     /// Dry run: what would be applied.
@@ -210,7 +213,12 @@ pub async fn migrate(
             }
             report.tenants.push(planned);
         } else {
-            due.push((name.clone(), tenant.state));
+            let expects_work = pending.as_ref().is_none_or(|p| !p.is_empty());
+            due.push(Due {
+                tenant: name.clone(),
+                state: tenant.state,
+                expects_work,
+            });
         }
     }
     progress(Progress::Planned {
@@ -252,9 +260,15 @@ pub async fn backfill(
     })?;
     backend.prepare().await?;
     let tenants = select_tenants(backend.tenants().await?, &options.tenants)?;
-    let due: Vec<(TenantName, TenantState)> = tenants
+    let due: Vec<Due> = tenants
         .iter()
-        .filter_map(|t| Some((TenantName::parse(&t.name).ok()?, t.state)))
+        .filter_map(|t| {
+            Some(Due {
+                tenant: TenantName::parse(&t.name).ok()?,
+                state: t.state,
+                expects_work: true,
+            })
+        })
         .collect();
     progress(Progress::Planned {
         total: due.len(),
@@ -274,7 +288,7 @@ pub async fn backfill(
 async fn execute(
     backend: &dyn Backend,
     job: Job<'_>,
-    due: Vec<(TenantName, TenantState)>,
+    due: Vec<Due>,
     options: &FleetOptions,
     progress: ProgressSink<'_>,
     cancel: &CancellationToken,
@@ -304,7 +318,7 @@ async fn execute(
         .into_inner()
         .expect("queue lock")
         .iter()
-        .map(|(t, _)| t.to_string())
+        .map(|due| due.tenant.to_string())
         .collect();
     report.database_error = run.database_error.into_inner().expect("error lock");
 }
@@ -471,6 +485,16 @@ impl Job<'_> {
     }
 }
 
+/// A tenant a run will work on.
+struct Due {
+    tenant: TenantName,
+    /// Its registry state when planned.
+    state: TenantState,
+    /// Whether migrations were missing when planned (false when only its
+    /// registry row is out of step).
+    expects_work: bool,
+}
+
 /// Shared state of one run's workers.
 struct Run<'a> {
     backend: &'a dyn Backend,
@@ -480,7 +504,7 @@ struct Run<'a> {
     cancel: &'a CancellationToken,
     /// Stops scheduling: interruption, fail-fast, or the database gone.
     stop: CancellationToken,
-    queue: Mutex<VecDeque<(TenantName, TenantState)>>,
+    queue: Mutex<VecDeque<Due>>,
     reports: Mutex<Vec<TenantReport>>,
     database_error: Mutex<Option<String>>,
 }
@@ -498,11 +522,11 @@ impl Run<'_> {
                     Err(e) => return self.database_gone(e.to_string()),
                 }
             }
-            let Some((tenant, state)) = self.queue.lock().expect("queue lock").pop_front() else {
+            let Some(due) = self.queue.lock().expect("queue lock").pop_front() else {
                 return;
             };
             let active = session.as_mut().expect("a session was just opened");
-            let report = self.run_one(active.as_mut(), &tenant, state).await;
+            let report = self.run_one(active.as_mut(), &due).await;
             used += 1;
             match report.error.as_ref().map(|e| e.kind) {
                 Some(FailureKind::Interrupted | FailureKind::ConnectionLost) => session = None,
@@ -515,12 +539,8 @@ impl Run<'_> {
     }
 
     /// Runs the job on one tenant, retrying lock timeouts, and reports.
-    async fn run_one(
-        &self,
-        session: &mut dyn TenantSession,
-        tenant: &TenantName,
-        state: TenantState,
-    ) -> TenantReport {
+    async fn run_one(&self, session: &mut dyn TenantSession, due: &Due) -> TenantReport {
+        let (tenant, state) = (&due.tenant, due.state);
         (self.progress)(Progress::TenantStarted {
             tenant: tenant.to_string(),
         });
@@ -558,8 +578,13 @@ impl Run<'_> {
         };
         match result {
             Ok(Success::Migrated(applied)) => {
+                let outcome = if applied.is_empty() && due.expects_work {
+                    Outcome::FinishedElsewhere
+                } else {
+                    Outcome::Migrated
+                };
                 (report.outcome, report.state, report.applied) =
-                    (Outcome::Migrated, TenantState::Ready, applied);
+                    (outcome, TenantState::Ready, applied);
             }
             Ok(Success::AlreadyDone) => report.outcome = Outcome::UpToDate,
             Ok(Success::Backfilled { rows, dry_run }) => {

@@ -97,7 +97,10 @@ pub(crate) async fn run(
         return Ok(exit::OK);
     }
     let config = GuardConfig {
-        show_details: true,
+        details: tenantgate_http::DetailPolicy {
+            show_details: true,
+            token: None,
+        },
         retry_after: std::time::Duration::from_secs(5),
         ..GuardConfig::default()
     };

@@ -6,8 +6,8 @@ use axum::Router;
 use tenantgate::{fleet, Backend, Error};
 use tenantgate_demo::{AppDb, AppState, Store};
 use tenantgate_http::{
-    admin_router, health_router, startup_gate, watch_registry, AdminState, GuardConfig, GuardLayer,
-    StartupPolicy, StartupRefused,
+    admin_router, health_router, startup_gate, watch_registry, AdminState, DetailPolicy,
+    GuardConfig, GuardLayer, StartupPolicy, StartupRefused,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -57,7 +57,11 @@ pub(crate) async fn run(
     {
         Ok(not_served) => {
             for t in &not_served {
-                tracing::error!(tenant = %t.tenant, reason = t.blocked.reason.as_str(), "starting degraded: tenant not ready, the guard blocks it");
+                if args.disable_migration_check {
+                    tracing::error!(tenant = %t.tenant, reason = t.blocked.reason.as_str(), "starting with the migration check disabled: tenant not ready and served anyway");
+                } else {
+                    tracing::error!(tenant = %t.tenant, reason = t.blocked.reason.as_str(), "starting degraded: tenant not ready, the guard blocks it");
+                }
             }
         }
         Err(StartupRefused::Store(e)) => return Err(e),
@@ -75,7 +79,10 @@ pub(crate) async fn run(
         staleness_bound: args.staleness_bound,
         heartbeat_interval: args.heartbeat,
         retry_after: args.retry_after,
-        show_details: args.show_details,
+        details: DetailPolicy {
+            show_details: args.show_details,
+            token: None,
+        },
         dangerous_bypass: args.disable_migration_check,
     };
     let app = app(backend, &url, store, config).await?;
@@ -95,14 +102,21 @@ pub(crate) fn store_for(url: &str) -> Result<Store, Error> {
     })
 }
 
-/// The messages app behind the guard, with health, metrics and admin routes.
+/// The messages app behind the guard, with the probes, health, metrics and
+/// admin routes. `TENANTGATE_ADMIN_TOKEN` opens the admin routes and lets
+/// requests that carry it read the store's error text.
 pub(crate) async fn app(
     backend: Arc<dyn Backend>,
     url: &str,
     store: Store,
-    config: GuardConfig,
+    mut config: GuardConfig,
 ) -> Result<Router, Error> {
     let metrics = tenantgate_http::metrics::install().map_err(Error::Config)?;
+    let token = std::env::var("TENANTGATE_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    config.details.token.clone_from(&token);
+    let details = config.details.clone();
     let required = tenantgate_demo::required_set(store);
     let guard = watch_registry(backend.clone(), required, config).await?;
     let db = AppDb::connect(url, 16).map_err(Error::Config)?;
@@ -110,15 +124,13 @@ pub(crate) async fn app(
         guard: guard.clone(),
         backend,
         folder: Arc::new(tenantgate_demo::folder(store)),
-        token: std::env::var("TENANTGATE_ADMIN_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty()),
+        token,
         metrics: Some(metrics),
     };
     Ok(Router::new()
         .merge(health_router(admin.clone()))
         .merge(admin_router(admin))
-        .merge(tenantgate_demo::router(AppState { db }).layer(GuardLayer::new(guard))))
+        .merge(tenantgate_demo::router(AppState { db, details }).layer(GuardLayer::new(guard))))
 }
 
 /// Binds the listening socket; returns it with the address it got.

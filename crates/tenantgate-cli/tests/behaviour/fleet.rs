@@ -14,7 +14,7 @@ use crate::{
 backend_tests!(
     one_failing_tenant_is_rolled_back_and_the_rest_proceed,
     locked_tenant_is_retried_then_reported,
-    two_migrators_apply_each_migration_once,
+    three_migrators_apply_once_and_each_reports_only_its_own_work,
     dry_run_changes_nothing,
     registry_state_follows_the_ledger_and_is_announced,
     interrupt_rolls_back_in_flight_and_reports_the_rest,
@@ -149,7 +149,18 @@ async fn locked_tenant_is_retried_then_reported(h: Harness) {
     assert_eq!(h.ledger("t_a").await, [1, 2]);
 }
 
-async fn two_migrators_apply_each_migration_once(h: Harness) {
+/// The text summary's count for `label` ("3 migrated, 9 finished by another run, …").
+fn summary_count(stdout: &str, label: &str) -> usize {
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(" migrated, "))
+        .unwrap_or_else(|| panic!("a summary line in {stdout}"));
+    line.split(", ")
+        .find_map(|part| part.strip_suffix(label)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{label:?} in {line}"))
+}
+
+async fn three_migrators_apply_once_and_each_reports_only_its_own_work(h: Harness) {
     h.write_tables(1);
     let names: Vec<String> = (0..12).map(|i| format!("t_{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -166,12 +177,55 @@ async fn two_migrators_apply_each_migration_once(h: Harness) {
         ),
     );
     h.write("0003_more.sql", "INSERT INTO counter VALUES (2);");
-    let (a, b) = tokio::join!(
+    let (a, b, c) = tokio::join!(
         h.run(&["migrate", "--json", "--jobs", "3"]),
-        h.run(&["migrate", "--json", "--jobs", "3"])
+        h.run(&["migrate", "--json", "--jobs", "3"]),
+        h.run(&["migrate", "--jobs", "3"])
     );
-    a.expect(0);
-    b.expect(0);
+    let (a, b) = (a.expect(0).json(), b.expect(0).json());
+    c.expect(0);
+    // Each tenant's migrations were applied by exactly one run, and only
+    // that run says it migrated the tenant; the others say another run
+    // finished it (or, planned after it was done, that it was up to date).
+    for name in &names {
+        let mut applied_by = 0;
+        for report in [&a, &b] {
+            let t = tenant(report, name);
+            match t["outcome"].as_str().unwrap() {
+                "migrated" => {
+                    assert_eq!(t["applied"], serde_json::json!([2, 3]), "{t}");
+                    applied_by += 1;
+                }
+                "finished_elsewhere" | "up_to_date" => {
+                    assert_eq!(t["applied"], serde_json::json!([]), "{t}")
+                }
+                other => panic!("{name}: {other}"),
+            }
+        }
+        assert!(applied_by <= 1, "{name} claimed by two runs");
+    }
+    let count = |report: &Value, key: &str| report["counts"][key].as_u64().unwrap_or(0) as usize;
+    let migrated =
+        count(&a, "migrated") + count(&b, "migrated") + summary_count(&c.stdout, "migrated");
+    assert_eq!(
+        migrated,
+        names.len(),
+        "every tenant migrated once in all: {}",
+        c.stdout
+    );
+    // Each run accounts for every tenant exactly once.
+    for report in [&a, &b] {
+        let total: usize = ["migrated", "finished_elsewhere", "up_to_date"]
+            .iter()
+            .map(|k| count(report, k))
+            .sum();
+        assert_eq!(total, names.len(), "{report}");
+    }
+    let total: usize = ["migrated", "finished by another run", "up to date"]
+        .iter()
+        .map(|k| summary_count(&c.stdout, k))
+        .sum();
+    assert_eq!(total, names.len(), "{}", c.stdout);
     for name in &names {
         assert_eq!(h.ledger(name).await, [1, 2, 3]);
         assert_eq!(

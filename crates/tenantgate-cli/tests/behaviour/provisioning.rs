@@ -183,6 +183,15 @@ async fn domains_are_normalised(h: Harness) {
         .await;
     run.expect(2);
     assert!(!h.tenant_exists("globex").await);
+    // Hosts that browsers parse as IPv4 addresses are not domains.
+    for numeric in ["127.000.000.001", "0x7f.1", "1234", "globex.0x10"] {
+        let run = h
+            .run(&["tenants", "create", "globex", "--domain", numeric])
+            .await;
+        run.expect(2);
+        assert!(run.stderr.contains("IPv4"), "{numeric}: {}", run.stderr);
+        assert!(!h.tenant_exists("globex").await);
+    }
 }
 
 async fn drop_removes_everything(h: Harness) {

@@ -13,8 +13,10 @@ use crate::{
 backend_tests!(
     the_incident_is_blocked_reported_and_healed_without_restart,
     a_tenant_failed_on_a_running_server_is_blocked_until_rerun,
-    unreachable_registry_fails_closed_and_recovers,
-    emergency_bypass_passes_warns_counts_and_marks,
+    a_store_outage_answers_503_at_once_never_500,
+    emergency_bypass_passes_warns_counts_and_marks_even_in_an_outage,
+    the_app_answers_503_when_its_schema_fails_and_shows_details_only_when_allowed,
+    the_app_refuses_bad_users_with_4xx,
     hostile_hosts_get_400_or_404_never_500,
     admin_api_provisions_behind_a_token,
     the_503_page_renders_in_a_real_browser,
@@ -237,66 +239,111 @@ impl Outage {
     }
 }
 
-async fn unreachable_registry_fails_closed_and_recovers(h: Harness) {
+/// Statuses of requests sent every 100 ms for `duration`.
+async fn statuses_over(server: &Server, host: &str, duration: Duration) -> Vec<u16> {
+    let deadline = std::time::Instant::now() + duration;
+    let mut statuses = Vec::new();
+    while std::time::Instant::now() < deadline {
+        statuses.push(server.page(host, "/en/app/messages/", true).await.status);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    statuses
+}
+
+async fn a_store_outage_answers_503_at_once_never_500(h: Harness) {
     incident_fleet(&h).await;
     let (outage, url) = Outage::prepare(&h).await;
+    // The default staleness bound (30 s) is far longer than the outage: the
+    // 503s must come from the watcher noticing, not from the bound.
     let server = h
-        .serve_with(
-            &url,
-            &[
-                "--allow-degraded",
-                "--staleness-bound",
-                "1s",
-                "--heartbeat",
-                "200ms",
-            ],
-            &[],
-        )
+        .serve_with(&url, &["--allow-degraded"], &[])
         .await
         .unwrap_or_else(|(code, e)| panic!("{code}: {e}"));
-    assert_eq!(
-        server
-            .page("acme.localhost", "/en/app/messages/", true)
-            .await
-            .status,
-        200
-    );
+    let acme = server
+        .page("acme.localhost", "/en/app/messages/", true)
+        .await;
+    assert_eq!(acme.status, 200);
+    assert_eq!(server.get("", "/readyz", "").await.status, 200);
     outage.cut();
-    let unknown = || async {
-        let r = server
-            .page("acme.localhost", "/en/app/messages/", true)
-            .await;
-        r.status == 503 && r.json()["reason"] == "migration state unknown"
-    };
+    let statuses = statuses_over(&server, "acme.localhost", Duration::from_secs(3)).await;
     assert!(
-        eventually(Duration::from_secs(10), unknown).await,
-        "fails closed past the staleness bound"
+        !statuses.contains(&500),
+        "no 500 during the outage: {statuses:?}"
     );
-    assert_eq!(server.get("", "/health/migrations", "").await.status, 503);
+    assert!(
+        statuses.iter().filter(|s| **s == 503).count() >= 5,
+        "503s during the outage: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| matches!(s, 200 | 503)),
+        "{statuses:?}"
+    );
+    let unknown = server
+        .page("acme.localhost", "/en/app/messages/", true)
+        .await;
+    assert_eq!(unknown.status, 503);
+    assert_eq!(unknown.json()["reason"], "migration state unknown");
+    assert!(unknown.header("retry-after").is_some());
+    let html = server
+        .page("acme.localhost", "/en/app/messages/", false)
+        .await;
+    assert!(
+        html.body.contains("Migration state unknown"),
+        "{}",
+        html.body
+    );
+    let health = server.get("", "/health/migrations", "").await;
+    assert_eq!(health.status, 503);
+    assert_eq!(health.json()["status"], "unknown");
+    assert_eq!(server.get("", "/readyz", "").await.status, 503);
+    assert_eq!(
+        server.get("", "/livez", "").await.status,
+        200,
+        "alive all along"
+    );
+
     outage.restore();
     assert!(
         until_status(&server, "acme.localhost", "/en/app/messages/", 200).await,
-        "recovers when the registry is back"
+        "recovers when the store is back"
+    );
+    assert_eq!(server.get("", "/readyz", "").await.status, 200);
+    let health = server.get("", "/health/migrations", "").await;
+    assert_eq!(
+        health.json()["status"],
+        "degraded",
+        "initech is still behind"
     );
 }
 
-async fn emergency_bypass_passes_warns_counts_and_marks(h: Harness) {
+async fn emergency_bypass_passes_warns_counts_and_marks_even_in_an_outage(h: Harness) {
     incident_fleet(&h).await;
     h.exec_in_tenant("initech", "DELETE FROM users").await; // the page then needs no messages table
-    let server = h.serve(&[], &[("DISABLE_MIGRATION_CHECK", "true")]).await;
+    let (outage, url) = Outage::prepare(&h).await;
+    let server = h
+        .serve_with(&url, &[], &[("DISABLE_MIGRATION_CHECK", "true")])
+        .await
+        .unwrap_or_else(|(code, e)| panic!("{code}: {e}"));
+    let stderr = server.stderr();
+    assert!(stderr.contains("DISABLED"), "a banner at startup: {stderr}");
     assert!(
-        server.stderr().contains("DISABLED"),
-        "a banner at startup: {}",
-        server.stderr()
+        !stderr.contains("the guard blocks it"),
+        "no claim that the guard blocks anything: {stderr}"
     );
     let response = server
         .page("initech.localhost", "/en/app/messages/", false)
         .await;
     assert_eq!(response.status, 200, "{}", response.body);
-    assert_eq!(
-        response.header("x-tenantgate-migration-check"),
-        Some("disabled")
-    );
+    for path in ["/health/migrations", "/metrics", "/livez", "/readyz"] {
+        let response = server.get("", path, "").await;
+        assert_eq!(
+            response.header("x-tenantgate-migration-check"),
+            Some("disabled"),
+            "{path}"
+        );
+    }
+    let health = server.get("", "/health/migrations", "").await;
+    assert_eq!(health.json()["migration_check"], "disabled");
     let warned = || async {
         server.stderr().contains("migration check bypassed") && server.stderr().contains("initech")
     };
@@ -308,6 +355,134 @@ async fn emergency_bypass_passes_warns_counts_and_marks(h: Harness) {
     server
         .expect_metric("tenantgate_requests_bypassed_total 1")
         .await;
+
+    // While the store is out, the guard cannot check anything: every request
+    // it lets through is a bypass, counted, logged and marked.
+    outage.cut();
+    let unknown = || async { server.get("", "/readyz", "").await.status == 503 };
+    assert!(eventually(Duration::from_secs(10), unknown).await);
+    for _ in 0..5 {
+        let response = server
+            .page("acme.localhost", "/en/app/messages/", true)
+            .await;
+        assert!(matches!(response.status, 200 | 503), "{}", response.status);
+        assert_eq!(
+            response.header("x-tenantgate-migration-check"),
+            Some("disabled")
+        );
+    }
+    let metrics = server.get("", "/metrics", "").await.body;
+    let bypassed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tenantgate_requests_bypassed_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(bypassed >= 6, "{metrics}");
+    let logged = || async {
+        server.stderr().lines().any(|l| {
+            l.contains("migration check bypassed")
+                && l.contains("acme")
+                && l.contains("state_unknown")
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(5), logged).await,
+        "{}",
+        server.stderr()
+    );
+    outage.restore();
+}
+
+async fn the_app_answers_503_when_its_schema_fails_and_shows_details_only_when_allowed(h: Harness) {
+    incident_fleet(&h).await;
+    let server = h.serve(&["--allow-degraded"], &[]).await;
+    // acme's schema loses a table behind the guard's back (no ledger change):
+    // the app's own query fails; it must answer 503, not 500.
+    h.exec_in_tenant("acme", "DROP TABLE user_statuses").await;
+    let page = server
+        .page("acme.localhost", "/en/app/messages/", false)
+        .await;
+    assert_eq!(page.status, 503, "{}", page.body);
+    assert!(page.header("retry-after").is_some());
+    assert!(page.body.contains("acme"), "{}", page.body);
+    assert!(
+        !page.body.contains("user_statuses") && !page.body.contains("detail"),
+        "no store error text without --show-details: {}",
+        page.body
+    );
+    let reference = page
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("reference: "))
+        .unwrap_or_else(|| panic!("a reference in {}", page.body))
+        .to_owned();
+    let logged = || async {
+        server
+            .stderr()
+            .lines()
+            .any(|l| l.contains(&reference) && l.contains("user_statuses"))
+    };
+    assert!(
+        eventually(Duration::from_secs(5), logged).await,
+        "the log line with {reference} holds the error: {}",
+        server.stderr()
+    );
+    let admin = server
+        .get(
+            "acme.localhost",
+            "/en/app/messages/",
+            "Accept: application/json\r\nAuthorization: Bearer test-admin-token\r\n",
+        )
+        .await;
+    assert_eq!(admin.status, 503);
+    assert!(admin.body.contains("user_statuses"), "{}", admin.body);
+    drop(server);
+    let detailed = h.serve(&["--allow-degraded", "--show-details"], &[]).await;
+    let page = detailed
+        .page("acme.localhost", "/en/app/messages/", false)
+        .await;
+    assert_eq!(page.status, 503);
+    assert!(page.body.contains("user_statuses"), "{}", page.body);
+}
+
+async fn the_app_refuses_bad_users_with_4xx(h: Harness) {
+    incident_fleet(&h).await;
+    let server = h.serve(&["--allow-degraded"], &[]).await;
+    let post = |form: String| {
+        let request = format!(
+            "POST /en/app/users HTTP/1.1\r\nHost: acme.localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        );
+        let address = server.address;
+        async move { crate::http::send(address, request.as_bytes()).await }
+    };
+    let created = post("username=bob&display_name=Bob".into()).await;
+    assert_eq!(created.status, 303, "{}", created.body);
+    let cases = [
+        ("username=bob&display_name=Bob+again".to_owned(), 409),
+        (
+            format!("username={}&display_name=Long", "x".repeat(151)),
+            400,
+        ),
+        ("username=nul%00byte&display_name=Nul".to_owned(), 400),
+        ("username=carol&display_name=%00".to_owned(), 400),
+        ("username=&display_name=Empty".to_owned(), 400),
+        (
+            format!("username=dave&display_name={}", "y".repeat(201)),
+            400,
+        ),
+    ];
+    for (form, status) in cases {
+        let response = post(form.clone()).await;
+        assert_eq!(response.status, status, "{form}: {}", response.body);
+        assert!(!response.body.is_empty(), "{form}: a message");
+    }
+    assert_eq!(
+        h.scalar_in_tenant("acme", "SELECT count(*) FROM users")
+            .await,
+        2,
+        "alice and bob only"
+    );
 }
 
 async fn hostile_hosts_get_400_or_404_never_500(h: Harness) {
@@ -352,12 +527,29 @@ async fn hostile_hosts_get_400_or_404_never_500(h: Harness) {
         )
         .await;
     assert!(matches!(nul.status, 400 | 404), "NUL: {}", nul.status);
-    let twice = server.raw("GET /en/app/messages/ HTTP/1.1\r\nHost: acme.localhost\r\nHost: initech.localhost\r\nConnection: close\r\n\r\n").await;
-    assert!(
-        matches!(twice.status, 400 | 200),
-        "two Host headers: {}",
-        twice.status
-    );
+    for hosts in [
+        "Host: acme.localhost\r\nHost: initech.localhost",
+        "Host: acme.localhost\r\nHost: acme.localhost",
+    ] {
+        let twice = server
+            .raw(&format!(
+                "GET /en/app/messages/ HTTP/1.1\r\n{hosts}\r\nConnection: close\r\n\r\n"
+            ))
+            .await;
+        assert_eq!(twice.status, 400, "two Host headers: {}", twice.body);
+    }
+    for target in [
+        "ftp://acme.localhost/en/app/messages/",
+        "ws://acme.localhost/en/app/messages/",
+        "file://acme.localhost/en/app/messages/",
+    ] {
+        let other = server
+            .raw(&format!(
+                "GET {target} HTTP/1.1\r\nHost: acme.localhost\r\nConnection: close\r\n\r\n"
+            ))
+            .await;
+        assert_eq!(other.status, 400, "{target}: {}", other.body);
+    }
     // Normalised exactly as on insert.
     assert_eq!(
         server

@@ -1,11 +1,13 @@
 //! The app's own queries, once per store: the same pages and the same
 //! defensive patterns whether tenants are schemas or files.
 
+mod error;
 mod postgres;
 mod sqlite;
 
 use tenantgate::{backend::sqlite::DataDir, TenantName};
 
+pub use error::AppDbError;
 pub use sqlite::run_in_tenant_file;
 
 /// What the messages page shows for the signed-in user.
@@ -45,7 +47,7 @@ impl AppDb {
         &self,
         tenant: &TenantName,
         wanted: Option<String>,
-    ) -> Result<Option<Dashboard>, String> {
+    ) -> Result<Option<Dashboard>, AppDbError> {
         match self {
             AppDb::Postgres(pool) => postgres::dashboard(pool, tenant, wanted).await,
             AppDb::Sqlite(dir) => sqlite::dashboard(dir.tenant(tenant), wanted).await,
@@ -58,7 +60,7 @@ impl AppDb {
         tenant: &TenantName,
         username: &str,
         display_name: &str,
-    ) -> Result<i64, String> {
+    ) -> Result<i64, AppDbError> {
         match self {
             AppDb::Postgres(pool) => {
                 postgres::create_user(pool, tenant, username, display_name).await

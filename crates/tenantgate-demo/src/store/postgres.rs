@@ -4,7 +4,10 @@
 use tenantgate::TenantName;
 use tokio_postgres::{types::Type, GenericClient};
 
-use super::Dashboard;
+use super::{
+    error::{from_postgres, AppDbError},
+    Dashboard,
+};
 
 /// A pool for the app's own queries.
 pub(super) fn pool(url: &str, size: usize) -> Result<deadpool_postgres::Pool, String> {
@@ -24,25 +27,34 @@ pub(super) fn pool(url: &str, size: usize) -> Result<deadpool_postgres::Pool, St
         .map_err(|e| e.to_string())
 }
 
+/// A pooled connection; a pool that cannot connect means the store is
+/// unavailable.
+async fn checkout(pool: &deadpool_postgres::Pool) -> Result<deadpool_postgres::Object, AppDbError> {
+    pool.get().await.map_err(|e| match e {
+        deadpool_postgres::PoolError::Backend(e) => from_postgres(&e),
+        other => AppDbError::Unavailable(other.to_string()),
+    })
+}
+
 /// `SET LOCAL search_path` for the request's tenant: inside the
 /// transaction, so the pooled connection never carries it further.
-async fn enter_tenant(client: &impl GenericClient, tenant: &TenantName) -> Result<(), String> {
+async fn enter_tenant(client: &impl GenericClient, tenant: &TenantName) -> Result<(), AppDbError> {
     client
         .batch_execute(&format!(
             "SET LOCAL search_path TO {}, public",
             tenant.quoted()
         ))
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| from_postgres(&e))
 }
 
 pub(super) async fn dashboard(
     pool: &deadpool_postgres::Pool,
     tenant: &TenantName,
     wanted: Option<String>,
-) -> Result<Option<Dashboard>, String> {
-    let err = |e: tokio_postgres::Error| e.to_string();
-    let mut client = pool.get().await.map_err(|e| e.to_string())?;
+) -> Result<Option<Dashboard>, AppDbError> {
+    let err = |e: tokio_postgres::Error| from_postgres(&e);
+    let mut client = checkout(pool).await?;
     let tx = client.transaction().await.map_err(err)?;
     enter_tenant(&*tx, tenant).await?;
     let user = tx
@@ -94,9 +106,9 @@ pub(super) async fn create_user(
     tenant: &TenantName,
     username: &str,
     display_name: &str,
-) -> Result<i64, String> {
-    let err = |e: tokio_postgres::Error| e.to_string();
-    let mut client = pool.get().await.map_err(|e| e.to_string())?;
+) -> Result<i64, AppDbError> {
+    let err = |e: tokio_postgres::Error| from_postgres(&e);
+    let mut client = checkout(pool).await?;
     let tx = client.transaction().await.map_err(err)?;
     enter_tenant(&*tx, tenant).await?;
     let row = tx

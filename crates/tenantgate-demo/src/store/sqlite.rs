@@ -5,11 +5,14 @@ use std::{path::PathBuf, time::Duration};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use super::Dashboard;
+use super::{
+    error::{from_sqlite, AppDbError},
+    Dashboard,
+};
 
 /// Opens a tenant's file (never creating one) and runs `work` in an
 /// immediate transaction that commits when `work` succeeds.
-async fn in_tenant<T, F>(path: PathBuf, work: F) -> Result<T, String>
+async fn in_tenant<T, F>(path: PathBuf, work: F) -> Result<T, AppDbError>
 where
     T: Send + 'static,
     F: FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
@@ -27,20 +30,20 @@ where
         Ok::<_, rusqlite::Error>(value)
     };
     match tokio::task::spawn_blocking(job).await {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(e) => Err(format!("the database task failed: {e}")),
+        Ok(result) => result.map_err(|e| from_sqlite(&e)),
+        Err(e) => Err(AppDbError::Failed(format!("the database task failed: {e}"))),
     }
 }
 
 /// Runs a script in a tenant's file in one transaction (for seeding).
-pub async fn run_in_tenant_file(path: PathBuf, sql: String) -> Result<(), String> {
+pub async fn run_in_tenant_file(path: PathBuf, sql: String) -> Result<(), AppDbError> {
     in_tenant(path, move |tx| tx.execute_batch(&sql)).await
 }
 
 pub(super) async fn dashboard(
     path: PathBuf,
     wanted: Option<String>,
-) -> Result<Option<Dashboard>, String> {
+) -> Result<Option<Dashboard>, AppDbError> {
     in_tenant(path, move |tx| {
         let user: Option<(i64, String)> = tx
             .query_row(
@@ -87,7 +90,7 @@ pub(super) async fn create_user(
     path: PathBuf,
     username: &str,
     display_name: &str,
-) -> Result<i64, String> {
+) -> Result<i64, AppDbError> {
     let (username, display_name) = (username.to_owned(), display_name.to_owned());
     in_tenant(path, move |tx| {
         tx.execute(
