@@ -115,6 +115,32 @@ pub(crate) struct ServeArgs {
     /// Tenants migrated in parallel by --migrate-on-start
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub(crate) jobs: u16,
+    /// How the server learns of registry changes on PostgreSQL: `listen`
+    /// (LISTEN/NOTIFY, within milliseconds) or `poll` (a registry digest
+    /// every --poll-interval; works through transaction-pooling PgBouncer)
+    #[arg(long, env = "TENANTGATE_WATCH", value_enum, default_value_t = WatchArg::Listen)]
+    pub(crate) watch: WatchArg,
+    /// LISTEN on a direct connection to this URL instead of DATABASE_URL
+    /// (when DATABASE_URL goes through a transaction-pooling proxy)
+    #[arg(
+        long,
+        env = "TENANTGATE_WATCH_URL",
+        hide_env_values = true,
+        conflicts_with = "watch"
+    )]
+    pub(crate) watch_url: Option<String>,
+    /// How often `--watch poll` reads the registry's digest
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub(crate) poll_interval: Duration,
+}
+
+/// How `serve` learns of registry changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum WatchArg {
+    /// LISTEN/NOTIFY on a dedicated connection.
+    Listen,
+    /// Poll a digest of the registry.
+    Poll,
 }
 
 #[derive(Debug, Args)]

@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use axum::Router;
-use tenantgate::{fleet, Backend, Error};
+use tenantgate::{
+    backend::{ConnectOptions, WatchMode},
+    fleet, Backend, Error,
+};
 use tenantgate_demo::{AppDb, AppState, Store};
 use tenantgate_http::{
     admin_router, health_router, startup_gate, watch_registry, AdminState, DetailPolicy,
@@ -12,7 +15,7 @@ use tenantgate_http::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    args::{Global, ServeArgs},
+    args::{Global, ServeArgs, WatchArg},
     exit, output,
 };
 
@@ -23,7 +26,20 @@ pub(crate) async fn run(
 ) -> Result<u8, Error> {
     let url = global.url();
     let store = store_for(&url)?;
-    let backend: Arc<dyn Backend> = super::backend(global).await?.into();
+    let watch = match (&args.watch_url, args.watch) {
+        (Some(_), _) | (None, WatchArg::Poll) if store == Store::Sqlite => {
+            return Err(Error::Config(
+                "--watch poll and --watch-url apply to PostgreSQL; the SQLite store always polls its registry".into(),
+            ))
+        }
+        (Some(direct), _) => WatchMode::ListenAt(direct.clone()),
+        (None, WatchArg::Poll) => WatchMode::Poll(args.poll_interval),
+        (None, WatchArg::Listen) => WatchMode::Listen,
+    };
+    let backend: Arc<dyn Backend> =
+        tenantgate::backend::connect_with(&url, &ConnectOptions { watch })
+            .await?
+            .into();
     let folder = tenantgate_demo::folder(store);
 
     if args.migrate_on_start {

@@ -11,6 +11,7 @@ mod checksums;
 mod cli_errors;
 mod demo;
 mod fleet;
+mod pooler;
 mod provisioning;
 mod serving;
 mod verification;

@@ -203,6 +203,31 @@ pub trait Watch: Send {
     async fn heartbeat(&mut self, timeout: Duration) -> Result<(), Error>;
 }
 
+/// How a server learns that the registry changed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum WatchMode {
+    /// `LISTEN tenantgate` on a connection to the store's own URL: changes
+    /// arrive within milliseconds of their commit.
+    #[default]
+    Listen,
+    /// `LISTEN` on a direct connection to this URL, for a store reached
+    /// through a transaction-pooling proxy (where a listening session does
+    /// not survive the transaction).
+    ListenAt(String),
+    /// Re-read a digest of the registry at this interval: no session state
+    /// at all, so it works through any pooler; changes arrive within one
+    /// interval.
+    Poll(Duration),
+}
+
+/// How to open a store.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// How [`Backend::watch`] learns of changes. PostgreSQL only: the SQLite
+    /// store always polls its registry's `PRAGMA data_version`.
+    pub watch: WatchMode,
+}
+
 /// The data folder of the embedded default store.
 pub const DEFAULT_URL: &str = "sqlite://./tenantgate-data";
 
@@ -210,8 +235,15 @@ pub const DEFAULT_URL: &str = "sqlite://./tenantgate-data";
 /// first use) or `postgres://…` / `postgresql://…` (libpq URL syntax,
 /// `sslmode=disable|prefer|require`).
 pub async fn connect(url: &str) -> Result<Box<dyn Backend>, Error> {
+    connect_with(url, &ConnectOptions::default()).await
+}
+
+/// [`connect`] with options.
+pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<Box<dyn Backend>, Error> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Box::new(postgres::PgBackend::new(url)?))
+        Ok(Box::new(
+            postgres::PgBackend::new(url)?.watching(options.watch.clone()),
+        ))
     } else if let Some(dir) = sqlite_folder(url) {
         Ok(Box::new(sqlite::SqliteBackend::new(dir)))
     } else {

@@ -10,6 +10,7 @@ mod backfill;
 mod connect;
 mod fingerprint;
 mod ledger;
+mod poll;
 mod provision;
 mod registry;
 mod sql;
@@ -34,6 +35,7 @@ use crate::{
     backend::{
         failure::{backfill_failure, tenant_failure, Place},
         Backend, BackfillMode, BackfillOutcome, Ledgers, Limits, StateChange, TenantSession, Watch,
+        WatchMode,
     },
     migrations::Backfill,
     AppliedMigration, Domain, Error, MigrationSet, Tenant, TenantFailure, TenantName,
@@ -42,6 +44,8 @@ use crate::{
 /// A PostgreSQL database holding the registry and the tenant schemas.
 pub struct PgBackend {
     connector: Connector,
+    /// How [`Backend::watch`] learns of changes.
+    watch: WatchMode,
     /// Set once this process saw the registry installed at its version.
     prepared: AtomicBool,
 }
@@ -62,8 +66,15 @@ impl PgBackend {
     pub fn new(url: &str) -> Result<Self, Error> {
         Ok(Self {
             connector: Connector::new(url)?,
+            watch: WatchMode::Listen,
             prepared: AtomicBool::new(false),
         })
+    }
+
+    /// The same store, learning of registry changes as `mode` says.
+    pub fn watching(mut self, mode: WatchMode) -> Self {
+        self.watch = mode;
+        self
     }
 }
 
@@ -104,7 +115,7 @@ impl Backend for PgBackend {
     async fn shared_ledger(&self) -> Result<Vec<AppliedMigration>, Error> {
         let rows = pooled!(self, |client| {
             client
-            .query(
+            .query_typed(
                 "SELECT version, description, checksum FROM tenantgate._shared_migrations WHERE success ORDER BY version",
                 &[],
             )
@@ -130,7 +141,15 @@ impl Backend for PgBackend {
     }
 
     async fn watch(&self) -> Result<Box<dyn Watch>, Error> {
-        Ok(Box::new(watch::PgWatch::open(&self.connector).await?))
+        Ok(match &self.watch {
+            WatchMode::Listen => Box::new(watch::PgWatch::open(&self.connector).await?),
+            WatchMode::ListenAt(url) => {
+                Box::new(watch::PgWatch::open(&Connector::new(url)?).await?)
+            }
+            WatchMode::Poll(interval) => {
+                Box::new(poll::PgPollWatch::open(&self.connector, *interval).await?)
+            }
+        })
     }
 
     async fn create_tenant(

@@ -73,22 +73,23 @@ pub(crate) async fn prepare(client: &mut Client) -> Result<(), Error> {
     .await
     .map_err(err)?;
     let current: i32 = tx
-        .query_one(
+        .query_typed(
             "SELECT coalesce(max(version), 0) FROM tenantgate.registry_version",
             &[],
         )
         .await
         .map_err(err)?
-        .get(0);
+        .first()
+        .map_or(0, |row| row.get(0));
     for (index, ddl) in REGISTRY_MIGRATIONS
         .iter()
         .enumerate()
         .skip(current as usize)
     {
         tx.batch_execute(ddl).await.map_err(err)?;
-        tx.execute(
+        tx.query_typed(
             "INSERT INTO tenantgate.registry_version (version) VALUES ($1)",
-            &[&(index as i32 + 1)],
+            &[(&(index as i32 + 1), Type::INT4)],
         )
         .await
         .map_err(err)?;
