@@ -13,5 +13,6 @@ mod demo;
 mod fleet;
 mod pooler;
 mod provisioning;
+mod reliability;
 mod serving;
 mod verification;

@@ -10,12 +10,13 @@ use std::time::Duration;
 use crate::{
     harness::{eventually, with_database, Harness},
     only_on,
+    serving::lose_messages_migration,
 };
 
 only_on!(postgres: serving_and_migrating_through_pgbouncer_never_mixes_tenants);
 
 /// The scenario's database through the test PgBouncer, set by `scripts/test`.
-fn through_pgbouncer(h: &Harness) -> String {
+pub(crate) fn through_pgbouncer(h: &Harness) -> String {
     let pooler = std::env::var("TENANTGATE_TEST_PGBOUNCER_URL").expect(
         "TENANTGATE_TEST_PGBOUNCER_URL is not set: run the suite with ./scripts/test, which starts PgBouncer",
     );
@@ -25,12 +26,13 @@ fn through_pgbouncer(h: &Harness) -> String {
 
 const TENANTS: [&str; 4] = ["acme", "globex", "initech", "hooli"];
 
-async fn serving_and_migrating_through_pgbouncer_never_mixes_tenants(h: Harness) {
-    let pooled = through_pgbouncer(&h);
+/// Provisions the messages app's tenants through `url`, each with a user
+/// whose display name says whose it is ("Owner of acme").
+pub(crate) async fn create_owned_tenants(h: &Harness, url: &str, tenants: &[&str]) {
     h.use_demo_migrations(None);
-    for tenant in TENANTS {
+    for tenant in tenants {
         let domain = format!("{tenant}.localhost");
-        h.run_with_url(&pooled, &["tenants", "create", tenant, "--domain", &domain])
+        h.run_with_url(url, &["tenants", "create", tenant, "--domain", &domain])
             .await
             .expect(0);
         h.exec_in_tenant(
@@ -41,13 +43,13 @@ async fn serving_and_migrating_through_pgbouncer_never_mixes_tenants(h: Harness)
         )
         .await;
     }
+}
+
+async fn serving_and_migrating_through_pgbouncer_never_mixes_tenants(h: Harness) {
+    let pooled = through_pgbouncer(&h);
+    create_owned_tenants(&h, &pooled, &TENANTS).await;
     // initech misses the messages migration (the incident).
-    h.exec_in_tenant(
-        "initech",
-        "DROP TABLE messages; DROP TABLE participants; DROP TABLE conversations; DROP TABLE user_statuses;
-         DELETE FROM _tenantgate_migrations WHERE version = 2",
-    )
-    .await;
+    lose_messages_migration(&h, "initech").await;
     h.run_with_url(&pooled, &["verify"]).await.expect(1);
 
     let server = h

@@ -25,7 +25,7 @@ backend_tests!(
 /// Three tenants of the messages app; `initech` then loses the messages
 /// migration from its schema and its ledger: the seed incident. Its registry
 /// row still claims the migration until the ledgers are read again.
-async fn incident_fleet(h: &Harness) {
+pub(crate) async fn incident_fleet(h: &Harness) {
     h.use_demo_migrations(None);
     for (tenant, domain) in [
         ("acme", "acme.localhost"),
@@ -41,8 +41,14 @@ async fn incident_fleet(h: &Harness) {
         )
         .await;
     }
+    lose_messages_migration(h, "initech").await;
+}
+
+/// Takes the messages migration out of `tenant`'s schema and ledger (the
+/// incident), behind the registry's back.
+pub(crate) async fn lose_messages_migration(h: &Harness, tenant: &str) {
     h.exec_in_tenant(
-        "initech",
+        tenant,
         "DROP TABLE messages; DROP TABLE participants; DROP TABLE conversations; DROP TABLE user_statuses;
          DELETE FROM _tenantgate_migrations WHERE version = 2",
     )
@@ -203,14 +209,14 @@ fn cluster_address(url: &str) -> SocketAddr {
 /// Takes the registry away from a running server and brings it back: on
 /// PostgreSQL a proxy between server and cluster is cut; on SQLite the
 /// registry file is moved away.
-enum Outage {
+pub(crate) enum Outage {
     Proxy(Proxy),
     Registry(std::path::PathBuf),
 }
 
 impl Outage {
     /// Prepares an outage; returns it with the URL the server must use.
-    async fn prepare(h: &Harness) -> (Self, String) {
+    pub(crate) async fn prepare(h: &Harness) -> (Self, String) {
         if h.is_sqlite() {
             let registry = h.data_folder().join("registry.db");
             return (Outage::Registry(registry), h.url.clone());
@@ -224,14 +230,14 @@ impl Outage {
         (Outage::Proxy(proxy), via_proxy)
     }
 
-    fn cut(&self) {
+    pub(crate) fn cut(&self) {
         match self {
             Outage::Proxy(proxy) => proxy.cut(),
             Outage::Registry(path) => std::fs::rename(path, path.with_extension("away")).unwrap(),
         }
     }
 
-    fn restore(&self) {
+    pub(crate) fn restore(&self) {
         match self {
             Outage::Proxy(proxy) => proxy.restore(),
             Outage::Registry(path) => std::fs::rename(path.with_extension("away"), path).unwrap(),

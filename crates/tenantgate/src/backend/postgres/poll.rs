@@ -72,17 +72,6 @@ impl Watch for PgPollWatch {
     }
 
     async fn heartbeat(&mut self, timeout: Duration) -> Result<(), Error> {
-        match tokio::time::timeout(timeout, self.client.simple_query("SELECT 1")).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(error_while("checking the registry connection", &e)),
-            Err(_) => Err(Error::DatabaseUnavailable {
-                context: "checking the registry connection".into(),
-                source: crate::DbError {
-                    code: None,
-                    message: format!("no answer within {timeout:?}"),
-                    connection_lost: true,
-                },
-            }),
-        }
+        super::watch::heartbeat(&self.client, timeout).await
     }
 }

@@ -51,13 +51,18 @@ impl Watch for PgWatch {
     }
 
     async fn heartbeat(&mut self, timeout: Duration) -> Result<(), Error> {
-        match tokio::time::timeout(timeout, self.client.simple_query("SELECT 1")).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(super::sql::error_while(
-                "checking the registry connection",
-                &e,
-            )),
-            Err(_) => Err(lost("the registry did not answer a heartbeat in time")),
-        }
+        heartbeat(&self.client, timeout).await
+    }
+}
+
+/// Confirms that `client`'s server still answers within `timeout`.
+pub(super) async fn heartbeat(client: &Client, timeout: Duration) -> Result<(), Error> {
+    match tokio::time::timeout(timeout, client.simple_query("SELECT 1")).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(super::sql::error_while(
+            "checking the registry connection",
+            &e,
+        )),
+        Err(_) => Err(lost("the registry did not answer a heartbeat in time")),
     }
 }
