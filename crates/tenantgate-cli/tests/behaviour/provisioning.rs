@@ -256,9 +256,15 @@ async fn files_without_a_registry_row_are_set_aside_and_never_served(h: Harness)
         404,
         "no registry row, never served"
     );
-    let stderr = server.stderr();
-    assert!(stderr.contains("orphaned/ghost.db"), "{stderr}");
-    assert!(stderr.contains("restored to tenants/acme.db"), "{stderr}");
+    let reported = || async {
+        let stderr = server.stderr();
+        stderr.contains("orphaned/ghost.db") && stderr.contains("restored to tenants/acme.db")
+    };
+    assert!(
+        eventually(Duration::from_secs(5), reported).await,
+        "{}",
+        server.stderr()
+    );
     assert_eq!(
         server
             .page("acme.localhost", "/en/app/messages/", true)

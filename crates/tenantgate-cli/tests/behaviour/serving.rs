@@ -330,8 +330,13 @@ async fn emergency_bypass_passes_warns_counts_and_marks_even_in_an_outage(h: Har
         .serve_with(&url, &[], &[("DISABLE_MIGRATION_CHECK", "true")])
         .await
         .unwrap_or_else(|(code, e)| panic!("{code}: {e}"));
+    let banner = || async { server.stderr().contains("DISABLED") };
+    assert!(
+        eventually(Duration::from_secs(5), banner).await,
+        "a banner at startup: {}",
+        server.stderr()
+    );
     let stderr = server.stderr();
-    assert!(stderr.contains("DISABLED"), "a banner at startup: {stderr}");
     assert!(
         !stderr.contains("the guard blocks it"),
         "no claim that the guard blocks anything: {stderr}"
