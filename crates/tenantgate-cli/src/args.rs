@@ -190,6 +190,9 @@ pub(crate) struct MigrateArgs {
     /// Print the plan per tenant and change nothing
     #[arg(long)]
     pub(crate) dry_run: bool,
+    /// Apply a migration a tenant lacks even when it holds a higher version
+    #[arg(long)]
+    pub(crate) allow_out_of_order: bool,
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +205,9 @@ pub(crate) struct VerifyArgs {
     /// Apply missing migrations, then verify again
     #[arg(long)]
     pub(crate) fix: bool,
+    /// With --fix: apply a migration a tenant lacks even when it holds a higher version
+    #[arg(long, requires = "fix")]
+    pub(crate) allow_out_of_order: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -19,7 +19,11 @@ pub(crate) fn for_error(error: &Error) -> u8 {
         | Error::InvalidDomain { .. }
         | Error::MigrationFolder { .. }
         | Error::Config(_)
-        | Error::ChecksumChanged { .. } => USAGE,
+        | Error::ChecksumChanged { .. }
+        | Error::TransactionControl { .. }
+        | Error::UnreadableSql { .. }
+        | Error::MigrationEntry { .. }
+        | Error::OutOfOrder { .. } => USAGE,
         Error::DatabaseUnavailable { .. } => UNAVAILABLE,
         Error::Interrupted => INTERRUPTED,
         _ => TENANT_FAILED,

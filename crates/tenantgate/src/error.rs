@@ -175,6 +175,45 @@ pub enum Error {
         /// What failed and how to recover.
         failure: Box<TenantFailure>,
     },
+    /// A transactional migration ends, commits, rolls back or opens a
+    /// transaction at top level, which would commit part of a tenant's
+    /// transaction; refused before any SQL runs.
+    #[error("{file}:{line}: `{statement}` ends or opens a transaction at top level; every migration runs inside its tenant's own transaction, so it would commit part of it (a file that must control transactions starts with `-- no-transaction`)")]
+    TransactionControl {
+        /// The migration file.
+        file: String,
+        /// The line the statement starts on.
+        line: u64,
+        /// Its leading words (`COMMIT`, `START TRANSACTION`).
+        statement: String,
+    },
+    /// A migration file cannot be read as SQL (an unterminated string or
+    /// comment); refused before any SQL runs.
+    #[error("{file}:{line}: cannot be read as SQL: {message}")]
+    UnreadableSql {
+        /// The migration file.
+        file: String,
+        /// The line the problem was found on.
+        line: u64,
+        /// The tokenizer's explanation.
+        message: String,
+    },
+    /// An entry of a migration folder looks like a migration but cannot be
+    /// read as one; nothing is skipped silently.
+    #[error("migration folder entry {}: {problem}", path.display())]
+    MigrationEntry {
+        /// The entry.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: crate::migrations::EntryProblem,
+    },
+    /// Migrations a tenant lacks whose version is lower than one it already
+    /// holds; refused unless out-of-order application is allowed.
+    #[error("{} migration(s) would apply out of order, first: {} to {} (its version is lower than one already applied there); pass --allow-out-of-order to apply them anyway", out_of_order.len(), out_of_order[0].0.file, out_of_order[0].1.join(", "))]
+    OutOfOrder {
+        /// Each migration with the tenants that hold a higher version but not it.
+        out_of_order: Vec<(MigrationRef, Vec<String>)>,
+    },
     /// The operation was interrupted before it finished.
     #[error("interrupted")]
     Interrupted,

@@ -7,7 +7,7 @@
 //! registry row says `ready` are not touched.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -40,6 +40,9 @@ pub struct FleetOptions {
     /// Tenants a connection migrates before it is replaced, bounding the
     /// catalog cache each server process accumulates.
     pub recycle_after: usize,
+    /// Apply a migration a tenant lacks although it holds a higher version;
+    /// refused with [`Error::OutOfOrder`] otherwise.
+    pub allow_out_of_order: bool,
 }
 
 impl Default for FleetOptions {
@@ -52,6 +55,7 @@ impl Default for FleetOptions {
             limits: Limits::default(),
             lock_attempts: 3,
             recycle_after: 250,
+            allow_out_of_order: false,
         }
     }
 }
@@ -163,6 +167,7 @@ pub async fn migrate(
     cancel: &CancellationToken,
 ) -> Result<FleetReport, Error> {
     let started = Instant::now();
+    folder.refuse_transaction_control(backend.dialect())?;
     backend.prepare().await?;
     let shared_applied = if options.dry_run {
         let ledger = backend.shared_ledger().await?;
@@ -189,6 +194,9 @@ pub async fn migrate(
         .collect();
     let ledgers = plan_ledgers(backend, &folder.tenant, &tenants, &names, options.dry_run).await?;
     refuse_changed(&folder.tenant, &ledgers)?;
+    if !options.allow_out_of_order {
+        refuse_out_of_order(&folder.tenant, &ledgers)?;
+    }
 
     let mut report = FleetReport {
         shared_applied,
@@ -427,6 +435,40 @@ fn refuse_changed(set: &MigrationSet, ledgers: &Ledgers) -> Result<(), Error> {
     } else {
         Err(Error::ChecksumChanged { changed })
     }
+}
+
+/// Refuses migrations a tenant lacks below the highest version it holds:
+/// applying them would run them after migrations written later.
+fn refuse_out_of_order(set: &MigrationSet, ledgers: &Ledgers) -> Result<(), Error> {
+    let mut late: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    for (tenant, ledger) in ledgers {
+        let Some(highest) = ledger
+            .as_ref()
+            .and_then(|l| l.iter().map(|a| a.version).max())
+        else {
+            continue;
+        };
+        for missing in set.compare(ledger.as_deref().unwrap_or_default()).missing {
+            if missing.version < highest {
+                late.entry(missing.version)
+                    .or_default()
+                    .push(tenant.clone());
+            }
+        }
+    }
+    if late.is_empty() {
+        return Ok(());
+    }
+    Err(Error::OutOfOrder {
+        out_of_order: late
+            .into_iter()
+            .map(|(version, mut tenants)| {
+                tenants.sort();
+                let migration = set.get(version).expect("a missing migration is in the set");
+                (migration.reference(), tenants)
+            })
+            .collect(),
+    })
 }
 
 fn quick_report(tenant: &Tenant, outcome: Outcome, applied: Vec<i64>) -> TenantReport {

@@ -35,6 +35,7 @@ pub mod progress;
 pub mod provision;
 pub mod readiness;
 pub mod registry;
+pub mod sql;
 pub mod tenant_name;
 pub mod verify;
 

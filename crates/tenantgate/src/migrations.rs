@@ -3,7 +3,8 @@
 //! A migration folder holds `tenant/` (applied to every tenant) and,
 //! optionally, `shared/` (applied once to the shared schema). Files are
 //! named `<version>_<description>.sql` as sqlx names them; files that do
-//! not end in `.sql` are ignored.
+//! not end in `.sql` and hidden entries (`.name`) are ignored, and any other
+//! entry that cannot be read as a migration is an error.
 
 use std::{
     collections::BTreeMap,
@@ -13,7 +14,7 @@ use std::{
 
 use sha2::{Digest, Sha384};
 
-use crate::Error;
+use crate::{sql::Dialect, Error};
 
 /// The first line that marks a migration to run outside a transaction.
 pub const NO_TRANSACTION_MARKER: &str = "-- no-transaction";
@@ -38,9 +39,10 @@ pub struct Migration {
     pub description: String,
     /// The file name, for messages.
     pub file: String,
-    /// The file's text.
+    /// The file's text, without a leading byte order mark.
     pub sql: String,
-    /// SHA-384 of the file's bytes, as sqlx computes it.
+    /// SHA-384 of the file's bytes (byte order mark included), as sqlx
+    /// computes it.
     pub checksum: Vec<u8>,
     /// True when the file's first line is `-- no-transaction`.
     pub no_transaction: bool,
@@ -74,9 +76,10 @@ impl Migration {
                 "{file}: the description after the version is empty"
             ));
         }
-        let sql = std::str::from_utf8(bytes)
-            .map_err(|e| format!("{file}: not UTF-8 text ({e})"))?
-            .to_owned();
+        let text =
+            std::str::from_utf8(bytes).map_err(|e| format!("{file}: not UTF-8 text ({e})"))?;
+        // A byte order mark is not SQL; the checksum still covers the file's bytes.
+        let sql = text.strip_prefix('\u{feff}').unwrap_or(text).to_owned();
         Ok(Self {
             version,
             description: description.replace('_', " "),
@@ -178,6 +181,34 @@ impl MigrationSet {
         }
     }
 
+    /// Refuses, before any SQL runs, a transactional migration that ends,
+    /// commits, rolls back or opens a transaction at top level (see
+    /// [`crate::sql::transaction_control`]), or that cannot be read as SQL.
+    /// `-- no-transaction` migrations are exempt: they run outside a
+    /// transaction by definition.
+    pub fn refuse_transaction_control(&self, dialect: Dialect) -> Result<(), Error> {
+        for m in self.iter().filter(|m| !m.no_transaction) {
+            match crate::sql::transaction_control(dialect, &m.sql) {
+                Ok(None) => {}
+                Ok(Some(found)) => {
+                    return Err(Error::TransactionControl {
+                        file: m.file.clone(),
+                        line: found.line,
+                        statement: found.statement,
+                    })
+                }
+                Err(unreadable) => {
+                    return Err(Error::UnreadableSql {
+                        file: m.file.clone(),
+                        line: unreadable.line,
+                        message: unreadable.message,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A copy holding only the migrations up to and including `version`.
     pub fn up_to(&self, version: i64) -> Self {
         Self {
@@ -241,25 +272,70 @@ impl Backfill {
     }
 }
 
+/// Why an entry of a migration folder cannot be read as a migration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EntryProblem {
+    /// Its name is not UTF-8, so it cannot be told whether it is a migration.
+    #[error("its name is not UTF-8")]
+    NameNotUtf8,
+    /// A symbolic link whose target does not exist (or a loop of links).
+    #[error("it is a symbolic link to nothing (or a loop of links)")]
+    BrokenLink,
+    /// A directory or another kind of entry named like a migration.
+    #[error("it is named like a migration but is not a regular file")]
+    NotAFile,
+    /// The file exists but cannot be read.
+    #[error("it cannot be read: {0}")]
+    Unreadable(String),
+    /// The file holds a NUL byte: SQLite would silently ignore what follows
+    /// and PostgreSQL refuses it.
+    #[error("it holds a NUL byte at byte offset {0}")]
+    NulByte(usize),
+}
+
 /// Reads every `.sql` file of `dir` as (file name, bytes), not recursing.
+/// Hidden entries (names starting with `.`, such as editor lock files) and
+/// names not ending in `.sql` are ignored; any other entry that cannot be
+/// read as a migration is an error, never skipped.
 fn read_sql_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, Error> {
-    let folder_error = |path: &Path, reason: String| Error::MigrationFolder {
+    let entry_error = |path: &Path, problem: EntryProblem| Error::MigrationEntry {
         path: path.to_owned(),
-        reason,
+        problem,
     };
-    let entries = fs::read_dir(dir).map_err(|e| folder_error(dir, format!("cannot read: {e}")))?;
+    let entries = fs::read_dir(dir).map_err(|e| Error::MigrationFolder {
+        path: dir.to_owned(),
+        reason: format!("cannot read: {e}"),
+    })?;
     let mut files = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| folder_error(dir, format!("cannot read: {e}")))?;
+        let entry = entry.map_err(|e| entry_error(dir, EntryProblem::Unreadable(e.to_string())))?;
         let path = entry.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
-            continue;
-        };
-        if !name.ends_with(".sql") || !path.is_file() {
+        let file_name = entry.file_name();
+        if file_name.as_encoded_bytes().starts_with(b".") {
             continue;
         }
-        let bytes =
-            fs::read(&path).map_err(|e| folder_error(&path, format!("cannot read: {e}")))?;
+        let Some(name) = file_name.to_str().map(str::to_owned) else {
+            return Err(entry_error(&path, EntryProblem::NameNotUtf8));
+        };
+        if !name.ends_with(".sql") {
+            continue;
+        }
+        let metadata = match fs::metadata(&path) {
+            Ok(metadata) => metadata,
+            Err(_) if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) => {
+                return Err(entry_error(&path, EntryProblem::BrokenLink))
+            }
+            Err(e) => return Err(entry_error(&path, EntryProblem::Unreadable(e.to_string()))),
+        };
+        if !metadata.is_file() {
+            return Err(entry_error(&path, EntryProblem::NotAFile));
+        }
+        let bytes = fs::read(&path)
+            .map_err(|e| entry_error(&path, EntryProblem::Unreadable(e.to_string())))?;
+        if let Some(offset) = bytes.iter().position(|b| *b == 0) {
+            return Err(entry_error(&path, EntryProblem::NulByte(offset)));
+        }
         files.push((name, bytes));
     }
     files.sort();
@@ -280,6 +356,13 @@ pub struct MigrationFolder {
 }
 
 impl MigrationFolder {
+    /// [`MigrationSet::refuse_transaction_control`] for the shared and
+    /// tenant sets.
+    pub fn refuse_transaction_control(&self, dialect: Dialect) -> Result<(), Error> {
+        self.shared.refuse_transaction_control(dialect)?;
+        self.tenant.refuse_transaction_control(dialect)
+    }
+
     /// Loads `root/shared` (optional) and `root/tenant` (required).
     pub fn load(root: impl AsRef<Path>) -> Result<Self, Error> {
         let root = root.as_ref();
@@ -350,6 +433,15 @@ mod tests {
             assert!(Migration::from_file(name, b"").is_err(), "{name} accepted");
         }
         assert!(Migration::from_file("0001_a.sql", &[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_sql_but_stays_in_the_checksum() {
+        let bytes = "\u{feff}-- no-transaction\nCREATE INDEX CONCURRENTLY i ON t (x);".as_bytes();
+        let m = Migration::from_file("0002_idx.sql", bytes).unwrap();
+        assert!(m.sql.starts_with("-- no-transaction"));
+        assert!(m.no_transaction);
+        assert_eq!(m.checksum, Sha384::digest(bytes).to_vec());
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub async fn create_tenant(
     let mut domains = domains.to_vec();
     domains.sort();
     domains.dedup();
+    folder.refuse_transaction_control(backend.dialect())?;
     backend.prepare().await?;
     backend.apply_shared(&folder.shared, limits).await?;
     let mut applied = backend

@@ -116,6 +116,7 @@ pub async fn verify(
                 ..options.fleet.clone()
             };
             let fixed = if fixable.is_empty() {
+                folder.refuse_transaction_control(backend.dialect())?;
                 backend
                     .apply_shared(&folder.shared, &fleet_options.limits)
                     .await?;

@@ -17,6 +17,7 @@ pub(crate) async fn run(
     let options = FleetOptions {
         fail_fast: args.fail_fast,
         dry_run: args.dry_run,
+        allow_out_of_order: args.allow_out_of_order,
         ..super::fleet_options(&args.fleet)?
     };
     let backend = super::backend(global).await?;

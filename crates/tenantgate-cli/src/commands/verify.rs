@@ -1,6 +1,9 @@
 //! `tenantgate verify`.
 
-use tenantgate::verify::{self, VerifyOptions};
+use tenantgate::{
+    fleet::FleetOptions,
+    verify::{self, VerifyOptions},
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -17,7 +20,10 @@ pub(crate) async fn run(
     let options = VerifyOptions {
         deep: args.deep,
         fix: args.fix,
-        fleet: super::fleet_options(&args.fleet)?,
+        fleet: FleetOptions {
+            allow_out_of_order: args.allow_out_of_order,
+            ..super::fleet_options(&args.fleet)?
+        },
     };
     let backend = super::backend(global).await?;
     let bars = output::FleetProgress::new(global);

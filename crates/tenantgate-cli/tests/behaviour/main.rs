@@ -10,6 +10,7 @@ mod backfills;
 mod checksums;
 mod cli_errors;
 mod demo;
+mod files;
 mod fleet;
 mod pooler;
 mod provisioning;

@@ -66,6 +66,9 @@ pub trait Backend: Send + Sync {
     /// or `file tenants/acme.db`.
     fn container(&self, tenant: &TenantName) -> String;
 
+    /// The SQL dialect migration files for this store are written in.
+    fn dialect(&self) -> crate::sql::Dialect;
+
     /// Installs or upgrades the registry; idempotent.
     async fn prepare(&self) -> Result<(), Error>;
 

@@ -88,6 +88,10 @@ impl Backend for PgBackend {
         container(tenant)
     }
 
+    fn dialect(&self) -> crate::sql::Dialect {
+        crate::sql::Dialect::Postgres
+    }
+
     async fn prepare(&self) -> Result<(), Error> {
         if self.prepared.load(Ordering::Relaxed) {
             return Ok(());

@@ -182,6 +182,10 @@ impl Backend for SqliteBackend {
         container(tenant)
     }
 
+    fn dialect(&self) -> crate::sql::Dialect {
+        crate::sql::Dialect::Sqlite
+    }
+
     async fn prepare(&self) -> Result<(), Error> {
         if self.inner.prepared.load(Ordering::Relaxed) {
             return Ok(());

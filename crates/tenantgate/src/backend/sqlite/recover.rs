@@ -135,17 +135,39 @@ impl Leftover {
                 let stamp = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
-                let aside = format!("{name}.{stamp}");
-                let mut wal = path.as_os_str().to_owned();
-                wal.push("-wal");
-                if Path::new(&wal).exists() {
-                    std::fs::rename(&wal, orphaned.join(format!("{aside}-wal")))?;
-                }
-                std::fs::rename(&path, orphaned.join(&aside))?;
+                let aside = set_aside(&path, &orphaned, &format!("{name}.{stamp}"))?;
                 Ok(Some(format!(
                     "moved to orphaned/{aside}: no registry row (an interrupted `tenants create {tenant}`, or a row deleted by hand)"
                 )))
             }
         }
     }
+}
+
+/// Moves the database at `path` (and its `-wal` file) into `folder` under
+/// `stem`, or `stem.1`, `stem.2`, … when that name is taken: a file set
+/// aside is never overwritten. Links first and removes the originals after,
+/// so an interruption leaves the file in both places, never in neither.
+fn set_aside(path: &Path, folder: &Path, stem: &str) -> std::io::Result<String> {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = Path::new(&wal);
+    for attempt in 0u32.. {
+        let aside = match attempt {
+            0 => stem.to_owned(),
+            n => format!("{stem}.{n}"),
+        };
+        match std::fs::hard_link(path, folder.join(&aside)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+        if wal.exists() {
+            std::fs::hard_link(wal, folder.join(format!("{aside}-wal")))?;
+            std::fs::remove_file(wal)?;
+        }
+        std::fs::remove_file(path)?;
+        return Ok(aside);
+    }
+    unreachable!("some suffix is free")
 }
