@@ -44,7 +44,7 @@ pub enum Store {
 impl Store {
     /// The store a database URL names, or `None` when it is neither.
     pub fn for_url(url: &str) -> Option<Self> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        if tenantgate::backend::is_postgres(url) {
             Some(Store::Postgres)
         } else if tenantgate::backend::sqlite_folder(url).is_some() {
             Some(Store::Sqlite)

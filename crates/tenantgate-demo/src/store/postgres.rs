@@ -11,12 +11,10 @@ use super::{
 
 /// A pool for the app's own queries.
 pub(super) fn pool(url: &str, size: usize) -> Result<deadpool_postgres::Pool, String> {
-    let config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| format!("invalid database URL: {e}"))?;
+    let settings = tenantgate::backend::postgres::settings(url).map_err(|e| e.to_string())?;
     let manager = deadpool_postgres::Manager::from_config(
-        config,
-        tenantgate::backend::postgres::make_tls(),
+        settings.config,
+        settings.tls,
         deadpool_postgres::ManagerConfig {
             recycling_method: deadpool_postgres::RecyclingMethod::Fast,
         },

@@ -235,15 +235,16 @@ pub struct ConnectOptions {
 pub const DEFAULT_URL: &str = "sqlite://./tenantgate-data";
 
 /// Opens the store a URL names: `sqlite://DIR` (a data folder, created on
-/// first use) or `postgres://…` / `postgresql://…` (libpq URL syntax,
-/// `sslmode=disable|prefer|require`).
+/// first use) or PostgreSQL as libpq names it: `postgres://…` /
+/// `postgresql://…` or `key=value` pairs, with `sslmode` up to
+/// `verify-full` and `sslrootcert=FILE|system`.
 pub async fn connect(url: &str) -> Result<Box<dyn Backend>, Error> {
     connect_with(url, &ConnectOptions::default()).await
 }
 
 /// [`connect`] with options.
 pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<Box<dyn Backend>, Error> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if is_postgres(url) {
         Ok(Box::new(
             postgres::PgBackend::new(url)?.watching(options.watch.clone()),
         ))
@@ -257,6 +258,14 @@ pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<Box<dyn
     }
 }
 
+/// Whether `url` names a PostgreSQL database: a `postgres://` or
+/// `postgresql://` URL, or libpq's `key=value` form (`host=… dbname=…`).
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://")
+        || url.starts_with("postgresql://")
+        || (!url.contains("://") && !url.starts_with("sqlite:") && url.contains('='))
+}
+
 /// The data folder a `sqlite://DIR` (or `sqlite:DIR`) URL names.
 pub fn sqlite_folder(url: &str) -> Option<&str> {
     let rest = url.strip_prefix("sqlite:")?;
@@ -264,29 +273,102 @@ pub fn sqlite_folder(url: &str) -> Option<&str> {
     (!dir.is_empty()).then_some(dir)
 }
 
-/// The URL with any password replaced by `***`, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_owned(),
+/// The connection string with every password replaced by `***`, for
+/// messages: in a URL's user info (`postgres://u:PW@…`), in its query
+/// (`?password=PW`), and in the `key=value` form (`password=PW`,
+/// `password='P W'`).
+pub fn redact(conninfo: &str) -> String {
+    let mut out = conninfo.to_owned();
+    if let (Some(scheme_end), Some(at)) = (out.find("://"), out.rfind('@')) {
+        if at > scheme_end {
+            if let Some(colon) = out[scheme_end + 3..at].find(':') {
+                out.replace_range(scheme_end + 3 + colon + 1..at, "***");
             }
         }
-        _ => url.to_owned(),
     }
+    let mut redacted = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(found) = find_password_key(rest) {
+        let (before, after) = rest.split_at(found);
+        redacted.push_str(before);
+        let after_key = &after["password".len()..];
+        let spaces = after_key.len() - after_key.trim_start().len();
+        let after_eq = &after_key[spaces + 1..];
+        let value_spaces = after_eq.len() - after_eq.trim_start().len();
+        redacted.push_str(&after[.."password".len() + spaces + 1 + value_spaces]);
+        redacted.push_str("***");
+        rest = skip_value(&after_eq[value_spaces..]);
+    }
+    redacted.push_str(rest);
+    redacted
+}
+
+/// Where a `password` key (followed by `=`) starts in `text`.
+fn find_password_key(text: &str) -> Option<usize> {
+    let lower = text.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(offset) = lower[from..].find("password") {
+        let at = from + offset;
+        let starts_key = at == 0 || matches!(lower.as_bytes()[at - 1], b'?' | b'&' | b' ' | b'\t');
+        let after = lower[at + "password".len()..].trim_start();
+        if starts_key && after.starts_with('=') {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// The text after a value: a quoted value up to its closing quote, else up
+/// to the next `&` or whitespace.
+fn skip_value(text: &str) -> &str {
+    if let Some(quoted) = text.strip_prefix('\'') {
+        let mut escaped = false;
+        for (i, c) in quoted.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '\'' => return &quoted[i + 1..],
+                _ => {}
+            }
+        }
+        return "";
+    }
+    let end = text
+        .find(|c: char| c == '&' || c.is_whitespace())
+        .unwrap_or(text.len());
+    &text[end..]
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn redact_hides_passwords() {
-        assert_eq!(
-            super::redact("postgres://u:secret@h/db"),
-            "postgres://u:***@h/db"
-        );
-        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
+        for (given, shown) in [
+            ("postgres://u:secret@h/db", "postgres://u:***@h/db"),
+            ("postgres://u@h/db", "postgres://u@h/db"),
+            ("postgres://u:p@ss@h/db", "postgres://u:***@h/db"),
+            (
+                "postgres://u@h/db?password=secret&sslmode=require",
+                "postgres://u@h/db?password=***&sslmode=require",
+            ),
+            (
+                "postgres://u@h/db?sslmode=require&PASSWORD=secret",
+                "postgres://u@h/db?sslmode=require&PASSWORD=***",
+            ),
+            (
+                "host=h password=secret dbname=d",
+                "host=h password=*** dbname=d",
+            ),
+            (
+                "host=h password = 'sec ret\\'s' dbname=d",
+                "host=h password = *** dbname=d",
+            ),
+            ("password=secret", "password=***"),
+            ("host=h mypassword=x", "host=h mypassword=x"),
+        ] {
+            assert_eq!(super::redact(given), shown, "{given}");
+        }
     }
 
     #[test]

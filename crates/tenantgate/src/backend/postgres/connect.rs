@@ -1,17 +1,9 @@
-//! Opening connections: libpq-style URLs, TLS as libpq's `sslmode` means it.
+//! Opening connections and keeping a few idle ones; what a connection
+//! string means is `conninfo`'s.
 
-use std::{
-    str::FromStr,
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use rustls::{
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    crypto::CryptoProvider,
-    pki_types::{CertificateDer, ServerName, UnixTime},
-    DigitallySignedStruct, SignatureScheme,
-};
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -85,15 +77,10 @@ impl Drop for Pooled {
 
 impl Connector {
     pub(crate) fn new(url: &str) -> Result<Self, Error> {
-        let config = Config::from_str(url).map_err(|e| {
-            Error::Config(format!(
-                "cannot parse database URL {:?}: {e}",
-                crate::backend::redact(url)
-            ))
-        })?;
+        let settings = super::conninfo::settings(url)?;
         Ok(Self {
-            config,
-            tls: make_tls(),
+            config: settings.config,
+            tls: settings.tls,
             idle: Idle::default(),
         })
     }
@@ -177,73 +164,5 @@ impl Connector {
             }
         });
         Ok((client, receiver))
-    }
-}
-
-/// The TLS connector tenantgate connects with, for applications that share
-/// the database and want the same `sslmode` semantics.
-pub fn make_tls() -> MakeRustlsConnect {
-    MakeRustlsConnect::new(tls_config())
-}
-
-/// TLS as libpq's `sslmode=require` means it: encrypted, server certificate
-/// not verified (`verify-ca`/`verify-full` are not offered by this build).
-fn tls_config() -> rustls::ClientConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
-        .with_no_client_auth()
-}
-
-/// Accepts any server certificate but checks the handshake signatures, as
-/// libpq does for `sslmode=require`.
-#[derive(Debug)]
-struct EncryptOnly(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

@@ -8,6 +8,7 @@
 mod apply;
 mod backfill;
 mod connect;
+mod conninfo;
 mod fingerprint;
 mod ledger;
 mod poll;
@@ -24,7 +25,7 @@ use std::{
 use async_trait::async_trait;
 use tokio_postgres::Client;
 
-pub use self::connect::make_tls;
+pub use self::conninfo::{settings, ConnectionSettings, APPLICATION_NAME};
 
 use self::{
     apply::{apply_set, ApplyFailure, Target},

@@ -62,11 +62,22 @@ pub(crate) fn db_error(e: &tokio_postgres::Error) -> DbError {
                 .contains(code),
             }
         }
-        None => DbError {
-            code: None,
-            message: e.to_string(),
-            connection_lost: true,
-        },
+        None => {
+            // The driver's text ("error performing TLS handshake") leaves
+            // the reason in its sources ("invalid peer certificate: …").
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                message.push_str(": ");
+                message.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            DbError {
+                code: None,
+                message,
+                connection_lost: true,
+            }
+        }
     }
 }
 
