@@ -15,7 +15,7 @@ pub(crate) fn tenants(n: usize, set: &MigrationSet) -> Vec<Tenant> {
                 domains.push(Domain::parse(&format!("t{i}.customer-domain.com")).expect("valid"));
             }
             Tenant {
-                name: format!("t{i:06}"),
+                name: tenantgate::TenantName::parse(&format!("t{i:06}")).expect("a valid name"),
                 placement: "default".into(),
                 state: TenantState::Ready,
                 applied_versions: set.iter().map(|m| m.version).collect(),

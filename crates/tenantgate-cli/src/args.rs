@@ -15,7 +15,7 @@ pub(crate) struct Cli {
 }
 
 /// Options every command takes.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct Global {
     /// Database URL: sqlite://DIR (a data folder) or postgres://user@host/db?sslmode=require
     /// [default: sqlite://./tenantgate-data]
@@ -38,6 +38,10 @@ pub(crate) struct Global {
     /// Write logs to stderr as JSON lines
     #[arg(long, env = "TENANTGATE_LOG_JSON", global = true)]
     pub(crate) log_json: bool,
+    /// True when `--migrations` was given on the command line (not only
+    /// through the environment).
+    #[arg(skip)]
+    pub(crate) migrations_given: bool,
 }
 
 impl Global {

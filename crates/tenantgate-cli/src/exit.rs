@@ -5,6 +5,9 @@
 //! be reached; `130` interrupted. When several apply, 3 > 2 > 1.
 
 use tenantgate::{fleet::FleetReport, Error, FailureKind};
+use tenantgate_http::StartupRefused;
+
+use crate::cli_error::CliError;
 
 pub(crate) const OK: u8 = 0;
 pub(crate) const TENANT_FAILED: u8 = 1;
@@ -12,8 +15,19 @@ pub(crate) const USAGE: u8 = 2;
 pub(crate) const UNAVAILABLE: u8 = 3;
 pub(crate) const INTERRUPTED: u8 = 130;
 
-/// The exit code for an engine error.
-pub(crate) fn for_error(error: &Error) -> u8 {
+/// The exit code for a command's failure.
+pub(crate) fn for_error(error: &CliError) -> u8 {
+    match error {
+        CliError::Engine(e) => for_engine_error(e),
+        CliError::Usage(_) => USAGE,
+        CliError::Io { .. } | CliError::Server(_) | CliError::Demo(_) => TENANT_FAILED,
+        CliError::StartupRefused(StartupRefused::NotReady(_)) => TENANT_FAILED,
+        CliError::StartupRefused(StartupRefused::Store(e)) => for_engine_error(e),
+    }
+}
+
+/// The exit code for an engine error: 2 only for usage and configuration.
+fn for_engine_error(error: &Error) -> u8 {
     match error {
         Error::InvalidTenantName { .. }
         | Error::InvalidDomain { .. }
@@ -23,7 +37,8 @@ pub(crate) fn for_error(error: &Error) -> u8 {
         | Error::TransactionControl { .. }
         | Error::UnreadableSql { .. }
         | Error::MigrationEntry { .. }
-        | Error::OutOfOrder { .. } => USAGE,
+        | Error::OutOfOrder { .. }
+        | Error::UnknownBackfill { .. } => USAGE,
         Error::DatabaseUnavailable { .. } => UNAVAILABLE,
         Error::Interrupted => INTERRUPTED,
         _ => TENANT_FAILED,

@@ -2,17 +2,30 @@
 //! arguments, draws progress, prints results and decides exit codes.
 
 mod args;
+mod cli_error;
 mod commands;
 mod exit;
 mod output;
+mod recovery;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
-    let cli = match args::Cli::try_parse() {
+    let parsed = args::Cli::command().try_get_matches().and_then(|matches| {
+        let mut cli = args::Cli::from_arg_matches(&matches)?;
+        cli.global.migrations_given = matches!(
+            matches
+                .subcommand()
+                .and_then(|(_, sub)| sub.value_source("migrations"))
+                .or_else(|| matches.value_source("migrations")),
+            Some(clap::parser::ValueSource::CommandLine)
+        );
+        Ok(cli)
+    });
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();

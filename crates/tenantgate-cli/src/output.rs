@@ -9,10 +9,11 @@ use tenantgate::{
     fleet::{FleetReport, Outcome},
     provision::Provisioned,
     verify::VerifyReport,
-    Error, Progress, Tenant, TenantName,
+    Error, Progress, Recovery, Tenant, TenantFailure, TenantName,
 };
+use tenantgate_http::StartupRefused;
 
-use crate::args::Global;
+use crate::{args::Global, cli_error::CliError, recovery::Invocation};
 
 /// Tenants listed one by one in text summaries before counting the rest.
 const LISTED: usize = 50;
@@ -45,7 +46,7 @@ impl FleetProgress {
             Progress::SharedApplied { versions } => {
                 self.bar.println(format!("shared: applied {versions:?}"))
             }
-            Progress::TenantStarted { tenant } => self.bar.set_message(tenant),
+            Progress::TenantStarted { tenant } => self.bar.set_message(tenant.to_string()),
             Progress::TenantRetrying { tenant, attempt } => self
                 .bar
                 .println(format!("{tenant}: locked, attempt {attempt}")),
@@ -74,12 +75,73 @@ fn seconds(d: Duration) -> String {
     format!("{:.3} s", d.as_secs_f64())
 }
 
-/// Prints an engine error on stderr (or as JSON on stdout).
-pub(crate) fn error(global: &Global, error: &Error) {
+/// Prints a command's failure: on stderr with what heals it, or with
+/// `--json` as `{"error": {"kind", "message", "recovery"}}` on stdout.
+pub(crate) fn error(global: &Global, error: &CliError) {
+    let failure = match error {
+        CliError::Engine(e) => e.failure(),
+        _ => None,
+    };
     if global.json {
-        json(&serde_json::json!({ "error": error.to_string() }));
+        return json(&serde_json::json!({
+            "error": {
+                "kind": error.kind(),
+                "message": error.to_string(),
+                "recovery": failure.map(|f| &f.recovery),
+            }
+        }));
     }
-    eprintln!("error: {error}");
+    let invocation = Invocation::as_given(global);
+    match error {
+        CliError::StartupRefused(StartupRefused::NotReady(tenants)) => {
+            eprintln!("error: refusing to start: {} tenant(s) not ready (start with --migrate-on-start to migrate first, or --allow-degraded to serve the others):", tenants.len());
+            for t in tenants {
+                eprintln!("  {}", t.summary());
+                eprintln!(
+                    "    to recover: {}",
+                    invocation.command(&t.blocked.recovery)
+                );
+            }
+            return;
+        }
+        _ => eprintln!("error: {error}"),
+    }
+    if let Some(failure) = failure {
+        eprintln!("to recover: {}", invocation.command(&failure.recovery));
+    }
+    match error {
+        CliError::Engine(Error::UnknownTenant { .. }) => {
+            eprintln!("hint: `tenantgate tenants list` shows the registered tenants")
+        }
+        CliError::Engine(Error::OutOfOrder { .. }) => {
+            eprintln!("hint: pass --allow-out-of-order to apply them anyway")
+        }
+        _ => {}
+    }
+}
+
+/// A tenant's failure, indented under its report line.
+fn print_failure(invocation: &Invocation, failure: &TenantFailure) {
+    match &failure.migration {
+        Some(m) => println!(
+            "    migration {} ({}): {}",
+            m.version, m.file, failure.message
+        ),
+        None => println!("    {}", failure.message),
+    }
+    println!("    to recover: {}", invocation.command(&failure.recovery));
+}
+
+/// Names listed before a long list is counted instead.
+const NAMED: usize = 10;
+
+/// `a, b, c` or `a, b, c, … and 990 more`.
+fn first_few<T: std::fmt::Display>(items: &[T]) -> String {
+    let shown: Vec<String> = items.iter().take(NAMED).map(T::to_string).collect();
+    match items.len().saturating_sub(NAMED) {
+        0 => shown.join(", "),
+        more => format!("{}, … and {more} more", shown.join(", ")),
+    }
 }
 
 pub(crate) fn fleet_report(global: &Global, report: &FleetReport) {
@@ -103,6 +165,7 @@ pub(crate) fn fleet_report(global: &Global, report: &FleetReport) {
         };
         println!("shared: {verb} {:?}", report.shared_applied);
     }
+    let invocation = Invocation::as_given(global);
     let count = |o: Outcome| report.tenants.iter().filter(|t| t.outcome == o).count();
     let worked: Vec<_> = report
         .tenants
@@ -135,7 +198,7 @@ pub(crate) fn fleet_report(global: &Global, report: &FleetReport) {
             seconds(t.duration)
         );
         if let Some(error) = &t.error {
-            println!("    {error}");
+            print_failure(&invocation, error);
         }
     }
     if worked.len() > LISTED {
@@ -165,8 +228,10 @@ pub(crate) fn fleet_report(global: &Global, report: &FleetReport) {
     }
     if !report.not_started.is_empty() {
         println!(
-            "not started (rerun `tenantgate migrate` to continue): {}",
-            report.not_started.join(", ")
+            "not started: {} tenant(s): {}; to continue, run: {}",
+            report.not_started.len(),
+            first_few(&report.not_started),
+            invocation.command(&Recovery::MigrateShared)
         );
     }
 }
@@ -180,11 +245,14 @@ pub(crate) fn verify_report(global: &Global, report: &VerifyReport) {
         fleet_report(global, fixed);
         println!("after fixing:");
     }
+    let invocation = Invocation::as_given(global);
     let shared = &report.shared;
     for m in &shared.missing {
         println!(
-            "shared: missing {} ({}); run `tenantgate migrate`",
-            m.version, m.file
+            "shared: missing {} ({}); to recover: {}",
+            m.version,
+            m.file,
+            invocation.command(&Recovery::MigrateShared)
         );
     }
     for m in &shared.changed {
@@ -224,7 +292,7 @@ pub(crate) fn verify_report(global: &Global, report: &VerifyReport) {
             println!("    last error: {e}");
         }
         for r in &t.recovery {
-            println!("    to recover: {r}");
+            println!("    to recover: {}", invocation.command(r));
         }
     }
     println!(

@@ -7,6 +7,8 @@ use axum::{
     routing::{get, post},
     Form, Router,
 };
+use cookie::{Cookie, SameSite};
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 use tenantgate::TenantName;
 use tenantgate_http::ResolvedTenant;
 
@@ -63,14 +65,6 @@ fn texts(lang: &str) -> Option<&'static Texts> {
     }
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
 /// A handler's failure: the store's error, classified, or input the app
 /// refuses before any query.
 enum AppError {
@@ -84,17 +78,11 @@ impl From<AppDbError> for AppError {
     }
 }
 
-impl From<tenantgate::Error> for AppError {
-    fn from(e: tenantgate::Error) -> Self {
-        Self::Store(AppDbError::Failed(e.to_string()))
-    }
-}
-
 impl AppError {
     /// The response: 503 when the store may answer later, 4xx for the
     /// request's own fault, 500 for a bug. The store's text only where
     /// `reveal` allows; otherwise a reference to the log line.
-    fn respond(self, tenant: &str, reveal: bool) -> Response {
+    fn respond(self, tenant: &TenantName, reveal: bool) -> Response {
         let store = match self {
             AppError::Invalid(message) => {
                 return (StatusCode::BAD_REQUEST, message).into_response()
@@ -105,7 +93,7 @@ impl AppError {
             AppError::Store(e) => e,
         };
         let reference = tenantgate_http::reference_id();
-        tracing::error!(tenant, reference = %reference, error = %store, "messages app: query failed");
+        tracing::error!(tenant = %tenant, reference = %reference, error = %store, "messages app: query failed");
         let (status, headline) = match &store {
             AppDbError::Unavailable(_) | AppDbError::SchemaIncomplete(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -136,15 +124,16 @@ impl AppError {
     }
 }
 
+/// The signed-in user's name, from the session cookie.
 fn signed_in_user(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.to_owned())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == COOKIE)
+        .map(|c| c.value().to_owned())
 }
 
 async fn messages(
@@ -168,52 +157,49 @@ async fn messages_page(
     let Some(t) = texts(lang) else {
         return Ok(StatusCode::NOT_FOUND.into_response());
     };
-    let name = TenantName::parse(&tenant.name)?;
-    let Some(dashboard) = state.db.dashboard(&name, signed_in_user(headers)).await? else {
-        return Ok(Html(page(
-            lang,
-            t,
-            &tenant.name,
-            &format!("<p>{}</p>", t.no_users),
-        ))
-        .into_response());
+    let Some(dashboard) = state
+        .db
+        .dashboard(&tenant.name, signed_in_user(headers))
+        .await?
+    else {
+        return Ok(page(lang, t, &tenant.name, html! { p { (t.no_users) } }));
     };
-    let mut body = format!(
-        "<p>{} <strong id=\"user\">{}</strong> · <span id=\"status\">{}</span></p>",
-        t.signed_in_as,
-        escape(&dashboard.display_name),
-        if dashboard.online {
-            t.online
-        } else {
-            "offline"
+    let body = html! {
+        p {
+            (t.signed_in_as) " " strong #user { (dashboard.display_name) } " · "
+            span #status { (if dashboard.online { t.online } else { "offline" }) }
         }
-    );
-    if dashboard.conversations.is_empty() {
-        body.push_str(&format!("<p>{}</p>", t.empty));
-    } else {
-        body.push_str("<ul id=\"conversations\">");
-        for (title, unread) in &dashboard.conversations {
-            body.push_str(&format!(
-                "<li>{} <span class=\"unread\">{unread} {}</span></li>",
-                escape(title),
-                t.unread
-            ));
+        @if dashboard.conversations.is_empty() {
+            p { (t.empty) }
+        } @else {
+            ul #conversations {
+                @for (title, unread) in &dashboard.conversations {
+                    li { (title) " " span.unread { (unread) " " (t.unread) } }
+                }
+            }
         }
-        body.push_str("</ul>");
-    }
-    Ok(Html(page(lang, t, &tenant.name, &body)).into_response())
+    };
+    Ok(page(lang, t, &tenant.name, body))
 }
 
-fn page(lang: &str, t: &Texts, tenant: &str, body: &str) -> String {
-    format!(
-        "<!doctype html><html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title} · {tenant}</title>\
-         <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}}\
-         .unread{{color:#a3261b;font-size:.9rem}}</style></head>\
-         <body><h1>{title}</h1><p><small>{tenant}</small></p>{body}</body></html>",
-        title = t.title,
-        tenant = escape(tenant),
-    )
+fn page(lang: &str, t: &Texts, tenant: &TenantName, body: Markup) -> Response {
+    let markup = html! {
+        (DOCTYPE)
+        html lang=(lang) {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (t.title) " · " (tenant) }
+                style { (PreEscaped("body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem}.unread{color:#a3261b;font-size:.9rem}")) }
+            }
+            body {
+                h1 { (t.title) }
+                p { small { (tenant) } }
+                (body)
+            }
+        }
+    };
+    Html(markup.into_string()).into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -230,11 +216,12 @@ async fn sign_in(Path(lang): Path<String>, Query(q): Query<SignIn>) -> Response 
     {
         return StatusCode::BAD_REQUEST.into_response();
     }
+    let cookie = Cookie::build((COOKIE, q.user))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax);
     (
-        [(
-            header::SET_COOKIE,
-            format!("{COOKIE}={}; Path=/; HttpOnly; SameSite=Lax", q.user),
-        )],
+        [(header::SET_COOKIE, cookie.to_string())],
         Redirect::to(&format!("/{lang}/app/messages/")),
     )
         .into_response()
@@ -286,10 +273,9 @@ async fn create_user(
     form: &NewUser,
 ) -> Result<Response, AppError> {
     check_new_user(form)?;
-    let name = TenantName::parse(&tenant.name)?;
     let id = state
         .db
-        .create_user(&name, &form.username, &form.display_name)
+        .create_user(&tenant.name, &form.username, &form.display_name)
         .await?;
     Ok((
         StatusCode::SEE_OTHER,

@@ -21,13 +21,15 @@ pub enum StartupPolicy {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct NotServed {
     /// The tenant.
-    pub tenant: String,
+    pub tenant: TenantName,
     /// Why.
     pub blocked: Blocked,
 }
 
-impl fmt::Display for NotServed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl NotServed {
+    /// The tenant, why it is not served and what it lacks, without the
+    /// recovery: `acme: missing [2 (0002_messages.sql)]`.
+    pub fn summary(&self) -> String {
         let missing: Vec<String> = self
             .blocked
             .missing
@@ -35,11 +37,22 @@ impl fmt::Display for NotServed {
             .chain(&self.blocked.changed)
             .map(|m| format!("{} ({})", m.version, m.file))
             .collect();
-        write!(f, "{}: {}", self.tenant, self.blocked.reason.as_str())?;
+        let mut line = format!("{}: {}", self.tenant, self.blocked.reason.as_str());
         if !missing.is_empty() {
-            write!(f, " [{}]", missing.join(", "))?;
+            line.push_str(&format!(" [{}]", missing.join(", ")));
         }
-        write!(f, "; recover with `{}`", self.blocked.recovery)
+        line
+    }
+}
+
+impl fmt::Display for NotServed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}; to recover: {}",
+            self.summary(),
+            self.blocked.recovery
+        )
     }
 }
 
@@ -56,10 +69,7 @@ pub async fn startup_gate(
         let shared_missing = required.shared_missing(&backend.shared_ledger().await?);
         let mut tenants = backend.tenants().await?;
         // The ledgers are the truth: correct registry rows that drifted from them.
-        let names: Vec<TenantName> = tenants
-            .iter()
-            .filter_map(|t| TenantName::parse(&t.name).ok())
-            .collect();
+        let names: Vec<TenantName> = tenants.iter().map(|t| t.name.clone()).collect();
         let ledgers = backend.read_ledgers(&names).await?;
         if !tenantgate::verify::reconcile(backend, &tenants, &ledgers)
             .await?

@@ -163,6 +163,7 @@ impl<S> Guard<S> {
                 reference: &reference,
                 show_details: config.details.reveals(request.headers()),
                 retry_after,
+                recovery_text: &config.recovery_text,
             },
             wants_json,
         ))

@@ -1,32 +1,18 @@
 //! The responses the guard gives instead of the application's: 503 with
-//! the facts and the recovery command, 404 for unknown hosts, 400 for
-//! malformed ones. HTML for browsers, JSON for `Accept: application/json`.
-//! Every value is HTML-escaped; no external assets.
+//! the facts and the recovery, 404 for unknown hosts, 400 for malformed
+//! ones. HTML for browsers, JSON for clients that prefer it. Pages are maud
+//! templates, so every value is escaped; no external assets.
 
 use axum::{
     body::Body,
     http::{header, HeaderValue, StatusCode},
     response::Response,
 };
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 use serde_json::json;
+use tenantgate::migrations::MigrationRef;
 
-use crate::snapshot::TenantEntry;
-
-/// Escapes text for HTML element content and attribute values.
-pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use crate::{recovery_text::RecoveryText, snapshot::TenantEntry};
 
 const STYLE: &str = "body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2433}\
 main{max-width:42rem;margin:0 auto;padding:1.5rem}h1{font-size:1.4rem;margin:.2rem 0 1rem}\
@@ -36,14 +22,20 @@ code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9rem}pre{b
 .tag{display:inline-block;background:#fdecea;color:#a3261b;border-radius:.25rem;padding:.05rem .45rem;font-size:.85rem}\
 ul{padding-left:1.2rem}small{color:#5a6478}h2{font-size:1.05rem;margin:0 0 .5rem}";
 
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title}</title><style>{STYLE}</style></head><body><main>{body}</main></body></html>",
-        title = escape(title)
-    );
-    let mut response = Response::new(Body::from(html));
+fn page(status: StatusCode, title: &str, body: Markup) -> Response {
+    let html = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body { main { (body) } }
+        }
+    };
+    let mut response = Response::new(Body::from(html.into_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -78,6 +70,23 @@ pub(crate) struct BlockedPage<'a> {
     pub(crate) reference: &'a str,
     pub(crate) show_details: bool,
     pub(crate) retry_after: u64,
+    /// How this server spells a recovery.
+    pub(crate) recovery_text: &'a RecoveryText,
+}
+
+fn migration_list(title: &str, list: &[MigrationRef]) -> Markup {
+    html! {
+        @if !list.is_empty() {
+            div.card {
+                h2 { (title) }
+                ul {
+                    @for m in list {
+                        li { code { (m.version) } " " (m.description) " " small { "(" (m.file) ")" } }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// 503 for a tenant that is not served.
@@ -87,6 +96,7 @@ pub(crate) fn blocked(page_data: &BlockedPage<'_>, wants_json: bool) -> Response
         unreachable!("only blocked tenants get the blocked page")
     };
     let detail = blocked.error.as_deref().filter(|_| page_data.show_details);
+    let recovery = page_data.recovery_text.render(&blocked.recovery);
     let response = if wants_json {
         json_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -101,77 +111,51 @@ pub(crate) fn blocked(page_data: &BlockedPage<'_>, wants_json: bool) -> Response
                 "missing": blocked.missing,
                 "changed": blocked.changed,
                 "recovery": blocked.recovery,
+                "recovery_text": recovery,
                 "reference": page_data.reference,
                 "detail": detail,
             }),
         )
     } else {
-        let items = |list: &[tenantgate::migrations::MigrationRef]| -> String {
-            list.iter()
-                .map(|m| {
-                    format!(
-                        "<li><code>{}</code> {} <small>({})</small></li>",
-                        m.version,
-                        escape(&m.description),
-                        escape(&m.file)
-                    )
-                })
-                .collect()
+        let body = html! {
+            p { span.tag { "503 Service Unavailable" } }
+            h1 { "This workspace is being updated" }
+            p {
+                "The database of " strong { (entry.name) } " does not yet hold every migration this "
+                "version of the application needs, so requests are paused instead of failing. Nothing was lost."
+            }
+            div.card {
+                dl {
+                    dt { "Tenant" } dd #tenant { (entry.name) }
+                    dt { "Stored in" } dd { code { (page_data.container) } }
+                    dt { "Domain" } dd { (page_data.host) }
+                    dt { "State" } dd { (entry.state) }
+                    dt { "Reason" } dd { (blocked.reason.as_str()) }
+                    dt { "Reference" } dd { code #reference { (page_data.reference) } }
+                }
+            }
+            (migration_list("Missing migrations", &blocked.missing))
+            (migration_list("Migrations applied from different files", &blocked.changed))
+            @if let Some(detail) = detail {
+                div.card { h2 { "Last error" } pre { (detail) } }
+            }
+            div.card {
+                h2 { "How to recover" }
+                p { "An operator runs:" }
+                pre #recovery { (recovery) }
+                p { small { "This page turns back into the application by itself once the tenant is ready; reload in a moment." } }
+            }
         };
-        let mut body = format!(
-            "<p><span class=\"tag\">503 Service Unavailable</span></p>\
-             <h1>This workspace is being updated</h1>\
-             <p>The database of <strong>{tenant}</strong> does not yet hold every migration this \
-             version of the application needs, so requests are paused instead of failing. Nothing was lost.</p>\
-             <div class=\"card\"><dl>\
-             <dt>Tenant</dt><dd id=\"tenant\">{tenant}</dd>\
-             <dt>Stored in</dt><dd><code>{container}</code></dd>\
-             <dt>Domain</dt><dd>{host}</dd>\
-             <dt>State</dt><dd>{state}</dd>\
-             <dt>Reason</dt><dd>{reason}</dd>\
-             <dt>Reference</dt><dd><code id=\"reference\">{reference}</code></dd>\
-             </dl></div>",
-            tenant = escape(&entry.name),
-            container = escape(page_data.container),
-            host = escape(page_data.host),
-            state = entry.state,
-            reason = blocked.reason.as_str(),
-            reference = escape(page_data.reference),
-        );
-        if !blocked.missing.is_empty() {
-            body.push_str(&format!(
-                "<div class=\"card\"><h2>Missing migrations</h2><ul>{}</ul></div>",
-                items(&blocked.missing)
-            ));
-        }
-        if !blocked.changed.is_empty() {
-            body.push_str(&format!(
-                "<div class=\"card\"><h2>Migrations applied from different files</h2><ul>{}</ul></div>",
-                items(&blocked.changed)
-            ));
-        }
-        if let Some(detail) = detail {
-            body.push_str(&format!(
-                "<div class=\"card\"><h2>Last error</h2><pre>{}</pre></div>",
-                escape(detail)
-            ));
-        }
-        body.push_str(&format!(
-            "<div class=\"card\"><h2>How to recover</h2><p>An operator runs:</p><pre id=\"recovery\">{}</pre>\
-             <p><small>This page turns back into the application by itself once the tenant is ready; \
-             reload in a moment.</small></p></div>",
-            escape(&blocked.recovery)
-        ));
         page(
             StatusCode::SERVICE_UNAVAILABLE,
             "Workspace being updated",
-            &body,
+            body,
         )
     };
     with_retry_after(response, page_data.retry_after)
 }
 
-/// 503 when the registry could not be confirmed within the staleness bound.
+/// 503 when the registry cannot be read, or went unconfirmed too long.
 pub(crate) fn state_unknown(reference: &str, retry_after: u64, wants_json: bool) -> Response {
     let response = if wants_json {
         json_response(
@@ -182,13 +166,15 @@ pub(crate) fn state_unknown(reference: &str, retry_after: u64, wants_json: bool)
         page(
             StatusCode::SERVICE_UNAVAILABLE,
             "Migration state unknown",
-            &format!(
-                "<p><span class=\"tag\">503 Service Unavailable</span></p><h1>Migration state unknown</h1>\
-                 <p>The registry of tenant migrations cannot be reached, so this server cannot tell whether \
-                 your workspace is safe to serve. Requests are paused until it can.</p>\
-                 <div class=\"card\"><dl><dt>Reference</dt><dd><code>{}</code></dd></dl></div>",
-                escape(reference)
-            ),
+            html! {
+                p { span.tag { "503 Service Unavailable" } }
+                h1 { "Migration state unknown" }
+                p {
+                    "The registry of tenant migrations cannot be reached, so this server cannot tell whether "
+                    "your workspace is safe to serve. Requests are paused until it can."
+                }
+                div.card { dl { dt { "Reference" } dd { code { (reference) } } } }
+            },
         )
     };
     with_retry_after(response, retry_after)
@@ -205,11 +191,11 @@ pub(crate) fn unknown_host(host: &str, wants_json: bool) -> Response {
     page(
         StatusCode::NOT_FOUND,
         "Unknown workspace",
-        &format!(
-            "<p><span class=\"tag\">404 Not Found</span></p><h1>No workspace at this address</h1>\
-             <p>No tenant is registered for <strong>{}</strong>. Check the address.</p>",
-            escape(host)
-        ),
+        html! {
+            p { span.tag { "404 Not Found" } }
+            h1 { "No workspace at this address" }
+            p { "No tenant is registered for " strong { (host) } ". Check the address." }
+        },
     )
 }
 
@@ -224,17 +210,20 @@ pub(crate) fn bad_host(reason: &str, wants_json: bool) -> Response {
     page(
         StatusCode::BAD_REQUEST,
         "Bad request",
-        &format!("<h1>Bad request</h1><p>{}</p>", escape(reason)),
+        html! { h1 { "Bad request" } p { (reason) } },
     )
 }
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn escapes_markup() {
-        assert_eq!(
-            super::escape("<a href=\"x\">'&'</a>"),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
-        );
+    use axum::body::to_bytes;
+
+    #[tokio::test]
+    async fn values_are_escaped() {
+        let response = super::unknown_host("<script>alert('x')</script>", false);
+        let body = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(!body.contains("<script>alert"), "{body}");
+        assert!(body.contains("&lt;script&gt;"), "{body}");
     }
 }

@@ -9,7 +9,7 @@ use std::{
 use tenantgate::{
     migrations::MigrationRef,
     readiness::{Blocked, RequiredSet},
-    AppliedMigration, Domain, Tenant, TenantState,
+    AppliedMigration, Domain, Tenant, TenantName, TenantState,
 };
 
 /// One tenant as the guard sees it: its decision is computed when the
@@ -17,7 +17,7 @@ use tenantgate::{
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TenantEntry {
     /// The tenant's name (and schema).
-    pub name: String,
+    pub name: TenantName,
     /// Its registry state.
     pub state: TenantState,
     /// Domains that route to it.
@@ -30,7 +30,7 @@ pub struct TenantEntry {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     by_domain: HashMap<String, Arc<TenantEntry>>,
-    by_name: HashMap<String, Arc<TenantEntry>>,
+    by_name: HashMap<TenantName, Arc<TenantEntry>>,
     shared_missing: Vec<MigrationRef>,
     refreshed_at: Option<SystemTime>,
 }
@@ -55,7 +55,12 @@ impl Snapshot {
 
     /// A copy in which the tenants named in `names` are replaced by `fresh`
     /// (a name missing from `fresh` was dropped).
-    pub fn updated(&self, names: &[String], fresh: Vec<Tenant>, required: &RequiredSet) -> Self {
+    pub fn updated(
+        &self,
+        names: &[TenantName],
+        fresh: Vec<Tenant>,
+        required: &RequiredSet,
+    ) -> Self {
         let mut next = Self {
             by_domain: self.by_domain.clone(),
             by_name: self.by_name.clone(),
@@ -95,7 +100,7 @@ impl Snapshot {
     }
 
     /// The tenant with this name.
-    pub fn tenant(&self, name: &str) -> Option<&Arc<TenantEntry>> {
+    pub fn tenant(&self, name: &TenantName) -> Option<&Arc<TenantEntry>> {
         self.by_name.get(name)
     }
 

@@ -10,9 +10,11 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use tenantgate::{readiness::RequiredSet, Backend, Error, Watch};
+use tenantgate::{
+    backend::RegistryChange, readiness::RequiredSet, Backend, Error, TenantName, Watch,
+};
 
-use crate::{details::DetailPolicy, metrics, snapshot::Snapshot};
+use crate::{details::DetailPolicy, metrics, recovery_text::RecoveryText, snapshot::Snapshot};
 
 /// How the guard behaves.
 #[derive(Debug, Clone)]
@@ -30,6 +32,8 @@ pub struct GuardConfig {
     pub retry_after: Duration,
     /// Who may read the database's own error text on the 503 page and JSON.
     pub details: DetailPolicy,
+    /// How the 503 page spells the step that heals a tenant.
+    pub recovery_text: RecoveryText,
     /// Emergency bypass: let requests through to tenants that are not ready,
     /// each one logged as a warning and counted.
     ///
@@ -49,6 +53,7 @@ impl Default for GuardConfig {
             heartbeat_interval: Duration::from_secs(2),
             retry_after: Duration::from_secs(30),
             details: DetailPolicy::default(),
+            recovery_text: RecoveryText::default(),
             dangerous_bypass: false,
         }
     }
@@ -69,7 +74,7 @@ pub struct GuardState {
 }
 
 /// Names where a tenant lives, for the 503 page.
-type Container = Box<dyn Fn(&str) -> String + Send + Sync>;
+type Container = Box<dyn Fn(&TenantName) -> String + Send + Sync>;
 
 impl GuardState {
     /// A state around a fixed snapshot, confirmed now (for tests and for
@@ -91,15 +96,12 @@ impl GuardState {
     /// Names tenants' storage with `backend`'s words (`file tenants/acme.db`
     /// on SQLite) on the 503 page; the default says `schema "acme"`.
     pub fn describing_storage_with(mut self, backend: Arc<dyn Backend>) -> Self {
-        self.container = Box::new(move |name| match tenantgate::TenantName::parse(name) {
-            Ok(tenant) => backend.container(&tenant),
-            Err(_) => name.to_owned(),
-        });
+        self.container = Box::new(move |name| backend.container(name));
         self
     }
 
     /// Where the tenant named `name` lives, for messages.
-    pub(crate) fn container(&self, name: &str) -> String {
+    pub(crate) fn container(&self, name: &TenantName) -> String {
         (self.container)(name)
     }
 
@@ -256,15 +258,22 @@ async fn apply_changes(
     backend: &dyn Backend,
     state: &GuardState,
     watch: &mut dyn Watch,
-    first: String,
+    first: RegistryChange,
 ) -> bool {
-    let mut names = vec![first];
+    let mut changes = vec![first];
     while let Ok(Some(more)) = watch.next(Duration::from_millis(5)).await {
-        if !names.contains(&more) {
-            names.push(more);
+        if !changes.contains(&more) {
+            changes.push(more);
         }
     }
-    if names.iter().any(|n| n == "*") {
+    let names: Option<Vec<TenantName>> = changes
+        .into_iter()
+        .map(|change| match change {
+            RegistryChange::Tenant(name) => Some(name),
+            RegistryChange::Everything => None,
+        })
+        .collect();
+    let Some(names) = names else {
         return match full_snapshot(backend, &state.required).await {
             Ok(snapshot) => {
                 state.replace(snapshot);
@@ -272,7 +281,7 @@ async fn apply_changes(
             }
             Err(_) => false,
         };
-    }
+    };
     match backend.tenants_named(&names).await {
         Ok(fresh) => {
             let next = state.snapshot().updated(&names, fresh, &state.required);

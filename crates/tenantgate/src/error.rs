@@ -54,8 +54,8 @@ pub struct TenantFailure {
     pub migration: Option<MigrationRef>,
     /// The database's own error text, or the engine's explanation.
     pub message: String,
-    /// The command (or steps) that recovers.
-    pub recovery: String,
+    /// The step that heals it.
+    pub recovery: crate::Recovery,
 }
 
 impl fmt::Display for TenantFailure {
@@ -137,7 +137,7 @@ pub enum Error {
         owner: String,
     },
     /// No tenant by that name is registered.
-    #[error("unknown tenant {tenant}; `tenantgate tenants list` shows the registered tenants")]
+    #[error("unknown tenant {tenant}: no tenant of that name is registered")]
     UnknownTenant {
         /// The name asked for.
         tenant: String,
@@ -209,10 +209,25 @@ pub enum Error {
     },
     /// Migrations a tenant lacks whose version is lower than one it already
     /// holds; refused unless out-of-order application is allowed.
-    #[error("{} migration(s) would apply out of order, first: {} to {} (its version is lower than one already applied there); pass --allow-out-of-order to apply them anyway", out_of_order.len(), out_of_order[0].0.file, out_of_order[0].1.join(", "))]
+    #[error("{} migration(s) would apply out of order, first: {} to {} (its version is lower than one already applied there); nothing was applied", out_of_order.len(), out_of_order[0].0.file, out_of_order[0].1.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", "))]
     OutOfOrder {
         /// Each migration with the tenants that hold a higher version but not it.
-        out_of_order: Vec<(MigrationRef, Vec<String>)>,
+        out_of_order: Vec<(MigrationRef, Vec<crate::TenantName>)>,
+    },
+    /// No backfill of that name is in the migration folder.
+    #[error("no backfill named {name:?} in the migration folder's backfills/; known: {}", if known.is_empty() { "none".to_owned() } else { known.join(", ") })]
+    UnknownBackfill {
+        /// The name asked for.
+        name: String,
+        /// The backfills the folder holds.
+        known: Vec<String>,
+    },
+    /// A tenant's ledger records a migration the folder has no file for, so
+    /// the shape it promises cannot be built.
+    #[error("applied migration {version} has no file in the migration folder, so the schema it promises cannot be rebuilt")]
+    MissingMigrationFile {
+        /// The applied version.
+        version: i64,
     },
     /// The operation was interrupted before it finished.
     #[error("interrupted")]
@@ -220,6 +235,42 @@ pub enum Error {
 }
 
 impl Error {
+    /// A stable snake_case name for the kind of error, for JSON and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidTenantName { .. } => "invalid_tenant_name",
+            Error::InvalidDomain { .. } => "invalid_domain",
+            Error::MigrationFolder { .. } => "migration_folder",
+            Error::Config(_) => "config",
+            Error::DatabaseUnavailable { .. } => "database_unavailable",
+            Error::Database { .. } => "database",
+            Error::TenantExists { .. } => "tenant_exists",
+            Error::DomainTaken { .. } => "domain_taken",
+            Error::UnknownTenant { .. } => "unknown_tenant",
+            Error::ProvisionFailed { .. } => "provision_failed",
+            Error::ChecksumChanged { .. } => "checksum_changed",
+            Error::SharedMigrationFailed { .. } => "shared_migration_failed",
+            Error::TenantLeftFailed { .. } => "tenant_left_failed",
+            Error::TransactionControl { .. } => "transaction_control",
+            Error::UnreadableSql { .. } => "unreadable_sql",
+            Error::MigrationEntry { .. } => "migration_entry",
+            Error::OutOfOrder { .. } => "out_of_order",
+            Error::UnknownBackfill { .. } => "unknown_backfill",
+            Error::MissingMigrationFile { .. } => "missing_migration_file",
+            Error::Interrupted => "interrupted",
+        }
+    }
+
+    /// The tenant failure this error carries, with its recovery.
+    pub fn failure(&self) -> Option<&TenantFailure> {
+        match self {
+            Error::ProvisionFailed { failure, .. } | Error::TenantLeftFailed { failure, .. } => {
+                Some(failure)
+            }
+            _ => None,
+        }
+    }
+
     /// True when the database was unreachable or the connection was lost.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Error::DatabaseUnavailable { .. })

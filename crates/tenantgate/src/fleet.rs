@@ -85,7 +85,7 @@ pub enum Outcome {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TenantReport {
     /// The tenant.
-    pub tenant: String,
+    pub tenant: TenantName,
     /// What happened.
     pub outcome: Outcome,
     /// Its state afterwards.
@@ -112,7 +112,7 @@ pub struct FleetReport {
     /// Per tenant, ordered by name.
     pub tenants: Vec<TenantReport>,
     /// Tenants that were due but never started (interruption, fail-fast, outage).
-    pub not_started: Vec<String>,
+    pub not_started: Vec<TenantName>,
     /// True when the run was interrupted.
     pub interrupted: bool,
     /// Set when the database became unreachable mid-run.
@@ -188,11 +188,7 @@ pub async fn migrate(
         });
     }
     let tenants = select_tenants(backend.tenants().await?, &options.tenants)?;
-    let names: Vec<TenantName> = tenants
-        .iter()
-        .filter_map(|t| TenantName::parse(&t.name).ok())
-        .collect();
-    let ledgers = plan_ledgers(backend, &folder.tenant, &tenants, &names, options.dry_run).await?;
+    let ledgers = plan_ledgers(backend, &folder.tenant, &tenants, options.dry_run).await?;
     refuse_changed(&folder.tenant, &ledgers)?;
     if !options.allow_out_of_order {
         refuse_out_of_order(&folder.tenant, &ledgers)?;
@@ -204,7 +200,7 @@ pub async fn migrate(
         ..Default::default()
     };
     let mut due = Vec::new();
-    for (tenant, name) in tenants.iter().zip(&names) {
+    for tenant in &tenants {
         let pending = pending_versions(
             &folder.tenant,
             ledgers.get(&tenant.name).and_then(Option::as_ref),
@@ -223,7 +219,7 @@ pub async fn migrate(
         } else {
             let expects_work = pending.as_ref().is_none_or(|p| !p.is_empty());
             due.push(Due {
-                tenant: name.clone(),
+                tenant: tenant.name.clone(),
                 state: tenant.state,
                 expects_work,
             });
@@ -254,28 +250,21 @@ pub async fn backfill(
     cancel: &CancellationToken,
 ) -> Result<FleetReport, Error> {
     let started = Instant::now();
-    let backfill = folder.backfills.get(name).ok_or_else(|| {
-        let known: Vec<&str> = folder.backfills.keys().map(String::as_str).collect();
-        Error::Config(format!(
-            "no backfill named {name:?} in {}; known: {}",
-            folder.root.join("backfills").display(),
-            if known.is_empty() {
-                "none".to_owned()
-            } else {
-                known.join(", ")
-            }
-        ))
-    })?;
+    let backfill = folder
+        .backfills
+        .get(name)
+        .ok_or_else(|| Error::UnknownBackfill {
+            name: name.to_owned(),
+            known: folder.backfills.keys().cloned().collect(),
+        })?;
     backend.prepare().await?;
     let tenants = select_tenants(backend.tenants().await?, &options.tenants)?;
     let due: Vec<Due> = tenants
         .iter()
-        .filter_map(|t| {
-            Some(Due {
-                tenant: TenantName::parse(&t.name).ok()?,
-                state: t.state,
-                expects_work: true,
-            })
+        .map(|t| Due {
+            tenant: t.name.clone(),
+            state: t.state,
+            expects_work: true,
         })
         .collect();
     progress(Progress::Planned {
@@ -326,7 +315,7 @@ async fn execute(
         .into_inner()
         .expect("queue lock")
         .iter()
-        .map(|due| due.tenant.to_string())
+        .map(|due| due.tenant.clone())
         .collect();
     report.database_error = run.database_error.into_inner().expect("error lock");
 }
@@ -339,13 +328,13 @@ pub(crate) fn select_tenants(
     if wanted.is_empty() {
         return Ok(all);
     }
-    let mut by_name: HashMap<String, Tenant> =
+    let mut by_name: HashMap<TenantName, Tenant> =
         all.into_iter().map(|t| (t.name.clone(), t)).collect();
     let mut selected = Vec::new();
     for name in wanted {
-        match by_name.remove(name.as_str()) {
+        match by_name.remove(name) {
             Some(t) => selected.push(t),
-            None if selected.iter().any(|t: &Tenant| t.name == name.as_str()) => {}
+            None if selected.iter().any(|t: &Tenant| &t.name == name) => {}
             None => {
                 return Err(Error::UnknownTenant {
                     tenant: name.to_string(),
@@ -382,15 +371,13 @@ async fn plan_ledgers(
     backend: &dyn Backend,
     set: &MigrationSet,
     tenants: &[Tenant],
-    names: &[TenantName],
     exact: bool,
 ) -> Result<Ledgers, Error> {
     let claims_all = |t: &Tenant| set.iter().all(|m| t.applied_versions.contains(&m.version));
     let to_read: Vec<TenantName> = tenants
         .iter()
-        .zip(names)
-        .filter(|(t, _)| exact || claims_all(t))
-        .map(|(_, n)| n.clone())
+        .filter(|t| exact || claims_all(t))
+        .map(|t| t.name.clone())
         .collect();
     let mut ledgers = backend.read_ledgers(&to_read).await?;
     for tenant in tenants.iter().filter(|t| !(exact || claims_all(t))) {
@@ -421,7 +408,7 @@ pub(crate) fn changed_migrations(
             set.compare(ledger)
                 .changed
                 .into_iter()
-                .map(move |m| (tenant.clone(), m.reference()))
+                .map(move |m| (tenant.to_string(), m.reference()))
         })
         .collect();
     changed.sort_by(|a, b| (&a.0, a.1.version).cmp(&(&b.0, b.1.version)));
@@ -440,7 +427,7 @@ fn refuse_changed(set: &MigrationSet, ledgers: &Ledgers) -> Result<(), Error> {
 /// Refuses migrations a tenant lacks below the highest version it holds:
 /// applying them would run them after migrations written later.
 fn refuse_out_of_order(set: &MigrationSet, ledgers: &Ledgers) -> Result<(), Error> {
-    let mut late: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    let mut late: BTreeMap<i64, Vec<TenantName>> = BTreeMap::new();
     for (tenant, ledger) in ledgers {
         let Some(highest) = ledger
             .as_ref()
@@ -584,7 +571,7 @@ impl Run<'_> {
     async fn run_one(&self, session: &mut dyn TenantSession, due: &Due) -> TenantReport {
         let (tenant, state) = (&due.tenant, due.state);
         (self.progress)(Progress::TenantStarted {
-            tenant: tenant.to_string(),
+            tenant: tenant.clone(),
         });
         let started = Instant::now();
         let mut attempts = 0;
@@ -600,7 +587,7 @@ impl Run<'_> {
                         && attempts < self.options.lock_attempts =>
                 {
                     (self.progress)(Progress::TenantRetrying {
-                        tenant: tenant.to_string(),
+                        tenant: tenant.clone(),
                         attempt: attempts + 1,
                     });
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(attempts))).await;
@@ -609,7 +596,7 @@ impl Run<'_> {
             }
         };
         let mut report = TenantReport {
-            tenant: tenant.to_string(),
+            tenant: tenant.clone(),
             outcome: Outcome::Failed,
             state,
             applied: Vec::new(),
@@ -671,6 +658,8 @@ fn interrupted(tenant: &TenantName) -> TenantFailure {
         kind: FailureKind::Interrupted,
         migration: None,
         message: "interrupted; the tenant's transaction was rolled back".into(),
-        recovery: format!("run `tenantgate migrate --tenant {tenant}`"),
+        recovery: crate::Recovery::MigrateTenant {
+            tenant: tenant.clone(),
+        },
     }
 }

@@ -23,12 +23,12 @@ pub enum Progress {
     /// Work on a tenant started.
     TenantStarted {
         /// The tenant.
-        tenant: String,
+        tenant: crate::TenantName,
     },
     /// A tenant was retried after waiting on locks.
     TenantRetrying {
         /// The tenant.
-        tenant: String,
+        tenant: crate::TenantName,
         /// Which attempt comes next (2 for the first retry).
         attempt: u32,
     },

@@ -11,7 +11,8 @@
 use sha2::{Digest, Sha384};
 
 use crate::{
-    migrations::MigrationRef, AppliedMigration, MigrationFolder, MigrationSet, Tenant, TenantState,
+    migrations::MigrationRef, AppliedMigration, MigrationFolder, MigrationSet, Recovery, Tenant,
+    TenantState,
 };
 
 /// The migrations a running application needs.
@@ -61,6 +62,7 @@ impl RequiredSet {
 
     /// Why `tenant` may not be served, or `None` when it may.
     pub fn assess(&self, tenant: &Tenant, shared_missing: &[MigrationRef]) -> Option<Blocked> {
+        let name = tenant.name.clone();
         let mut missing = Vec::new();
         let mut changed = Vec::new();
         for m in self.tenant.iter() {
@@ -86,6 +88,14 @@ impl RequiredSet {
         } else {
             return None;
         };
+        let recovery = match reason {
+            BlockReason::Drift => Recovery::VerifyDeep { tenant: name },
+            BlockReason::ChecksumChanged => Recovery::RestoreFile {
+                file: changed[0].file.clone(),
+            },
+            BlockReason::SharedMissing => Recovery::MigrateShared,
+            BlockReason::Missing | BlockReason::Failed => Recovery::MigrateTenant { tenant: name },
+        };
         Some(Blocked {
             reason,
             missing,
@@ -94,14 +104,7 @@ impl RequiredSet {
                 .last_error
                 .clone()
                 .filter(|_| tenant.state != TenantState::Ready),
-            recovery: match reason {
-                BlockReason::Drift => "tenantgate verify --deep".to_owned(),
-                BlockReason::ChecksumChanged => {
-                    "restore the edited migration files, then tenantgate verify".to_owned()
-                }
-                BlockReason::SharedMissing => "tenantgate migrate".to_owned(),
-                _ => format!("tenantgate verify --fix --tenant {}", tenant.name),
-            },
+            recovery,
         })
     }
 }
@@ -146,8 +149,8 @@ pub struct Blocked {
     pub changed: Vec<MigrationRef>,
     /// The last error or drift the registry keeps (operator detail).
     pub error: Option<String>,
-    /// The command that heals it.
-    pub recovery: String,
+    /// The step that heals it.
+    pub recovery: Recovery,
 }
 
 #[cfg(test)]
@@ -156,7 +159,7 @@ mod tests {
 
     fn tenant(state: TenantState, applied: &MigrationSet) -> Tenant {
         Tenant {
-            name: "acme".into(),
+            name: crate::TenantName::parse("acme").unwrap(),
             placement: "default".into(),
             state,
             applied_versions: applied.iter().map(|m| m.version).collect(),

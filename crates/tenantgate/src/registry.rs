@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::{migrations::MigrationSet, Domain};
+use crate::{migrations::MigrationSet, Domain, Error, TenantName};
 
 /// The placement every tenant has until scale-out assigns others.
 pub const DEFAULT_PLACEMENT: &str = "default";
@@ -51,7 +51,7 @@ impl TenantState {
 
 impl fmt::Display for TenantState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -71,7 +71,7 @@ pub struct AppliedMigration {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Tenant {
     /// The tenant's name, which is also its schema's name.
-    pub name: String,
+    pub name: TenantName,
     /// Which database server holds it.
     pub placement: String,
     /// The state the registry records.
@@ -112,4 +112,21 @@ mod hex_bytes {
     pub(super) fn serialize<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(bytes))
     }
+}
+
+/// A registry row's text read back as what it must be; a row that is not
+/// (edited by hand) is an error naming it, never silently dropped.
+pub(crate) fn read_back<T>(
+    what: &str,
+    text: &str,
+    parse: impl FnOnce(&str) -> Result<T, Error>,
+) -> Result<T, Error> {
+    parse(text).map_err(|e| Error::Database {
+        context: "reading the registry".into(),
+        source: crate::DbError {
+            code: None,
+            message: format!("a row holds {what} {text:?}, which is not valid: {e}"),
+            connection_lost: false,
+        },
+    })
 }

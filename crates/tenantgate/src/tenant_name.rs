@@ -18,6 +18,12 @@ or 'pg_*'";
 #[serde(transparent)]
 pub struct TenantName(String);
 
+impl PartialEq<str> for TenantName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
 impl TenantName {
     /// Validates `name` against [`TENANT_NAME_RULE`].
     pub fn parse(name: &str) -> Result<Self, Error> {
@@ -61,7 +67,7 @@ impl TenantName {
 
 impl fmt::Display for TenantName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 

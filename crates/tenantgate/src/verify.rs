@@ -13,7 +13,7 @@ use crate::{
     fleet::{self, FleetOptions, FleetReport},
     migrations::MigrationRef,
     progress::ProgressSink,
-    AppliedMigration, Backend, Error, MigrationFolder, MigrationSet, Tenant, TenantName,
+    AppliedMigration, Backend, Error, MigrationFolder, MigrationSet, Recovery, Tenant, TenantName,
     TenantState,
 };
 
@@ -32,7 +32,7 @@ pub struct VerifyOptions {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TenantCheck {
     /// The tenant.
-    pub tenant: String,
+    pub tenant: TenantName,
     /// Its registry state after verification.
     pub state: TenantState,
     /// True when nothing is wrong.
@@ -49,8 +49,8 @@ pub struct TenantCheck {
     pub drift: Vec<String>,
     /// The error of its last failed attempt, while it is `failed`.
     pub last_error: Option<String>,
-    /// What to do about each problem.
-    pub recovery: Vec<String>,
+    /// What heals each problem.
+    pub recovery: Vec<Recovery>,
 }
 
 /// Shared-schema findings.
@@ -106,7 +106,7 @@ pub async fn verify(
                     && !t.ledger_missing
                     && (!t.missing.is_empty() || t.state == TenantState::Failed)
             })
-            .filter_map(|t| TenantName::parse(&t.tenant).ok())
+            .map(|t| t.tenant.clone())
             .collect();
         let shared_fixable = !report.shared.missing.is_empty() && report.shared.changed.is_empty();
         if !fixable.is_empty() || shared_fixable {
@@ -149,10 +149,7 @@ async fn check(
     };
 
     let tenants = fleet::select_tenants(backend.tenants().await?, &options.fleet.tenants)?;
-    let names: Vec<TenantName> = tenants
-        .iter()
-        .filter_map(|t| TenantName::parse(&t.name).ok())
-        .collect();
+    let names: Vec<TenantName> = tenants.iter().map(|t| t.name.clone()).collect();
     let started = std::time::Instant::now();
     let ledgers = backend.read_ledgers(&names).await?;
     tracing::debug!(
@@ -163,13 +160,11 @@ async fn check(
     reconcile(backend, &tenants, &ledgers).await?;
     let mut checks: Vec<TenantCheck> = tenants
         .iter()
-        .zip(&names)
-        .map(|(t, name)| {
+        .map(|t| {
             check_ledger(
                 t,
                 &folder.tenant,
                 ledgers.get(&t.name).and_then(Option::as_ref),
-                &backend.container(name),
             )
         })
         .collect();
@@ -200,12 +195,9 @@ async fn check(
             if let Some(differences) = drift.get(&check.tenant) {
                 check.drift = differences.clone();
                 check.state = TenantState::Drift;
-                check.recovery.push(format!(
-                    "{} differs from what its ledger promises: restore the objects from a backup, or delete \
-                     the ledger rows of the migrations that created them from its _tenantgate_migrations table \
-                     and run `tenantgate migrate --tenant {name}`",
-                    backend.container(name)
-                ));
+                check.recovery.push(Recovery::RepairDrift {
+                    tenant: name.clone(),
+                });
                 changes.push(StateChange {
                     tenant: name.clone(),
                     state: TenantState::Drift,
@@ -268,7 +260,7 @@ pub async fn reconcile(
             Some(None) => !t.applied_versions.is_empty(),
             None => false,
         })
-        .filter_map(|t| TenantName::parse(&t.name).ok())
+        .map(|t| t.name.clone())
         .collect();
     backend.sync_registry(&stale).await?;
     Ok(stale)
@@ -318,7 +310,6 @@ fn check_ledger(
     tenant: &Tenant,
     set: &MigrationSet,
     ledger: Option<&Vec<AppliedMigration>>,
-    container: &str,
 ) -> TenantCheck {
     let name = &tenant.name;
     let mut check = TenantCheck {
@@ -336,10 +327,9 @@ fn check_ledger(
         recovery: Vec::new(),
     };
     let Some(ledger) = ledger else {
-        check.recovery.push(format!(
-            "{container} or its ledger is gone: restore it from a backup, or run \
-             `tenantgate tenants drop {name} --yes` and create the tenant again"
-        ));
+        check.recovery.push(Recovery::RestoreOrRecreate {
+            tenant: name.clone(),
+        });
         return check;
     };
     (check.missing, check.changed, check.unknown) = compare(set, ledger);
@@ -348,24 +338,21 @@ fn check_ledger(
             TenantState::Ready => TenantState::Pending,
             other => other,
         };
-        check.recovery.push(format!(
-            "run `tenantgate migrate --tenant {name}` (or `tenantgate verify --fix`)"
-        ));
-    } else if check.state == TenantState::Failed {
-        check
-            .recovery
-            .push(format!("run `tenantgate migrate --tenant {name}` to retry"));
+    }
+    if !check.missing.is_empty() || check.state == TenantState::Failed {
+        check.recovery.push(Recovery::MigrateTenant {
+            tenant: name.clone(),
+        });
     }
     for m in &check.changed {
-        check.recovery.push(format!(
-            "restore {} as it was applied (migrations are forward-only; put new changes in a new migration)",
-            m.file
-        ));
+        check.recovery.push(Recovery::RestoreFile {
+            file: m.file.clone(),
+        });
     }
     for v in &check.unknown {
-        check.recovery.push(format!(
-            "applied migration {v} has no file here: deploy the migration folder that has it"
-        ));
+        check
+            .recovery
+            .push(Recovery::DeployMissingFile { version: *v });
     }
     check
 }

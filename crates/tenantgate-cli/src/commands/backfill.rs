@@ -15,7 +15,7 @@ pub(crate) async fn run(
     global: &Global,
     args: BackfillArgs,
     cancel: &CancellationToken,
-) -> Result<u8, tenantgate::Error> {
+) -> Result<u8, crate::cli_error::CliError> {
     let folder = super::folder(global)?;
     let options = FleetOptions {
         fail_fast: args.fail_fast,

@@ -11,7 +11,7 @@ use std::{
 use tenantgate::{
     backend::sqlite::DataDir,
     fleet::{self, FleetOptions},
-    provision, Backend, Domain, Error, MigrationFolder, TenantName,
+    provision, Backend, Domain, Error, MigrationFolder, Recovery, TenantName,
 };
 use tenantgate_demo::Store;
 use tenantgate_http::GuardConfig;
@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     args::{DemoArgs, Global},
+    cli_error::CliError,
     exit,
+    recovery::Invocation,
 };
 
 /// The demo tenants; the last one is left a migration behind.
@@ -46,10 +48,10 @@ pub(crate) async fn run(
     global: &Global,
     args: DemoArgs,
     cancel: &CancellationToken,
-) -> Result<u8, Error> {
+) -> Result<u8, CliError> {
     let url = global.url();
     let data = PathBuf::from(tenantgate::backend::sqlite_folder(&url).ok_or_else(|| {
-        Error::Config(
+        CliError::Usage(
             "the demo runs on the embedded SQLite store: pass --data DIR or no database URL".into(),
         )
     })?);
@@ -71,10 +73,10 @@ pub(crate) async fn run(
     let files = DataDir::new(&data);
     tokio::select! {
         built = build_scenario(backend.as_ref(), &folder, &files, &say) => built?,
-        () = cancel.cancelled() => return Err(Error::Interrupted),
+        () = cancel.cancelled() => return Err(Error::Interrupted.into()),
     }
     let rows = rows(backend.as_ref(), &folder).await?;
-    let heal = heal_command(&data, &migrations);
+    let heal = heal_command(global, &data, &migrations);
     if global.json {
         let tenants: Vec<_> = rows.iter().map(Row::to_json).collect();
         println!(
@@ -124,7 +126,7 @@ pub(crate) async fn run(
 
 /// Empties the default data folder of a previous demo run; refuses a
 /// folder that holds anything else.
-fn start_fresh(data: &Path) -> Result<(), Error> {
+fn start_fresh(data: &Path) -> Result<(), CliError> {
     let Ok(entries) = std::fs::read_dir(data) else {
         return Ok(());
     };
@@ -147,7 +149,7 @@ fn start_fresh(data: &Path) -> Result<(), Error> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     if let Some(stranger) = names.iter().find(|n| !ours(n)) {
-        return Err(Error::Config(format!(
+        return Err(CliError::Usage(format!(
             "{} holds {stranger:?}, which the demo did not make; pass --data DIR to use another folder",
             data.display()
         )));
@@ -159,20 +161,26 @@ fn start_fresh(data: &Path) -> Result<(), Error> {
         } else {
             std::fs::remove_file(&path)
         };
-        removed.map_err(|e| Error::Config(format!("cannot clear {}: {e}", path.display())))?;
+        removed.map_err(|source| CliError::Io {
+            what: format!("cannot clear {}", path.display()),
+            source,
+        })?;
     }
     Ok(())
 }
 
 /// Writes the app's SQLite migration set into the data folder, so the heal
 /// command works from any directory.
-fn export_migrations(data: &Path, folder: &MigrationFolder) -> Result<PathBuf, Error> {
+fn export_migrations(data: &Path, folder: &MigrationFolder) -> Result<PathBuf, CliError> {
     let root = data.join("migrations");
     let write = |sub: &str, file: &str, sql: &str| {
         let dir = root.join(sub);
         std::fs::create_dir_all(&dir)
             .and_then(|()| std::fs::write(dir.join(file), sql))
-            .map_err(|e| Error::Config(format!("cannot write {}: {e}", dir.join(file).display())))
+            .map_err(|source| CliError::Io {
+                what: format!("cannot write {}", dir.join(file).display()),
+                source,
+            })
     };
     for m in folder.shared.iter() {
         write("shared", &m.file, &m.sql)?;
@@ -192,14 +200,14 @@ async fn build_scenario(
     folder: &MigrationFolder,
     data: &DataDir,
     say: &dyn Fn(&str),
-) -> Result<(), Error> {
+) -> Result<(), CliError> {
     let release_1 = MigrationFolder {
         tenant: folder.tenant.up_to(1),
         ..folder.clone()
     };
     let limits = FleetOptions::default().limits;
     backend.prepare().await?;
-    let registered: Vec<String> = backend
+    let registered: Vec<TenantName> = backend
         .tenants()
         .await?
         .into_iter()
@@ -234,8 +242,8 @@ async fn build_scenario(
     )
     .await?;
     if !report.all_ready() {
-        return Err(Error::Config(
-            "release 2 did not migrate the demo tenants; see `tenantgate verify`".into(),
+        return Err(CliError::Demo(
+            "release 2 did not migrate the demo tenants".into(),
         ));
     }
     for tenant in &ahead {
@@ -247,15 +255,15 @@ async fn build_scenario(
     Ok(())
 }
 
-async fn seed(data: &DataDir, tenant: &TenantName, sql: &str) -> Result<(), Error> {
+async fn seed(data: &DataDir, tenant: &TenantName, sql: &str) -> Result<(), CliError> {
     tenantgate_demo::run_in_tenant_file(data.tenant(tenant), sql.to_owned())
         .await
-        .map_err(|e| Error::Config(format!("seeding demo data into {tenant}: {e}")))
+        .map_err(|e| CliError::Demo(format!("seeding demo data into {tenant}: {e}")))
 }
 
 /// One line of the result table.
 struct Row {
-    tenant: String,
+    tenant: TenantName,
     domain: String,
     state: &'static str,
     applied: Vec<i64>,
@@ -320,18 +328,14 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-/// The command that heals the fleet, spelled the way this binary was run.
-fn heal_command(data: &Path, migrations: &Path) -> String {
-    let exe = std::env::current_exe().unwrap_or_default();
-    let under_target = exe.components().any(|c| c.as_os_str() == "target");
-    let program = match (under_target, exe.parent().and_then(Path::file_name)) {
-        (true, Some(profile)) if profile == "release" => "cargo run --release --".to_owned(),
-        (true, Some(profile)) if profile == "debug" => "cargo run --".to_owned(),
-        _ => "tenantgate".to_owned(),
+/// The command that heals the fleet: absolute paths, so it runs as printed
+/// from any folder.
+fn heal_command(global: &Global, data: &Path, migrations: &Path) -> String {
+    let demo = Global {
+        data: Some(data.to_path_buf()),
+        database_url: None,
+        migrations: migrations.to_path_buf(),
+        ..global.clone()
     };
-    format!(
-        "{program} migrate --data {} --migrations {}",
-        data.display(),
-        migrations.display()
-    )
+    Invocation::absolute(&demo).command(&Recovery::MigrateShared)
 }

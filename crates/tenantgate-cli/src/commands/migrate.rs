@@ -12,7 +12,7 @@ pub(crate) async fn run(
     global: &Global,
     args: MigrateArgs,
     cancel: &CancellationToken,
-) -> Result<u8, tenantgate::Error> {
+) -> Result<u8, crate::cli_error::CliError> {
     let folder = super::folder(global)?;
     let options = FleetOptions {
         fail_fast: args.fail_fast,

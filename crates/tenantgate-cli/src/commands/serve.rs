@@ -5,30 +5,37 @@ use std::sync::Arc;
 use axum::Router;
 use tenantgate::{
     backend::{ConnectOptions, WatchMode},
-    fleet, Backend, Error,
+    fleet, Backend,
 };
 use tenantgate_demo::{AppDb, AppState, Store};
 use tenantgate_http::{
     admin_router, health_router, startup_gate, watch_registry, AdminState, DetailPolicy,
-    GuardConfig, GuardLayer, StartupPolicy, StartupRefused,
+    GuardConfig, GuardLayer, RecoveryText, StartupPolicy,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     args::{Global, ServeArgs, WatchArg},
+    cli_error::CliError,
     exit, output,
+    recovery::Invocation,
 };
 
 pub(crate) async fn run(
     global: &Global,
     args: ServeArgs,
     cancel: &CancellationToken,
-) -> Result<u8, Error> {
+) -> Result<u8, CliError> {
+    if global.migrations_given {
+        return Err(CliError::Usage(
+            "serve runs the demo app, whose migrations are built into the binary; it takes no --migrations".into(),
+        ));
+    }
     let url = global.url();
     let store = store_for(&url)?;
     let watch = match (&args.watch_url, args.watch) {
         (Some(_), _) | (None, WatchArg::Poll) if store == Store::Sqlite => {
-            return Err(Error::Config(
+            return Err(CliError::Usage(
                 "--watch poll and --watch-url apply to PostgreSQL; the SQLite store always polls its registry".into(),
             ))
         }
@@ -80,11 +87,7 @@ pub(crate) async fn run(
                 }
             }
         }
-        Err(StartupRefused::Store(e)) => return Err(e),
-        Err(refused) => {
-            eprint!("error: {refused}");
-            return Ok(exit::TENANT_FAILED);
-        }
+        Err(refused) => return Err(CliError::StartupRefused(refused)),
     }
     if args.disable_migration_check {
         tracing::error!("DISABLE_MIGRATION_CHECK is on: requests reach tenants whose schema lacks required migrations; every such request is logged and counted");
@@ -99,6 +102,12 @@ pub(crate) async fn run(
             show_details: args.show_details,
             token: None,
         },
+        // Store paths go on the page only where details are shown.
+        recovery_text: recovery_text(if args.show_details {
+            Invocation::absolute(global)
+        } else {
+            Invocation::plain(global)
+        }),
         dangerous_bypass: args.disable_migration_check,
     };
     let app = app(backend, &url, store, config).await?;
@@ -109,13 +118,18 @@ pub(crate) async fn run(
 }
 
 /// The app's store for a URL, or a usage error.
-pub(crate) fn store_for(url: &str) -> Result<Store, Error> {
+pub(crate) fn store_for(url: &str) -> Result<Store, CliError> {
     Store::for_url(url).ok_or_else(|| {
-        Error::Config(format!(
+        CliError::Usage(format!(
             "unsupported database URL {:?}: expected sqlite://DIR or postgres://…",
             tenantgate::backend::redact(url)
         ))
     })
+}
+
+/// The 503 page's recovery: the command `invocation` runs.
+pub(crate) fn recovery_text(invocation: Invocation) -> RecoveryText {
+    RecoveryText::new(move |recovery| invocation.command(recovery))
 }
 
 /// The messages app behind the guard, with the probes, health, metrics and
@@ -126,8 +140,9 @@ pub(crate) async fn app(
     url: &str,
     store: Store,
     mut config: GuardConfig,
-) -> Result<Router, Error> {
-    let metrics = tenantgate_http::metrics::install().map_err(Error::Config)?;
+) -> Result<Router, CliError> {
+    let metrics = tenantgate_http::metrics::install()
+        .map_err(|e| CliError::Server(std::io::Error::other(e)))?;
     let token = std::env::var("TENANTGATE_ADMIN_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
@@ -135,7 +150,7 @@ pub(crate) async fn app(
     let details = config.details.clone();
     let required = tenantgate_demo::required_set(store);
     let guard = watch_registry(backend.clone(), required, config).await?;
-    let db = AppDb::connect(url, 16).map_err(Error::Config)?;
+    let db = AppDb::connect(url, 16).map_err(CliError::Usage)?;
     let admin = AdminState {
         guard: guard.clone(),
         backend,
@@ -152,13 +167,13 @@ pub(crate) async fn app(
 /// Binds the listening socket; returns it with the address it got.
 pub(crate) async fn listen(
     address: std::net::SocketAddr,
-) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), Error> {
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|e| Error::Config(format!("cannot listen on {address}: {e}")))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| Error::Config(e.to_string()))?;
+) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), CliError> {
+    let io = |source| CliError::Io {
+        what: format!("cannot listen on {address}"),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(address).await.map_err(io)?;
+    let bound = listener.local_addr().map_err(io)?;
     Ok((listener, bound))
 }
 
@@ -167,10 +182,10 @@ pub(crate) async fn serve_until(
     listener: tokio::net::TcpListener,
     app: Router,
     cancel: &CancellationToken,
-) -> Result<(), Error> {
+) -> Result<(), CliError> {
     let shutdown = cancel.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
-        .map_err(|e| Error::Config(format!("server error: {e}")))
+        .map_err(CliError::Server)
 }

@@ -5,6 +5,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     args::{Global, TenantsCommand},
+    cli_error::CliError,
     exit, output,
 };
 
@@ -12,7 +13,7 @@ pub(crate) async fn run(
     global: &Global,
     command: TenantsCommand,
     cancel: &CancellationToken,
-) -> Result<u8, Error> {
+) -> Result<u8, CliError> {
     match command {
         TenantsCommand::Create { name, domains } => {
             let tenant = TenantName::parse(&name)?;
@@ -25,7 +26,7 @@ pub(crate) async fn run(
             let limits = tenantgate::fleet::FleetOptions::default().limits;
             let created = tokio::select! {
                 created = provision::create_tenant(backend.as_ref(), &folder, &tenant, &domains, &limits) => created?,
-                () = cancel.cancelled() => return Err(Error::Interrupted),
+                () = cancel.cancelled() => return Err(Error::Interrupted.into()),
             };
             output::provisioned(global, &created, &backend.container(&tenant));
             Ok(exit::OK)
@@ -43,7 +44,7 @@ pub(crate) async fn run(
             let backend = super::backend(global).await?;
             backend.prepare().await?;
             let mut tenants = backend.tenants().await?;
-            tenants.retain(|t| t.name == tenant.as_str());
+            tenants.retain(|t| t.name == tenant);
             apply_effective_states(global, &mut tenants);
             let found = tenants.pop().ok_or(Error::UnknownTenant { tenant: name })?;
             output::tenant_detail(global, &found, &backend.container(&tenant));
@@ -52,7 +53,7 @@ pub(crate) async fn run(
         TenantsCommand::Drop { name, yes } => {
             let tenant = TenantName::parse(&name)?;
             if !yes {
-                return Err(Error::Config(format!(
+                return Err(CliError::Usage(format!(
                     "dropping tenant {tenant} deletes its schema (or file) and data; run again with --yes to confirm"
                 )));
             }

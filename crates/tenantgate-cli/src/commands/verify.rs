@@ -15,7 +15,7 @@ pub(crate) async fn run(
     global: &Global,
     args: VerifyArgs,
     cancel: &CancellationToken,
-) -> Result<u8, tenantgate::Error> {
+) -> Result<u8, crate::cli_error::CliError> {
     let folder = super::folder(global)?;
     let options = VerifyOptions {
         deep: args.deep,

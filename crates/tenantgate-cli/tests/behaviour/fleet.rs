@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use tenantgate::backend::RegistryChange;
 
 use crate::{
     backend_tests,
@@ -79,10 +80,8 @@ async fn one_failing_tenant_is_rolled_back_and_the_rest_proceed(h: Harness) {
             .contains("already exists"),
         "{failed}"
     );
-    assert!(failed["error"]["recovery"]
-        .as_str()
-        .unwrap()
-        .contains("tenantgate migrate --tenant t_c"));
+    assert_eq!(failed["error"]["recovery"]["action"], "fix_migration");
+    assert_eq!(failed["error"]["recovery"]["tenant"], "t_c");
     for name in ["t_a", "t_b", "t_d", "t_e"] {
         let t = tenant(&report, name);
         assert_eq!(
@@ -139,10 +138,10 @@ async fn locked_tenant_is_retried_then_reported(h: Harness) {
     let locked = tenant(&report, "t_a");
     assert_eq!(locked["error"]["kind"], "lock_timeout");
     assert_eq!(locked["attempts"], 2);
-    assert!(locked["error"]["recovery"]
-        .as_str()
-        .unwrap()
-        .contains(h.pick("pg_locks", "fuser tenants/t_a.db")));
+    assert_eq!(
+        locked["error"]["recovery"],
+        serde_json::json!({ "action": "find_lock_holder", "tenant": "t_a" })
+    );
     assert_eq!(tenant(&report, "t_b")["state"], "ready");
     h.release(blocker).await;
     h.run(&["migrate"]).await.expect(0);
@@ -295,9 +294,11 @@ async fn registry_state_follows_the_ledger_and_is_announced(h: Harness) {
         .await
         .unwrap()
         .expect("an announcement");
+    let t_a = tenantgate::TenantName::parse("t_a").unwrap();
     assert!(
-        announced == "t_a" || (h.is_sqlite() && announced == "*"),
-        "{announced}"
+        announced == RegistryChange::Tenant(t_a)
+            || (h.is_sqlite() && announced == RegistryChange::Everything),
+        "{announced:?}"
     );
     let (state, _, versions) = h.registry_row("t_a").await;
     assert_eq!(versions, h.ledger("t_a").await);

@@ -42,7 +42,7 @@ async fn failed_migration_leaves_nothing(h: Harness) {
         run.stderr
     );
     assert!(
-        run.stderr.contains("tenantgate tenants create acme"),
+        run.stderr.contains(" tenants create acme"),
         "the recovery command: {}",
         run.stderr
     );

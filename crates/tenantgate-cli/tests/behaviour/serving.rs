@@ -107,7 +107,7 @@ async fn the_incident_is_blocked_reported_and_healed_without_restart(h: Harness)
         "initech.localhost",
         "0002",
         "messages",
-        "tenantgate verify --fix --tenant initech",
+        " migrate --tenant initech",
         "pending",
     ] {
         assert!(
@@ -142,7 +142,14 @@ async fn the_incident_is_blocked_reported_and_healed_without_restart(h: Harness)
     );
     assert_eq!(body["domain"], "initech.localhost");
     assert_eq!(body["missing"][0]["version"], 2);
-    assert_eq!(body["recovery"], "tenantgate verify --fix --tenant initech");
+    assert_eq!(
+        body["recovery"],
+        serde_json::json!({ "action": "migrate_tenant", "tenant": "initech" })
+    );
+    assert!(body["recovery_text"]
+        .as_str()
+        .unwrap()
+        .ends_with(" migrate --tenant initech"));
     assert!(body["reference"].as_str().unwrap().starts_with("tg-"));
 
     let health = server.get("", "/health/migrations", "").await;
@@ -164,7 +171,22 @@ async fn the_incident_is_blocked_reported_and_healed_without_restart(h: Harness)
         .expect_metric("tenantgate_requests_blocked_total{reason=\"missing\"} 2")
         .await;
 
-    h.run(&["verify", "--fix"]).await.expect(0);
+    // The page's command runs as shown, from any folder.
+    let shown = body["recovery_text"].as_str().unwrap().to_owned();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let healed = tokio::process::Command::new("sh")
+        .args(["-c", &shown])
+        .current_dir(elsewhere.path())
+        .env("DATABASE_URL", &h.url)
+        .env_remove("TENANTGATE_MIGRATIONS")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        healed.status.success(),
+        "{shown}: {}",
+        String::from_utf8_lossy(&healed.stderr)
+    );
     assert!(
         until_status(&server, "initech.localhost", "/en/app/messages/", 200).await,
         "healed by the notification alone"
@@ -683,7 +705,7 @@ async fn the_503_page_renders_in_a_real_browser(h: Harness) {
         "rendered DOM: {dom}"
     );
     assert!(
-        dom.contains("tenantgate verify --fix --tenant initech"),
+        dom.contains("tenantgate migrate --tenant initech"),
         "rendered DOM: {dom}"
     );
     chromium(vec![

@@ -18,10 +18,16 @@ async fn missing_migrations_are_reported_and_fixed(h: Harness) {
     let first = &report["tenants"][0];
     assert_eq!(first["missing"][0]["version"], 3);
     assert_eq!(first["state"], "pending");
-    assert!(first["recovery"][0]
-        .as_str()
-        .unwrap()
-        .contains("tenantgate migrate --tenant t_a"));
+    assert_eq!(
+        first["recovery"][0],
+        serde_json::json!({ "action": "migrate_tenant", "tenant": "t_a" })
+    );
+    let text = h.run(&["verify"]).await;
+    assert!(
+        text.stdout.contains(" migrate --tenant t_a"),
+        "the command that heals it: {}",
+        text.stdout
+    );
     let run = h.run(&["verify", "--fix", "--json"]).await;
     run.expect(0);
     let report = run.json();
@@ -68,7 +74,8 @@ async fn deep_verification_finds_the_missing_table(h: Harness) {
             .any(|d| d == "missing table messages_sys_userstatus"),
         "{broken}"
     );
-    assert!(broken["recovery"][0].as_str().unwrap().contains("t_b"));
+    assert_eq!(broken["recovery"][0]["action"], "repair_drift");
+    assert_eq!(broken["recovery"][0]["tenant"], "t_b");
     assert_eq!(
         h.state("t_b").await,
         "drift",

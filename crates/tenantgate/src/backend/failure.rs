@@ -1,9 +1,9 @@
-//! Failures of applying migrations, and the recovery advice attached to
-//! them; the same words for every store, with the store's own nouns.
+//! Failures of applying migrations, and the step that heals each: the
+//! same decision for every store.
 
 use crate::{
     migrations::{Backfill, Migration, MigrationRef},
-    DbError, Error, FailureKind, MigrationSet, TenantFailure, TenantName,
+    DbError, Error, FailureKind, MigrationSet, Recovery, TenantFailure, TenantName,
 };
 
 /// Why applying to a tenant (or the shared database) failed.
@@ -69,37 +69,21 @@ pub(crate) fn changed_migration<'a>(
         .find_map(|(v, checksum)| set.get(*v).filter(|m| &m.checksum != checksum))
 }
 
-/// How a store names the place a tenant lives, for recovery advice.
-pub(crate) struct Place {
-    /// The tenant's container, e.g. `schema "acme"` or `file tenants/acme.db`.
-    pub(crate) container: String,
-    /// What to look for when the tenant stays locked.
-    pub(crate) lock_holders: String,
-}
-
-/// A tenant's failure with the command that recovers it.
-pub(crate) fn tenant_failure(tenant: &TenantName, place: &Place, f: ApplyFailure) -> TenantFailure {
-    let rerun = format!("tenantgate migrate --tenant {tenant}");
-    let container = &place.container;
+/// A tenant's failure with the step that heals it.
+pub(crate) fn tenant_failure(tenant: &TenantName, f: ApplyFailure) -> TenantFailure {
+    let tenant = tenant.clone();
     let recovery = match (f.kind, &f.migration) {
-        (FailureKind::ChecksumMismatch, Some(m)) => format!(
-            "restore {} as it was applied (migrations are forward-only; put new changes in a new migration)",
-            m.file
-        ),
-        (FailureKind::LockTimeout, _) => {
-            format!("find {}, then run `{rerun}`", place.lock_holders)
-        }
-        (FailureKind::LedgerMissing, _) => format!(
-            "{container} or its ledger is gone: restore it from a backup, or `tenantgate tenants drop {tenant} --yes` and create it again"
-        ),
-        (FailureKind::ConnectionLost, _) => {
-            format!("once the database is reachable, run `{rerun}`")
-        }
-        (_, Some(m)) => format!(
-            "fix {} or the conflicting object in {container}, then run `{rerun}`",
-            m.file
-        ),
-        (_, None) => format!("resolve the database error, then run `{rerun}`"),
+        (FailureKind::ChecksumMismatch, Some(m)) => Recovery::RestoreFile {
+            file: m.file.clone(),
+        },
+        (FailureKind::LockTimeout, _) => Recovery::FindLockHolder { tenant },
+        (FailureKind::LedgerMissing, _) => Recovery::RestoreOrRecreate { tenant },
+        (FailureKind::ConnectionLost, _) => Recovery::RetryWhenReachable { tenant },
+        (_, Some(m)) => Recovery::FixMigration {
+            tenant,
+            file: m.file.clone(),
+        },
+        (_, None) => Recovery::MigrateTenant { tenant },
     };
     TenantFailure {
         kind: f.kind,
@@ -109,39 +93,32 @@ pub(crate) fn tenant_failure(tenant: &TenantName, place: &Place, f: ApplyFailure
     }
 }
 
-/// A tenant's backfill failure with the command that reruns it.
+/// A tenant's backfill failure with the step that reruns it.
 pub(crate) fn backfill_failure(
     tenant: &TenantName,
-    place: &Place,
     backfill: &Backfill,
     f: ApplyFailure,
 ) -> TenantFailure {
-    let mut failure = tenant_failure(tenant, place, f);
+    let mut failure = tenant_failure(tenant, f);
     if failure.kind == FailureKind::Migration {
-        failure.recovery = format!(
-            "fix backfills/{}.sql or the data it trips on, then run `tenantgate backfill {} --tenant {tenant}`",
-            backfill.name, backfill.name
-        );
+        failure.recovery = Recovery::FixBackfill {
+            tenant: tenant.clone(),
+            backfill: backfill.name.clone(),
+        };
     }
     failure
 }
 
 /// A failed provisioning attempt, of which nothing remains.
 pub(crate) fn provision_failure(tenant: &TenantName, failure: ApplyFailure) -> TenantFailure {
-    let recovery = match &failure.migration {
-        Some(m) => format!(
-            "fix {} and run `tenantgate tenants create {tenant}` again; nothing of the failed attempt remains",
-            m.file
-        ),
-        None => format!(
-            "run `tenantgate tenants create {tenant}` again once the database error is resolved"
-        ),
-    };
     TenantFailure {
         kind: failure.kind,
+        recovery: Recovery::CreateAgain {
+            tenant: tenant.clone(),
+            file: failure.migration.as_ref().map(|m| m.file.clone()),
+        },
         migration: failure.migration,
         message: failure.error.to_string(),
-        recovery,
     }
 }
 

@@ -40,7 +40,7 @@ impl Default for Limits {
 
 /// A tenant's ledger as read from its own schema; `None` when the schema or
 /// its ledger table does not exist.
-pub type Ledgers = HashMap<String, Option<Vec<AppliedMigration>>>;
+pub type Ledgers = HashMap<TenantName, Option<Vec<AppliedMigration>>>;
 
 /// A registry state change to record.
 #[derive(Debug, Clone)]
@@ -98,7 +98,7 @@ pub trait Backend: Send + Sync {
     async fn tenants(&self) -> Result<Vec<Tenant>, Error>;
 
     /// The registered tenants among `names` (unknown names are left out).
-    async fn tenants_named(&self, names: &[String]) -> Result<Vec<Tenant>, Error>;
+    async fn tenants_named(&self, names: &[TenantName]) -> Result<Vec<Tenant>, Error>;
 
     /// Subscribes to registry state changes.
     async fn watch(&self) -> Result<Box<dyn Watch>, Error>;
@@ -127,7 +127,7 @@ pub trait Backend: Send + Sync {
         &self,
         set: &MigrationSet,
         tenants: &[(TenantName, Vec<i64>)],
-    ) -> Result<HashMap<String, Vec<String>>, Error>;
+    ) -> Result<HashMap<TenantName, Vec<String>>, Error>;
 
     /// Rewrites the registry's copy of each tenant's applied versions and
     /// checksums from its ledger (the truth), and announces the change.
@@ -194,13 +194,30 @@ pub enum BackfillOutcome {
     },
 }
 
+/// What changed in the registry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RegistryChange {
+    /// This tenant's row (or its domains) changed, or it was dropped.
+    Tenant(TenantName),
+    /// Anything may have changed: re-read the whole registry.
+    Everything,
+}
+
+impl RegistryChange {
+    /// The change a `NOTIFY tenantgate` payload announces: a tenant's name,
+    /// else (`*`, or anything unexpected) everything.
+    pub(crate) fn from_payload(payload: &str) -> Self {
+        TenantName::parse(payload).map_or(RegistryChange::Everything, RegistryChange::Tenant)
+    }
+}
+
 /// A subscription to registry state changes (`NOTIFY tenantgate`).
 #[async_trait]
 pub trait Watch: Send {
-    /// The next tenant whose state changed, or `None` when `timeout` passed
-    /// without one. An error means the subscription is lost: resubscribe and
-    /// re-read the whole registry, since changes may have been missed.
-    async fn next(&mut self, timeout: Duration) -> Result<Option<String>, Error>;
+    /// The next change, or `None` when `timeout` passed without one. An
+    /// error means the subscription is lost: resubscribe and re-read the
+    /// whole registry, since changes may have been missed.
+    async fn next(&mut self, timeout: Duration) -> Result<Option<RegistryChange>, Error>;
 
     /// Confirms the store still answers, within `timeout`.
     async fn heartbeat(&mut self, timeout: Duration) -> Result<(), Error>;

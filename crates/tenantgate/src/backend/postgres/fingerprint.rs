@@ -100,7 +100,7 @@ pub(crate) async fn catalog_drift(
     client: &Client,
     set: &MigrationSet,
     tenants: &[(TenantName, Vec<i64>)],
-) -> Result<HashMap<String, Vec<String>>, Error> {
+) -> Result<HashMap<TenantName, Vec<String>>, Error> {
     let mut by_applied: BTreeMap<&[i64], Vec<&TenantName>> = BTreeMap::new();
     for (tenant, applied) in tenants {
         by_applied
@@ -121,24 +121,30 @@ pub(crate) async fn catalog_drift(
     for (applied, group) in by_applied {
         let shape = expected_shape(client, set, applied).await?;
         tracing::debug!(versions = applied.len(), "expected shape built");
-        let differing: Vec<&str> = group
+        let differing: Vec<&TenantName> = group
             .iter()
-            .map(|t| t.as_str())
-            .filter(|t| digests.get(*t) != Some(&shape.digest))
+            .copied()
+            .filter(|t| digests.get(t.as_str()) != Some(&shape.digest))
             .collect();
         if differing.is_empty() {
             continue;
         }
         let mut live: HashMap<String, BTreeSet<String>> = HashMap::new();
         for row in client
-            .query_typed(LINES_SQL, &[(&differing, Type::TEXT_ARRAY)])
+            .query_typed(
+                LINES_SQL,
+                &[(
+                    &differing.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+                    Type::TEXT_ARRAY,
+                )],
+            )
             .await
             .map_err(|e| error_while("reading drifted tenant schemas", &e))?
         {
             live.entry(row.get(0)).or_default().insert(row.get(1));
         }
         for tenant in differing {
-            let actual = live.remove(tenant).unwrap_or_default();
+            let actual = live.remove(tenant.as_str()).unwrap_or_default();
             let mut differences: Vec<String> = shape
                 .lines
                 .difference(&actual)
@@ -150,7 +156,7 @@ pub(crate) async fn catalog_drift(
                     .map(|l| format!("unexpected {l}")),
             );
             if !differences.is_empty() {
-                drift.insert(tenant.to_owned(), differences);
+                drift.insert(tenant.clone(), differences);
             }
         }
     }
@@ -174,11 +180,7 @@ async fn expected_shape(
                 sql.push_str(&m.sql);
                 sql.push_str("\n;\n");
             }
-            None => {
-                return Err(Error::Config(format!(
-                    "cannot build the expected shape: applied migration {version} has no file"
-                )))
-            }
+            None => return Err(Error::MissingMigrationFile { version: *version }),
         }
     }
     let scratch_names = vec![scratch.as_str()];

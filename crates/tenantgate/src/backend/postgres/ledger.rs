@@ -28,7 +28,7 @@ pub(crate) async fn read_ledgers(
     let mut ledgers: Ledgers = tenants
         .iter()
         .filter(|t| !existing.contains(t.as_str()))
-        .map(|t| (t.to_string(), None))
+        .map(|t| (t.clone(), None))
         .collect();
     let present: Vec<&TenantName> = tenants
         .iter()
@@ -62,7 +62,7 @@ pub(crate) async fn read_ledgers(
 /// few enough that planning stays cheap (one huge UNION ALL plans slowly).
 const LEDGERS_PER_STATEMENT: usize = 25;
 
-type Read = Vec<(String, Option<Vec<AppliedMigration>>)>;
+type Read = Vec<(TenantName, Option<Vec<AppliedMigration>>)>;
 
 async fn read_chunk(client: &Client, tenants: &[&TenantName]) -> Result<Read, Error> {
     // Boxed up front: a closure inside the stream would not be `Send` for
@@ -102,7 +102,7 @@ async fn read_group(client: &Client, group: &[&TenantName]) -> Result<Read, Erro
             }
             return Ok(read);
         }
-        Err(e) if !db_error(&e).connection_lost => return Ok(vec![(group[0].to_string(), None)]),
+        Err(e) if !db_error(&e).connection_lost => return Ok(vec![((*group[0]).clone(), None)]),
         Err(e) => {
             return Err(Error::DatabaseUnavailable {
                 context: format!(
@@ -135,7 +135,7 @@ async fn read_group(client: &Client, group: &[&TenantName]) -> Result<Read, Erro
     }
     Ok(group
         .iter()
-        .map(|t| t.to_string())
+        .map(|t| (*t).clone())
         .zip(ledgers.into_iter().map(Some))
         .collect())
 }

@@ -34,7 +34,7 @@ use self::{
 };
 use crate::{
     backend::{
-        failure::{backfill_failure, tenant_failure, Place},
+        failure::{backfill_failure, tenant_failure},
         Backend, BackfillMode, BackfillOutcome, Ledgers, Limits, StateChange, TenantSession, Watch,
         WatchMode,
     },
@@ -141,7 +141,7 @@ impl Backend for PgBackend {
         pooled!(self, |client| registry::tenants(&client, None).await)
     }
 
-    async fn tenants_named(&self, names: &[String]) -> Result<Vec<Tenant>, Error> {
+    async fn tenants_named(&self, names: &[TenantName]) -> Result<Vec<Tenant>, Error> {
         pooled!(self, |client| registry::tenants(&client, Some(names)).await)
     }
 
@@ -187,7 +187,7 @@ impl Backend for PgBackend {
         &self,
         set: &MigrationSet,
         tenants: &[(TenantName, Vec<i64>)],
-    ) -> Result<HashMap<String, Vec<String>>, Error> {
+    ) -> Result<HashMap<TenantName, Vec<String>>, Error> {
         pooled!(self, |client| fingerprint::catalog_drift(
             &client, set, tenants
         )
@@ -232,7 +232,7 @@ impl TenantSession for PgSession {
     ) -> Result<Vec<i64>, TenantFailure> {
         apply_set(&self.client, &Target::tenant(tenant), set, limits)
             .await
-            .map_err(|f| tenant_failure(tenant, &place(tenant), f))
+            .map_err(|f| tenant_failure(tenant, f))
     }
 
     async fn record_failure(
@@ -258,22 +258,11 @@ impl TenantSession for PgSession {
             limits,
         )
         .await
-        .map_err(|f| backfill_failure(tenant, &place(tenant), backfill, f))
+        .map_err(|f| backfill_failure(tenant, backfill, f))
     }
 }
 
 /// Where a tenant lives, for messages.
 fn container(tenant: &TenantName) -> String {
     format!("schema {}", tenant.quoted())
-}
-
-/// How recovery advice names a tenant's schema.
-fn place(tenant: &TenantName) -> Place {
-    Place {
-        container: container(tenant),
-        lock_holders: format!(
-            "the sessions holding locks on schema {} (pg_locks, pg_stat_activity)",
-            tenant.quoted()
-        ),
-    }
 }

@@ -9,7 +9,10 @@ use async_trait::async_trait;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::{connect::Connector, sql::error_while};
-use crate::{backend::Watch, Error};
+use crate::{
+    backend::{RegistryChange, Watch},
+    Error,
+};
 
 /// One text value that changes whenever a row of the registry, its domains
 /// or the shared ledger is inserted, updated or deleted: row counts and sums
@@ -55,13 +58,13 @@ async fn digest(client: &Client) -> Result<String, Error> {
 
 #[async_trait]
 impl Watch for PgPollWatch {
-    async fn next(&mut self, timeout: Duration) -> Result<Option<String>, Error> {
+    async fn next(&mut self, timeout: Duration) -> Result<Option<RegistryChange>, Error> {
         let deadline = Instant::now() + timeout;
         loop {
             let now = digest(&self.client).await?;
             if now != self.seen {
                 self.seen = now;
-                return Ok(Some("*".into()));
+                return Ok(Some(RegistryChange::Everything));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {

@@ -3,7 +3,10 @@
 use tokio_postgres::{types::Type, Client, GenericClient};
 
 use super::sql::{error_while, xact_lock_sql, CHANNEL};
-use crate::{backend::StateChange, Domain, Error, Tenant, TenantFailure, TenantName, TenantState};
+use crate::{
+    backend::StateChange, registry::read_back, Domain, Error, Tenant, TenantFailure, TenantName,
+    TenantState,
+};
 
 /// The registry's own migrations, applied in order; the index + 1 is the
 /// registry schema version recorded in `tenantgate.registry_version`.
@@ -100,7 +103,7 @@ pub(crate) async fn prepare(client: &mut Client) -> Result<(), Error> {
 /// Every tenant with its domains, or only those named in `only`.
 pub(crate) async fn tenants(
     client: &Client,
-    only: Option<&[String]>,
+    only: Option<&[TenantName]>,
 ) -> Result<Vec<Tenant>, Error> {
     let rows = client
         .query_typed(
@@ -111,7 +114,10 @@ pub(crate) async fn tenants(
                FROM tenantgate.tenants t LEFT JOIN tenantgate.domains d ON d.tenant = t.name
               WHERE $1::text[] IS NULL OR t.name = ANY($1)
               GROUP BY t.name ORDER BY t.name",
-            &[(&only, Type::TEXT_ARRAY)],
+            &[(
+                &only.map(|names| names.iter().map(TenantName::as_str).collect::<Vec<_>>()),
+                Type::TEXT_ARRAY,
+            )],
         )
         .await
         .map_err(|e| error_while("reading the registry", &e))?;
@@ -122,7 +128,7 @@ fn tenant_from_row(row: &tokio_postgres::Row) -> Result<Tenant, Error> {
     let state: String = row.get(2);
     let domains: Vec<String> = row.get(8);
     Ok(Tenant {
-        name: row.get(0),
+        name: read_back("the tenant name", row.get(0), TenantName::parse)?,
         placement: row.get(1),
         state: TenantState::parse(&state).ok_or_else(|| Error::Database {
             context: "reading the registry".into(),
@@ -139,8 +145,8 @@ fn tenant_from_row(row: &tokio_postgres::Row) -> Result<Tenant, Error> {
         updated_at: row.get(7),
         domains: domains
             .iter()
-            .filter_map(|d| Domain::parse(d).ok())
-            .collect(),
+            .map(|d| read_back("the domain", d, Domain::parse))
+            .collect::<Result<_, _>>()?,
     })
 }
 

@@ -7,7 +7,10 @@ use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
 use super::{connect::Connector, sql::CHANNEL};
-use crate::{backend::Watch, DbError, Error};
+use crate::{
+    backend::{RegistryChange, Watch},
+    DbError, Error,
+};
 
 /// A dedicated connection listening on the `tenantgate` channel.
 pub(crate) struct PgWatch {
@@ -42,9 +45,9 @@ fn lost(message: &str) -> Error {
 
 #[async_trait]
 impl Watch for PgWatch {
-    async fn next(&mut self, timeout: Duration) -> Result<Option<String>, Error> {
+    async fn next(&mut self, timeout: Duration) -> Result<Option<RegistryChange>, Error> {
         match tokio::time::timeout(timeout, self.notifications.recv()).await {
-            Ok(Some(tenant)) => Ok(Some(tenant)),
+            Ok(Some(payload)) => Ok(Some(RegistryChange::from_payload(&payload))),
             Ok(None) => Err(lost("the listening connection closed")),
             Err(_) => Ok(None),
         }

@@ -59,7 +59,7 @@ pub(crate) fn catalog_drift(
     dir: &DataDir,
     set: &MigrationSet,
     tenants: &[(TenantName, Vec<i64>)],
-) -> Result<HashMap<String, Vec<String>>, Error> {
+) -> Result<HashMap<TenantName, Vec<String>>, Error> {
     let mut shapes: HashMap<&[i64], BTreeSet<String>> = HashMap::new();
     for (_, versions) in tenants {
         if !shapes.contains_key(versions.as_slice()) {
@@ -85,7 +85,7 @@ pub(crate) fn catalog_drift(
             .map(|l| format!("missing {l}"))
             .collect();
         drift.extend(live.difference(want).map(|l| format!("unexpected {l}")));
-        Ok((!drift.is_empty()).then(|| (tenant.to_string(), drift)))
+        Ok((!drift.is_empty()).then(|| (tenant.clone(), drift)))
     });
     let mut drifted = HashMap::new();
     for result in found {

@@ -45,7 +45,7 @@ use self::{
 };
 use crate::{
     backend::{
-        failure::{provision_error, ApplyFailure, Place},
+        failure::{provision_error, ApplyFailure},
         Backend, Ledgers, Limits, StateChange, TenantSession, Watch,
     },
     AppliedMigration, Domain, Error, MigrationSet, Tenant, TenantName,
@@ -162,16 +162,6 @@ fn container(tenant: &TenantName) -> String {
     format!("file tenants/{tenant}.db")
 }
 
-/// How recovery advice names a tenant's file.
-fn place(tenant: &TenantName) -> Place {
-    Place {
-        container: container(tenant),
-        lock_holders: format!(
-            "the process holding a write transaction on tenants/{tenant}.db (`fuser tenants/{tenant}.db`)"
-        ),
-    }
-}
-
 #[async_trait]
 impl Backend for SqliteBackend {
     fn describe(&self) -> String {
@@ -236,7 +226,7 @@ impl Backend for SqliteBackend {
         self.registry(|_, conn| registry::tenants(conn, None)).await
     }
 
-    async fn tenants_named(&self, names: &[String]) -> Result<Vec<Tenant>, Error> {
+    async fn tenants_named(&self, names: &[TenantName]) -> Result<Vec<Tenant>, Error> {
         let names = names.to_vec();
         self.registry(move |_, conn| registry::tenants(conn, Some(&names)))
             .await
@@ -295,17 +285,14 @@ impl Backend for SqliteBackend {
         let inner = self.inner.clone();
         let tenants = tenants.to_vec();
         let ledgers = blocking(move || inner.ledgers(&tenants)).await?;
-        Ok(ledgers
-            .into_iter()
-            .map(|(t, l)| (t.to_string(), l))
-            .collect())
+        Ok(ledgers.into_iter().collect())
     }
 
     async fn catalog_drift(
         &self,
         set: &MigrationSet,
         tenants: &[(TenantName, Vec<i64>)],
-    ) -> Result<HashMap<String, Vec<String>>, Error> {
+    ) -> Result<HashMap<TenantName, Vec<String>>, Error> {
         let (dir, set, tenants) = (self.inner.dir.clone(), set.clone(), tenants.to_vec());
         blocking(move || catalog::catalog_drift(&dir, &set, &tenants)).await
     }

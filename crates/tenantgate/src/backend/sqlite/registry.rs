@@ -12,8 +12,8 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::blocking::{db_error, error_while};
 use crate::{
-    backend::StateChange, AppliedMigration, Domain, Error, Tenant, TenantFailure, TenantName,
-    TenantState,
+    backend::StateChange, registry::read_back, AppliedMigration, Domain, Error, Tenant,
+    TenantFailure, TenantName, TenantState,
 };
 
 /// The current time as stored: RFC 3339, UTC, seconds.
@@ -86,10 +86,13 @@ pub(crate) fn prepare(conn: &mut Connection) -> Result<(), Error> {
 }
 
 /// Every tenant with its domains, or only those named in `only`.
-pub(crate) fn tenants(conn: &Connection, only: Option<&[String]>) -> Result<Vec<Tenant>, Error> {
+pub(crate) fn tenants(
+    conn: &Connection,
+    only: Option<&[TenantName]>,
+) -> Result<Vec<Tenant>, Error> {
     let context = "reading the registry";
     let wanted: Option<HashSet<&str>> =
-        only.map(|names| names.iter().map(String::as_str).collect());
+        only.map(|names| names.iter().map(TenantName::as_str).collect());
     let mut statement = conn
         .prepare_cached(
             "SELECT t.name, t.placement, t.state, t.applied_versions, t.applied_checksums, t.last_error,
@@ -112,11 +115,12 @@ pub(crate) fn tenants(conn: &Connection, only: Option<&[String]>) -> Result<Vec<
         let mut domains: Vec<Domain> = domains
             .unwrap_or_default()
             .split(' ')
-            .filter_map(|d| Domain::parse(d).ok())
-            .collect();
+            .filter(|d| !d.is_empty())
+            .map(|d| read_back("the domain", d, Domain::parse))
+            .collect::<Result<_, _>>()?;
         domains.sort();
         tenants.push(Tenant {
-            name,
+            name: read_back("the tenant name", &name, TenantName::parse)?,
             placement: row.get(1).map_err(err(context))?,
             state: TenantState::parse(&state).ok_or_else(|| {
                 error_while(

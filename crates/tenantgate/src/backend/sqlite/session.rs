@@ -10,7 +10,7 @@ use super::{
     backfill,
     blocking::{blocking, cancellable, Cancel},
     data_dir::{open, Create},
-    place, registry, Inner,
+    registry, Inner,
 };
 use crate::{
     backend::{
@@ -119,7 +119,7 @@ impl TenantSession for SqliteSession {
             Ok(versions)
         })
         .await
-        .map_err(|f| tenant_failure(tenant, &place(tenant), f))
+        .map_err(|f| tenant_failure(tenant, f))
     }
 
     async fn record_failure(
@@ -150,6 +150,6 @@ impl TenantSession for SqliteSession {
             backfill::run_backfill(conn, &job, mode, cancel, &limits2)
         })
         .await
-        .map_err(|f| backfill_failure(tenant, &place(tenant), backfill, f))
+        .map_err(|f| backfill_failure(tenant, backfill, f))
     }
 }

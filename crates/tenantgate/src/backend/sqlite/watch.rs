@@ -15,7 +15,10 @@ use super::{
     blocking::{blocking, db_error, error_while},
     data_dir::{open, Create},
 };
-use crate::{backend::Watch, Error};
+use crate::{
+    backend::{RegistryChange, Watch},
+    Error,
+};
 
 /// How often the registry's version is polled.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -72,13 +75,13 @@ impl SqliteWatch {
 
 #[async_trait]
 impl Watch for SqliteWatch {
-    async fn next(&mut self, timeout: Duration) -> Result<Option<String>, Error> {
+    async fn next(&mut self, timeout: Duration) -> Result<Option<RegistryChange>, Error> {
         let deadline = Instant::now() + timeout;
         loop {
             let version = self.poll().await?;
             if version != self.seen {
                 self.seen = version;
-                return Ok(Some("*".into()));
+                return Ok(Some(RegistryChange::Everything));
             }
             let now = Instant::now();
             if now >= deadline {

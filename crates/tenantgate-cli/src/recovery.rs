@@ -1,0 +1,167 @@
+//! The one place the binary spells a [`Recovery`]: the `tenantgate`
+//! command that carries it out, with the store and migration folder this
+//! run used, so the command runs as printed.
+
+use std::path::{Path, PathBuf};
+
+use tenantgate::{backend::sqlite_folder, Recovery, TenantName};
+
+use crate::args::Global;
+
+/// How to invoke `tenantgate` again against the same store and folder.
+#[derive(Debug, Clone)]
+pub(crate) struct Invocation {
+    program: String,
+    /// Global options that name the store and the migration folder.
+    globals: Vec<String>,
+    /// True for a SQLite data folder (tenants are files), else PostgreSQL.
+    sqlite: bool,
+}
+
+impl Invocation {
+    /// The program as it was started and the options as they were given:
+    /// runs as printed from the folder the user is in. A PostgreSQL URL is
+    /// never repeated (it may hold a password): the command relies on
+    /// `DATABASE_URL`, as the run did or can.
+    pub(crate) fn as_given(global: &Global) -> Self {
+        let program = std::env::args()
+            .next()
+            .unwrap_or_else(|| "tenantgate".into());
+        Self::build(global, program, |p| p.to_path_buf())
+    }
+
+    /// The program and folders as absolute paths: runs as printed from any
+    /// folder (for a page or a message read elsewhere).
+    pub(crate) fn absolute(global: &Global) -> Self {
+        let program = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "tenantgate".into());
+        Self::build(global, program, |p| {
+            std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+        })
+    }
+
+    /// A plain `tenantgate …` command with no store options, for pages
+    /// that must not reveal where the store is.
+    pub(crate) fn plain(global: &Global) -> Self {
+        Self {
+            program: "tenantgate".into(),
+            globals: Vec::new(),
+            sqlite: sqlite_folder(&global.url()).is_some(),
+        }
+    }
+
+    fn build(global: &Global, program: String, path: impl Fn(&Path) -> PathBuf) -> Self {
+        let url = global.url();
+        let data = sqlite_folder(&url).map(|dir| path(Path::new(dir)));
+        let mut globals = Vec::new();
+        if let Some(dir) = &data {
+            globals.extend(["--data".into(), quote(&dir.display().to_string())]);
+        }
+        globals.extend([
+            "--migrations".into(),
+            quote(&path(&global.migrations).display().to_string()),
+        ]);
+        Self {
+            program: quote(&program),
+            globals,
+            sqlite: data.is_some(),
+        }
+    }
+
+    fn run(&self, args: &str) -> String {
+        let mut command = vec![self.program.clone()];
+        command.extend(self.globals.iter().cloned());
+        command.push(args.to_owned());
+        command.join(" ")
+    }
+
+    fn container(&self, tenant: &TenantName) -> String {
+        if self.sqlite {
+            format!("file tenants/{tenant}.db")
+        } else {
+            format!("schema {}", tenant.quoted())
+        }
+    }
+
+    /// The command (and the words around it) that carries out `recovery`.
+    pub(crate) fn command(&self, recovery: &Recovery) -> String {
+        let migrate = |t: &TenantName| self.run(&format!("migrate --tenant {t}"));
+        match recovery {
+            Recovery::MigrateTenant { tenant } => migrate(tenant),
+            Recovery::MigrateShared => self.run("migrate"),
+            Recovery::FindLockHolder { tenant } => {
+                let holders = if self.sqlite {
+                    format!("the processes holding {} open", self.container(tenant))
+                } else {
+                    format!(
+                        "the sessions holding locks in {} (pg_locks, pg_stat_activity)",
+                        self.container(tenant)
+                    )
+                };
+                format!("end {holders}, then run: {}", migrate(tenant))
+            }
+            Recovery::RetryWhenReachable { tenant } => {
+                format!("once the database answers, run: {}", migrate(tenant))
+            }
+            Recovery::FixMigration { tenant, file } => format!(
+                "fix {file} (or the object in {} it conflicts with), then run: {}",
+                self.container(tenant),
+                migrate(tenant)
+            ),
+            Recovery::FixBackfill { tenant, backfill } => format!(
+                "fix backfills/{backfill}.sql (or the data it trips on), then run: {}",
+                self.run(&format!("backfill {backfill} --tenant {tenant}"))
+            ),
+            Recovery::RestoreFile { file } => format!(
+                "restore {file} as it was applied (migrations are forward-only: put new changes in a new migration), then run: {}",
+                self.run("verify")
+            ),
+            Recovery::RestoreOrRecreate { tenant } => format!(
+                "{} or its ledger is gone: restore it from a backup, or run: {} && {}",
+                self.container(tenant),
+                self.run(&format!("tenants drop {tenant} --yes")),
+                self.run(&format!("tenants create {tenant}"))
+            ),
+            Recovery::CreateAgain { tenant, file } => {
+                let create = self.run(&format!("tenants create {tenant}"));
+                match file {
+                    Some(file) => format!("fix {file}, then run: {create}"),
+                    None => format!("once the database error is resolved, run: {create}"),
+                }
+            }
+            Recovery::RepairDrift { tenant } => format!(
+                "restore the differing objects in {} from a backup, or delete the ledger rows of the migrations that created them from its _tenantgate_migrations table and run: {}",
+                self.container(tenant),
+                migrate(tenant)
+            ),
+            Recovery::VerifyDeep { tenant } => {
+                self.run(&format!("verify --deep --tenant {tenant}"))
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Quotes a word for a POSIX shell when it needs it.
+fn quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:=@%,".contains(&b));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quotes_only_what_a_shell_would_split() {
+        assert_eq!(super::quote("/a/b-c_d.e"), "/a/b-c_d.e");
+        assert_eq!(super::quote("my data"), "'my data'");
+        assert_eq!(super::quote("it's"), "'it'\\''s'");
+    }
+}
