@@ -562,7 +562,7 @@ impl Run<'_> {
                 Some(_) if self.options.fail_fast => self.stop.cancel(),
                 _ => {}
             }
-            (self.progress)(Progress::TenantFinished(report.clone()));
+            (self.progress)(Progress::TenantFinished(Box::new(report.clone())));
             self.reports.lock().expect("reports lock").push(report);
         }
     }

@@ -33,7 +33,7 @@ pub enum Progress {
         attempt: u32,
     },
     /// Work on a tenant finished, successfully or not.
-    TenantFinished(TenantReport),
+    TenantFinished(Box<TenantReport>),
 }
 
 /// A receiver of progress events; must be cheap, it runs on the engine's tasks.

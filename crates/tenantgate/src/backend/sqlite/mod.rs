@@ -265,7 +265,7 @@ impl Backend for SqliteBackend {
                         Ok(())
                     })
                     .await;
-                return Err(provision_error(tenant, failure));
+                return Err(provision_error(tenant, *failure));
             }
         };
         let (name, wanted) = (tenant.clone(), domains.to_vec());

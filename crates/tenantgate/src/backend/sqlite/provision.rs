@@ -47,7 +47,7 @@ pub(crate) struct Built {
 /// Why [`build_file`] built nothing.
 pub(crate) enum BuildFailure {
     /// A migration (or the database under it) failed; recorded as an event.
-    Failed(TenantFailure),
+    Failed(Box<TenantFailure>),
     /// The name is being created by another process, or the folder failed.
     Refused(Error),
 }
@@ -95,7 +95,9 @@ pub(crate) fn build_file(
         }),
         Err(failure) => {
             let _ = remove_database(&building);
-            Err(BuildFailure::Failed(provision_failure(tenant, failure)))
+            Err(BuildFailure::Failed(Box::new(provision_failure(
+                tenant, failure,
+            ))))
         }
     }
 }
