@@ -1,63 +1,123 @@
-//! Prometheus metrics: names, and the functions that record them.
+//! Prometheus metrics: names, help texts, and the functions that record them.
 //!
 //! Recorded through the `metrics` facade; [`install`] sets up the Prometheus
-//! exporter whose handle renders `/metrics`.
+//! exporter whose handle renders `/metrics`, with every metric described
+//! (`# HELP`) and present from the start. The migration and provisioning
+//! counters count what *this process* did (`--migrate-on-start`, the admin
+//! API); the tenant-state gauges show the whole fleet, whoever changed it.
+//!
+//! ```
+//! for (name, help) in tenantgate_http::metrics::DESCRIPTIONS {
+//!     assert!(name.starts_with("tenantgate_") && !help.is_empty());
+//! }
+//! ```
 
 use std::{collections::BTreeMap, time::Duration};
 
-use metrics::{counter, gauge, histogram};
+use axum::{
+    extract::{MatchedPath, Request},
+    middleware::Next,
+    response::Response,
+};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tenantgate::TenantState;
 
-/// Tenants per state (label `state`).
+/// Tenants per state (label `state`), fleet-wide.
 pub const TENANTS: &str = "tenantgate_tenants";
-/// Tenants provisioned by this process.
-pub const PROVISIONED: &str = "tenantgate_tenants_provisioned_total";
-/// Failed provisioning attempts by this process.
-pub const PROVISION_FAILURES: &str = "tenantgate_provisioning_failures_total";
-/// Provisioning duration in seconds.
+/// Tenants this process provisioned.
+pub const PROVISIONED: &str = "tenantgate_provisioning_succeeded_total";
+/// Provisioning attempts of this process that failed (and rolled back).
+pub const PROVISION_FAILED: &str = "tenantgate_provisioning_failed_total";
+/// Duration of this process's successful provisioning, in seconds.
 pub const PROVISION_SECONDS: &str = "tenantgate_provisioning_duration_seconds";
-/// Migrations applied by this process.
+/// Tenant migrations this process applied.
 pub const MIGRATIONS_APPLIED: &str = "tenantgate_migrations_applied_total";
-/// Tenant migration runs that failed in this process.
+/// Tenant migrations that failed (and rolled back) in this process's runs.
 pub const MIGRATIONS_FAILED: &str = "tenantgate_migrations_failed_total";
-/// Requests blocked by the guard (label `reason`).
+/// Requests the guard answered itself (label `reason`).
 pub const REQUESTS_BLOCKED: &str = "tenantgate_requests_blocked_total";
-/// Requests that would have been blocked but passed under the emergency bypass.
+/// Requests let through under the emergency bypass that the guard would
+/// have blocked.
 pub const REQUESTS_BYPASSED: &str = "tenantgate_requests_bypassed_total";
 /// Seconds since the registry was last confirmed.
 pub const SNAPSHOT_AGE: &str = "tenantgate_snapshot_age_seconds";
+/// Always 1, labelled with the version (`version`).
+pub const BUILD_INFO: &str = "tenantgate_build_info";
+/// HTTP requests by route template and status class (`route`, `status`).
+pub const HTTP_REQUESTS: &str = "tenantgate_http_requests_total";
+/// HTTP request latency by route template (`route`), in seconds.
+pub const HTTP_SECONDS: &str = "tenantgate_http_request_duration_seconds";
 
-/// Installs the Prometheus recorder for this process, with every counter
-/// present from the start (at zero) so dashboards and alerts see them.
+/// Every metric with its help text, as `/metrics` describes it.
+pub const DESCRIPTIONS: [(&str, &str); 12] = [
+    (TENANTS, "Registered tenants by state, fleet-wide (whoever changed them)."),
+    (PROVISIONED, "Tenants this process provisioned."),
+    (PROVISION_FAILED, "Provisioning attempts of this process that failed and were rolled back."),
+    (PROVISION_SECONDS, "Duration of this process's successful provisioning."),
+    (MIGRATIONS_APPLIED, "Tenant migrations this process applied."),
+    (MIGRATIONS_FAILED, "Tenant migrations that failed and were rolled back in this process's runs."),
+    (REQUESTS_BLOCKED, "Requests the guard answered itself, by reason."),
+    (REQUESTS_BYPASSED, "Requests let through under the emergency bypass that the guard would have blocked."),
+    (SNAPSHOT_AGE, "Seconds since the registry was last confirmed."),
+    (BUILD_INFO, "Always 1; the version label says which tenantgate runs."),
+    (HTTP_REQUESTS, "HTTP requests by route template and status class."),
+    (HTTP_SECONDS, "HTTP request latency by route template."),
+];
+
+/// The reasons the guard answers a request itself.
+const BLOCK_REASONS: [&str; 6] = [
+    "missing",
+    "failed",
+    "drift",
+    "checksum_changed",
+    "shared_missing",
+    "state_unknown",
+];
+
+/// Installs the Prometheus recorder for this process, with every metric
+/// described and present from the start (counters at zero, the
+/// provisioning histogram empty) so dashboards and alerts see them.
 pub fn install() -> Result<PrometheusHandle, String> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(PROVISION_SECONDS.into()),
             &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
         )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(HTTP_SECONDS.into()),
+                &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0],
+            )
+        })
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| e.to_string())?;
+    for (name, help) in DESCRIPTIONS {
+        match name {
+            PROVISION_SECONDS | HTTP_SECONDS => {
+                describe_histogram!(name, metrics::Unit::Seconds, help)
+            }
+            TENANTS | SNAPSHOT_AGE | BUILD_INFO => describe_gauge!(name, help),
+            _ => describe_counter!(name, help),
+        }
+    }
     for name in [
         PROVISIONED,
-        PROVISION_FAILURES,
+        PROVISION_FAILED,
         MIGRATIONS_APPLIED,
         MIGRATIONS_FAILED,
         REQUESTS_BYPASSED,
     ] {
         counter!(name).increment(0);
     }
-    for reason in [
-        "missing",
-        "failed",
-        "drift",
-        "checksum_changed",
-        "shared_missing",
-        "state_unknown",
-    ] {
+    for reason in BLOCK_REASONS {
         counter!(REQUESTS_BLOCKED, "reason" => reason).increment(0);
     }
+    // Registered, so the histogram is rendered before the first observation.
+    let _ = histogram!(PROVISION_SECONDS);
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    gauge!(SNAPSHOT_AGE).set(0.0);
     Ok(handle)
 }
 
@@ -85,13 +145,42 @@ pub fn provisioning(duration: Duration, succeeded: bool) {
         counter!(PROVISIONED).increment(1);
         histogram!(PROVISION_SECONDS).record(duration.as_secs_f64());
     } else {
-        counter!(PROVISION_FAILURES).increment(1);
+        counter!(PROVISION_FAILED).increment(1);
     }
 }
 
-/// Records the outcome of a fleet run.
+/// Records the outcome of a fleet run: the migrations it applied, and the
+/// migrations that failed (a tenant interrupted or stuck behind locks had no
+/// migration fail).
 pub fn fleet_run(report: &tenantgate::fleet::FleetReport) {
     let applied: usize = report.tenants.iter().map(|t| t.applied.len()).sum();
     counter!(MIGRATIONS_APPLIED).increment(applied as u64);
-    counter!(MIGRATIONS_FAILED).increment(report.failures().count() as u64);
+    let failed = report
+        .failures()
+        .filter_map(|t| t.error.as_ref())
+        .filter(|e| e.kind == tenantgate::FailureKind::Migration && e.migration.is_some())
+        .count();
+    counter!(MIGRATIONS_FAILED).increment(failed as u64);
+}
+
+/// Middleware that counts requests and times them by route template (the
+/// matched path, so labels stay bounded) and status class. Add it with
+/// `Router::route_layer(axum::middleware::from_fn(metrics::track))`.
+pub async fn track(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = match response.status().as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    counter!(HTTP_REQUESTS, "route" => route.clone(), "status" => status).increment(1);
+    histogram!(HTTP_SECONDS, "route" => route).record(started.elapsed().as_secs_f64());
+    response
 }

@@ -161,7 +161,8 @@ pub(crate) async fn app(
     Ok(Router::new()
         .merge(health_router(admin.clone()))
         .merge(admin_router(admin))
-        .merge(tenantgate_demo::router(AppState { db, details }).layer(GuardLayer::new(guard))))
+        .merge(tenantgate_demo::router(AppState { db, details }).layer(GuardLayer::new(guard)))
+        .route_layer(axum::middleware::from_fn(tenantgate_http::metrics::track)))
 }
 
 /// Binds the listening socket; returns it with the address it got.

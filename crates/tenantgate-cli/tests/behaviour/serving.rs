@@ -20,6 +20,7 @@ backend_tests!(
     hostile_hosts_get_400_or_404_never_500,
     admin_api_provisions_behind_a_token,
     the_503_page_renders_in_a_real_browser,
+    metrics_pass_promtool_and_count_requests_by_route,
 );
 
 /// Three tenants of the messages app; `initech` then loses the messages
@@ -644,7 +645,7 @@ async fn admin_api_provisions_behind_a_token(h: Harness) {
     assert_eq!(taken.status, 409);
     assert!(until_status(&server, "hooli.localhost", "/en/app/messages/", 200).await);
     server
-        .expect_metric("tenantgate_tenants_provisioned_total 1")
+        .expect_metric("tenantgate_provisioning_succeeded_total 1")
         .await;
     server
         .expect_metric("tenantgate_provisioning_duration_seconds_count 1")
@@ -721,5 +722,47 @@ async fn the_503_page_renders_in_a_real_browser(h: Harness) {
             .unwrap_or(false),
         "a screenshot at {}",
         screenshot.display()
+    );
+}
+
+async fn metrics_pass_promtool_and_count_requests_by_route(h: Harness) {
+    incident_fleet(&h).await;
+    let server = h.serve(&["--allow-degraded"], &[]).await;
+    for host in ["acme.localhost", "initech.localhost", "nobody.localhost"] {
+        server.page(host, "/en/app/messages/", false).await;
+    }
+    let scrape = server.get("", "/metrics", "").await.body;
+    for (name, _) in tenantgate_http::metrics::DESCRIPTIONS {
+        assert!(
+            scrape.contains(&format!("# HELP {name} ")),
+            "{name} is described:\n{scrape}"
+        );
+    }
+    for line in [
+        "tenantgate_http_requests_total{route=\"/{lang}/app/messages/\",status=\"2xx\"} 1",
+        "tenantgate_http_requests_total{route=\"/{lang}/app/messages/\",status=\"5xx\"} 1",
+        "tenantgate_http_requests_total{route=\"/{lang}/app/messages/\",status=\"4xx\"} 1",
+        "tenantgate_build_info{version=",
+        "tenantgate_provisioning_duration_seconds_count 0",
+    ] {
+        assert!(scrape.contains(line), "{line} in:\n{scrape}");
+    }
+    let mut promtool = tokio::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed by scripts/test");
+    use tokio::io::AsyncWriteExt;
+    let mut stdin = promtool.stdin.take().unwrap();
+    stdin.write_all(scrape.as_bytes()).await.unwrap();
+    drop(stdin);
+    let checked = promtool.wait_with_output().await.unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
     );
 }
