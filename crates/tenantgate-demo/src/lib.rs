@@ -7,6 +7,15 @@
 //! same transaction; the messages view reads the status with an upsert, so a
 //! missing row is created rather than a 500; and the `user-statuses`
 //! backfill creates the rows that older code never wrote.
+//!
+//! ```
+//! use tenantgate_demo::{required_set, Store};
+//!
+//! let store = Store::for_url("sqlite://./tenantgate-data").unwrap();
+//! assert_eq!(store, Store::Sqlite);
+//! // The app's own migrations are built in: the code and its required set agree.
+//! assert_eq!(required_set(store).tenant.len(), 2);
+//! ```
 
 mod embedded;
 mod store;

@@ -9,21 +9,28 @@
 //! (`LISTEN tenantgate` plus a periodic full refresh); no request queries
 //! the database.
 //!
-//! ```no_run
-//! # async fn example() -> Result<(), tenantgate::Error> {
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let migrations = dir.path().join("migrations");
+//! # std::fs::create_dir_all(migrations.join("tenant")).unwrap();
+//! # std::fs::write(migrations.join("tenant/0001_users.sql"), "CREATE TABLE users (id INTEGER PRIMARY KEY);").unwrap();
+//! # let url = format!("sqlite://{}", dir.path().join("data").display());
 //! use std::sync::Arc;
 //! use axum::{routing::get, Router};
 //! use tenantgate::{readiness::RequiredSet, MigrationFolder};
 //! use tenantgate_http::{watch_registry, GuardConfig, GuardLayer, ResolvedTenant};
 //!
-//! let backend: Arc<dyn tenantgate::Backend> = tenantgate::connect("postgres://app@localhost/app").await?.into();
-//! let required = RequiredSet::from_folder(&MigrationFolder::load("migrations")?);
+//! // `postgres://…` works the same way.
+//! let backend: Arc<dyn tenantgate::Backend> = tenantgate::connect(&url).await?.into();
+//! backend.prepare().await?;
+//! let required = RequiredSet::from_folder(&MigrationFolder::load(&migrations)?);
 //! let state = watch_registry(backend, required, GuardConfig::default()).await?;
 //! let app: Router = Router::new()
 //!     .route("/", get(|tenant: ResolvedTenant| async move { format!("hello {}", tenant.name) }))
 //!     .layer(GuardLayer::new(state));
-//! # Ok(())
-//! # }
+//! # Ok::<(), tenantgate::Error>(())
+//! # }).unwrap();
 //! ```
 
 mod details;

@@ -51,17 +51,47 @@ pub const HTTP_SECONDS: &str = "tenantgate_http_request_duration_seconds";
 
 /// Every metric with its help text, as `/metrics` describes it.
 pub const DESCRIPTIONS: [(&str, &str); 12] = [
-    (TENANTS, "Registered tenants by state, fleet-wide (whoever changed them)."),
+    (
+        TENANTS,
+        "Registered tenants by state, fleet-wide (whoever changed them).",
+    ),
     (PROVISIONED, "Tenants this process provisioned."),
-    (PROVISION_FAILED, "Provisioning attempts of this process that failed and were rolled back."),
-    (PROVISION_SECONDS, "Duration of this process's successful provisioning."),
-    (MIGRATIONS_APPLIED, "Tenant migrations this process applied."),
-    (MIGRATIONS_FAILED, "Tenant migrations that failed and were rolled back in this process's runs."),
-    (REQUESTS_BLOCKED, "Requests the guard answered itself, by reason."),
-    (REQUESTS_BYPASSED, "Requests let through under the emergency bypass that the guard would have blocked."),
-    (SNAPSHOT_AGE, "Seconds since the registry was last confirmed."),
-    (BUILD_INFO, "Always 1; the version label says which tenantgate runs."),
-    (HTTP_REQUESTS, "HTTP requests by route template and status class."),
+    (
+        PROVISION_FAILED,
+        "Provisioning attempts of this process that failed and were rolled back.",
+    ),
+    (
+        PROVISION_SECONDS,
+        "Duration of this process's successful provisioning.",
+    ),
+    (
+        MIGRATIONS_APPLIED,
+        "Tenant migrations this process applied.",
+    ),
+    (
+        MIGRATIONS_FAILED,
+        "Tenant migrations that failed and were rolled back in this process's runs.",
+    ),
+    (
+        REQUESTS_BLOCKED,
+        "Requests the guard answered itself, by reason.",
+    ),
+    (
+        REQUESTS_BYPASSED,
+        "Requests let through under the emergency bypass that the guard would have blocked.",
+    ),
+    (
+        SNAPSHOT_AGE,
+        "Seconds since the registry was last confirmed.",
+    ),
+    (
+        BUILD_INFO,
+        "Always 1; the version label says which tenantgate runs.",
+    ),
+    (
+        HTTP_REQUESTS,
+        "HTTP requests by route template and status class.",
+    ),
     (HTTP_SECONDS, "HTTP request latency by route template."),
 ];
 
@@ -87,7 +117,9 @@ pub fn install() -> Result<PrometheusHandle, String> {
         .and_then(|b| {
             b.set_buckets_for_metric(
                 Matcher::Full(HTTP_SECONDS.into()),
-                &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0],
+                &[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                ],
             )
         })
         .map_err(|e| e.to_string())?

@@ -1,4 +1,12 @@
 //! Domain names that route requests to tenants, normalised one way everywhere.
+//!
+//! ```
+//! use tenantgate::Domain;
+//!
+//! assert_eq!(Domain::parse("ACME.Example.com.:8443").unwrap().as_str(), "acme.example.com");
+//! assert!(Domain::parse("127.0.0.1").is_err());
+//! assert!(Domain::parse("0x7f.1").is_err(), "browsers read it as an address");
+//! ```
 
 use std::fmt;
 

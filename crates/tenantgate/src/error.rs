@@ -1,4 +1,12 @@
 //! The engine's typed errors.
+//!
+//! ```
+//! use tenantgate::{Error, TenantName};
+//!
+//! let refused = TenantName::parse("Acme Corp").unwrap_err();
+//! assert!(matches!(refused, Error::InvalidTenantName { .. }));
+//! assert_eq!(refused.kind(), "invalid_tenant_name");
+//! ```
 
 use std::{fmt, path::PathBuf};
 

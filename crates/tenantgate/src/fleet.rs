@@ -5,6 +5,29 @@
 //! applied, error) and a rerun picks up exactly the tenants that are not
 //! ready: tenants whose ledger already holds the whole set and whose
 //! registry row says `ready` are not touched.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let (migrations, data) = (dir.path().join("migrations"), dir.path().join("data"));
+//! # std::fs::create_dir_all(migrations.join("tenant")).unwrap();
+//! # std::fs::write(migrations.join("tenant/0001_users.sql"), "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);").unwrap();
+//! # let url = format!("sqlite://{}", data.display());
+//! use tenantgate::{connect, fleet, provision, MigrationFolder, TenantName};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let backend = connect(&url).await?;
+//! let v1 = MigrationFolder::load(&migrations)?;
+//! for name in ["acme", "globex"] {
+//!     provision::create_tenant(backend.as_ref(), &v1, &TenantName::parse(name)?, &[], &Default::default()).await?;
+//! }
+//! std::fs::write(migrations.join("tenant/0002_notes.sql"), "CREATE TABLE notes (body TEXT);").unwrap();
+//! let v2 = MigrationFolder::load(&migrations)?;
+//! let report = fleet::migrate(backend.as_ref(), &v2, &Default::default(), &|_| {}, &CancellationToken::new()).await?;
+//! assert!(report.tenants.iter().all(|t| t.applied == [2]));
+//! # Ok::<(), tenantgate::Error>(())
+//! # }).unwrap();
+//! ```
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},

@@ -5,25 +5,33 @@
 //! catalog against the migration files. It never prints: it returns typed
 //! [`Error`]s and reports [`Progress`] events to a caller-supplied sink.
 //!
-//! ```no_run
-//! # async fn example() -> Result<(), tenantgate::Error> {
-//! use tenantgate::{connect, fleet, MigrationFolder, TenantName};
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let (migrations, data) = (dir.path().join("migrations"), dir.path().join("data"));
+//! # std::fs::create_dir_all(migrations.join("tenant")).unwrap();
+//! # std::fs::write(migrations.join("tenant/0001_users.sql"), "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);").unwrap();
+//! # let url = format!("sqlite://{}", data.display());
+//! use tenantgate::{connect, fleet, provision, MigrationFolder, TenantName};
+//! use tokio_util::sync::CancellationToken;
 //!
-//! let folder = MigrationFolder::load("migrations")?;
-//! let backend = connect("postgres://app@localhost/app").await?;
+//! // The embedded store (a data folder); `postgres://…` works the same way.
+//! let backend = connect(&url).await?;
+//! let folder = MigrationFolder::load(&migrations)?;
 //! let acme = TenantName::parse("acme")?;
-//! tenantgate::provision::create_tenant(backend.as_ref(), &folder, &acme, &[]).await?;
+//! provision::create_tenant(backend.as_ref(), &folder, &acme, &[], &Default::default()).await?;
+//!
 //! let report = fleet::migrate(
 //!     backend.as_ref(),
 //!     &folder,
 //!     &fleet::FleetOptions::default(),
 //!     &|_progress| {},
-//!     &tokio_util::sync::CancellationToken::new(),
+//!     &CancellationToken::new(),
 //! )
 //! .await?;
 //! assert!(report.all_ready());
-//! # Ok(())
-//! # }
+//! # Ok::<(), tenantgate::Error>(())
+//! # }).unwrap();
 //! ```
 
 pub mod backend;

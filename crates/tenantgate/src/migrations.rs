@@ -5,6 +5,20 @@
 //! named `<version>_<description>.sql` as sqlx names them; files that do
 //! not end in `.sql` and hidden entries (`.name`) are ignored, and any other
 //! entry that cannot be read as a migration is an error.
+//!
+//! ```
+//! use tenantgate::MigrationSet;
+//!
+//! let set = MigrationSet::from_files([
+//!     ("0002_add_notes.sql", "ALTER TABLE users ADD COLUMN notes text;"),
+//!     ("0001_users.sql", "CREATE TABLE users (id bigint PRIMARY KEY);"),
+//! ])
+//! .unwrap();
+//! let versions: Vec<i64> = set.iter().map(|m| m.version).collect();
+//! assert_eq!(versions, [1, 2]);
+//! assert_eq!(set.get(2).unwrap().description, "add notes");
+//! assert!(MigrationSet::from_files([("users.sql", "")]).is_err(), "names carry a version");
+//! ```
 
 use std::{
     collections::BTreeMap,

@@ -1,6 +1,21 @@
 //! Progress events the engine emits during long work.
 //!
 //! The CLI draws them as progress bars; a server counts them as metrics.
+//!
+//! ```
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use tenantgate::{progress::ProgressSink, Progress};
+//!
+//! let finished = AtomicUsize::new(0);
+//! let count = |event: Progress| {
+//!     if let Progress::TenantFinished(_) = event {
+//!         finished.fetch_add(1, Ordering::Relaxed);
+//!     }
+//! };
+//! let sink: ProgressSink<'_> = &count;
+//! sink(Progress::Planned { total: 2, to_migrate: 0 });
+//! assert_eq!(finished.load(Ordering::Relaxed), 0);
+//! ```
 
 use crate::fleet::TenantReport;
 

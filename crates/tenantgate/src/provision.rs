@@ -1,4 +1,31 @@
 //! Creating and dropping tenants, all or nothing.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let (migrations, data) = (dir.path().join("migrations"), dir.path().join("data"));
+//! # std::fs::create_dir_all(migrations.join("tenant")).unwrap();
+//! # std::fs::write(migrations.join("tenant/0001_users.sql"), "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);").unwrap();
+//! # let url = format!("sqlite://{}", data.display());
+//! use tenantgate::{connect, provision, Domain, MigrationFolder, TenantName};
+//!
+//! let backend = connect(&url).await?;
+//! let folder = MigrationFolder::load(&migrations)?;
+//! let acme = TenantName::parse("acme")?;
+//! let created = provision::create_tenant(
+//!     backend.as_ref(),
+//!     &folder,
+//!     &acme,
+//!     &[Domain::parse("acme.example.com")?],
+//!     &Default::default(),
+//! )
+//! .await?;
+//! assert_eq!(created.applied, [1]);
+//! provision::drop_tenant(backend.as_ref(), &acme).await?;
+//! assert!(backend.tenants().await?.is_empty());
+//! # Ok::<(), tenantgate::Error>(())
+//! # }).unwrap();
+//! ```
 
 use std::time::{Duration, Instant};
 

@@ -7,6 +7,28 @@
 //! it is not marked `drift`. A failed attempt at a migration outside the
 //! required set does not block: its transaction rolled back, and the schema
 //! still has what the code needs.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let (migrations, data) = (dir.path().join("migrations"), dir.path().join("data"));
+//! # std::fs::create_dir_all(migrations.join("tenant")).unwrap();
+//! # std::fs::write(migrations.join("tenant/0001_users.sql"), "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);").unwrap();
+//! # let url = format!("sqlite://{}", data.display());
+//! use tenantgate::{connect, provision, readiness::RequiredSet, MigrationFolder, TenantName};
+//!
+//! let backend = connect(&url).await?;
+//! let v1 = MigrationFolder::load(&migrations)?;
+//! provision::create_tenant(backend.as_ref(), &v1, &TenantName::parse("acme")?, &[], &Default::default()).await?;
+//! // The next release needs a migration acme does not hold yet.
+//! std::fs::write(migrations.join("tenant/0002_notes.sql"), "CREATE TABLE notes (body TEXT);").unwrap();
+//! let required = RequiredSet::from_folder(&MigrationFolder::load(&migrations)?);
+//! let acme = &backend.tenants().await?[0];
+//! let blocked = required.assess(acme, &[]).expect("acme lacks 0002");
+//! assert_eq!(blocked.missing[0].version, 2);
+//! # Ok::<(), tenantgate::Error>(())
+//! # }).unwrap();
+//! ```
 
 use sha2::{Digest, Sha384};
 

@@ -2,6 +2,13 @@
 //!
 //! On PostgreSQL the registry lives in schema `tenantgate` beside the tenant
 //! schemas, so a tenant's migrations and its registry row commit together.
+//!
+//! ```
+//! use tenantgate::TenantState;
+//!
+//! assert_eq!(TenantState::parse("ready"), Some(TenantState::Ready));
+//! assert_eq!(format!("[{:<8}]", TenantState::Drift), "[drift   ]");
+//! ```
 
 use std::fmt;
 

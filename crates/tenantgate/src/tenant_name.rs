@@ -1,4 +1,14 @@
 //! Validated tenant names: the only way a tenant's name reaches SQL.
+//!
+//! ```
+//! use tenantgate::TenantName;
+//!
+//! let acme = TenantName::parse("acme_2024").unwrap();
+//! assert_eq!(acme.quoted(), "\"acme_2024\"");
+//! for refused in ["Acme", "public", "pg_catalog", "a;drop schema x", ""] {
+//!     assert!(TenantName::parse(refused).is_err(), "{refused:?}");
+//! }
+//! ```
 
 use std::fmt;
 

@@ -5,6 +5,29 @@
 //! catalog differs, so the request guard blocks them, and clears it for
 //! tenants found clean again. `fix` applies missing migrations the way
 //! `migrate` does; what it cannot repair is reported with recovery steps.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let (migrations, data) = (dir.path().join("migrations"), dir.path().join("data"));
+//! # std::fs::create_dir_all(migrations.join("tenant")).unwrap();
+//! # std::fs::write(migrations.join("tenant/0001_users.sql"), "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);").unwrap();
+//! # let url = format!("sqlite://{}", data.display());
+//! use tenantgate::{connect, provision, verify, MigrationFolder, Recovery, TenantName};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let backend = connect(&url).await?;
+//! let v1 = MigrationFolder::load(&migrations)?;
+//! let acme = TenantName::parse("acme")?;
+//! provision::create_tenant(backend.as_ref(), &v1, &acme, &[], &Default::default()).await?;
+//! std::fs::write(migrations.join("tenant/0002_notes.sql"), "CREATE TABLE notes (body TEXT);").unwrap();
+//! let v2 = MigrationFolder::load(&migrations)?;
+//! let report = verify::verify(backend.as_ref(), &v2, &Default::default(), &|_| {}, &CancellationToken::new()).await?;
+//! assert!(!report.all_ok());
+//! assert_eq!(report.tenants[0].recovery, [Recovery::MigrateTenant { tenant: acme }]);
+//! # Ok::<(), tenantgate::Error>(())
+//! # }).unwrap();
+//! ```
 
 use tokio_util::sync::CancellationToken;
 

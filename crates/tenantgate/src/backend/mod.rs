@@ -4,6 +4,21 @@
 //! the implementation from the URL. The PostgreSQL store keeps one schema per
 //! tenant with the registry in schema `tenantgate` of the same database; the
 //! SQLite store keeps one database file per tenant in a data folder.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let (migrations, data) = (dir.path().join("migrations"), dir.path().join("data"));
+//! # std::fs::create_dir_all(migrations.join("tenant")).unwrap();
+//! # std::fs::write(migrations.join("tenant/0001_users.sql"), "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);").unwrap();
+//! # let url = format!("sqlite://{}", data.display());
+//! let backend = tenantgate::connect(&url).await?;
+//! backend.prepare().await?;
+//! assert!(backend.tenants().await?.is_empty());
+//! assert!(tenantgate::backend::is_postgres("host=db.example.com dbname=app"));
+//! # Ok::<(), tenantgate::Error>(())
+//! # }).unwrap();
+//! ```
 
 mod failure;
 mod plan;
