@@ -16,6 +16,7 @@ pub(crate) struct Cli {
 
 /// Options every command takes.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub(crate) struct Global {
     /// Database URL: sqlite://DIR (a data folder) or postgres://user@host/db?sslmode=require
     /// [default: sqlite://./tenantgate-data]
@@ -72,6 +73,11 @@ pub(crate) enum Command {
     /// See it work: three demo tenants, one a migration behind, served behind the guard.
     /// Without --data it starts fresh in ./tenantgate-data; --data DIR builds in, or reuses, DIR
     Demo(DemoArgs),
+    /// Print a shell completion script (e.g. `tenantgate completions bash > /etc/bash_completion.d/tenantgate`)
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -170,7 +176,7 @@ pub(crate) struct FleetArgs {
     /// Only this tenant (repeatable)
     #[arg(long = "tenant", value_name = "NAME")]
     pub(crate) tenants: Vec<String>,
-    /// Tenants migrated in parallel, each on its own connection
+    /// Tenants worked on at once, each on its own connection
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub(crate) jobs: u16,
     /// How long a tenant's statements wait for locks before the attempt fails (e.g. 500ms, 5s)
@@ -241,24 +247,15 @@ pub(crate) enum TenantsCommand {
     },
 }
 
-/// Parses `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
+/// Parses a duration as humantime spells it (`250ms`, `5s`, `2m`, `1h 30m`),
+/// or a bare number of seconds (`0` for "no limit" where an option says so).
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 5s or 2m"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("{text:?} has an unknown unit; use ms, s, m or h")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration like 500ms, 5s or 2m: {e}"))
 }
 
 #[cfg(test)]
@@ -270,6 +267,8 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5x").is_err());
     }

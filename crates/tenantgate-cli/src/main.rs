@@ -27,6 +27,14 @@ fn main() -> ExitCode {
     });
     let cli = match parsed {
         Ok(cli) => cli,
+        Err(e) if e.use_stderr() && std::env::args().any(|a| a == "--json") => {
+            // A usage error is JSON too when JSON was asked for.
+            println!(
+                "{}",
+                serde_json::json!({ "error": { "kind": "usage", "message": e.to_string().trim() } })
+            );
+            return ExitCode::from(exit::USAGE);
+        }
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() {
@@ -48,7 +56,7 @@ fn main() -> ExitCode {
         }
     };
     let cancel = CancellationToken::new();
-    runtime.spawn(cancel_on_signal(cancel.clone()));
+    runtime.spawn(cancel_on_signal(cancel.clone(), cli.global.clone()));
     let code = runtime.block_on(commands::run(cli, cancel));
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     ExitCode::from(code)
@@ -56,7 +64,7 @@ fn main() -> ExitCode {
 
 /// Cancels on Ctrl-C or SIGTERM, so in-flight tenants are rolled back and
 /// the partial summary is printed.
-async fn cancel_on_signal(cancel: CancellationToken) {
+async fn cancel_on_signal(cancel: CancellationToken, global: args::Global) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -73,7 +81,11 @@ async fn cancel_on_signal(cancel: CancellationToken) {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
-    eprintln!("interrupted: stopping (tenants in flight are rolled back)…");
+    output::notice(
+        &global,
+        tracing::Level::WARN,
+        "interrupted: stopping (tenants in flight are rolled back)…",
+    );
     cancel.cancel();
 }
 
@@ -90,7 +102,13 @@ fn init_logging(global: &args::Global) {
         builder
             .without_time()
             .with_target(false)
-            .with_ansi(std::io::stderr().is_terminal())
+            .with_ansi(std::io::stderr().is_terminal() && !no_color())
             .init();
     }
+}
+
+/// Whether colour is switched off (<https://no-color.org>: `NO_COLOR` set
+/// to anything but the empty string).
+fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }

@@ -75,6 +75,19 @@ fn seconds(d: Duration) -> String {
     format!("{:.3} s", d.as_secs_f64())
 }
 
+/// A line for the operator on stderr: plain text, or with `--log-json` a
+/// JSON log line like every other.
+pub(crate) fn notice(global: &Global, level: tracing::Level, text: &str) {
+    if !global.log_json {
+        return eprintln!("{text}");
+    }
+    match level {
+        tracing::Level::ERROR => tracing::error!("{text}"),
+        tracing::Level::WARN => tracing::warn!("{text}"),
+        _ => tracing::info!("{text}"),
+    }
+}
+
 /// Prints a command's failure: on stderr with what heals it, or with
 /// `--json` as `{"error": {"kind", "message", "recovery"}}` on stdout.
 pub(crate) fn error(global: &Global, error: &CliError) {
@@ -92,32 +105,36 @@ pub(crate) fn error(global: &Global, error: &CliError) {
         }));
     }
     let invocation = Invocation::as_given(global);
+    let mut lines = Vec::new();
     match error {
         CliError::StartupRefused(StartupRefused::NotReady(tenants)) => {
-            eprintln!("error: refusing to start: {} tenant(s) not ready (start with --migrate-on-start to migrate first, or --allow-degraded to serve the others):", tenants.len());
+            lines.push(format!("error: refusing to start: {} tenant(s) not ready (start with --migrate-on-start to migrate first, or --allow-degraded to serve the others):", tenants.len()));
             for t in tenants {
-                eprintln!("  {}", t.summary());
-                eprintln!(
+                lines.push(format!("  {}", t.summary()));
+                lines.push(format!(
                     "    to recover: {}",
                     invocation.command(&t.blocked.recovery)
-                );
+                ));
             }
-            return;
         }
-        _ => eprintln!("error: {error}"),
+        _ => lines.push(format!("error: {error}")),
     }
     if let Some(failure) = failure {
-        eprintln!("to recover: {}", invocation.command(&failure.recovery));
+        lines.push(format!(
+            "to recover: {}",
+            invocation.command(&failure.recovery)
+        ));
     }
     match error {
         CliError::Engine(Error::UnknownTenant { .. }) => {
-            eprintln!("hint: `tenantgate tenants list` shows the registered tenants")
+            lines.push("hint: `tenantgate tenants list` shows the registered tenants".into())
         }
         CliError::Engine(Error::OutOfOrder { .. }) => {
-            eprintln!("hint: pass --allow-out-of-order to apply them anyway")
+            lines.push("hint: pass --allow-out-of-order to apply them anyway".into())
         }
         _ => {}
     }
+    notice(global, tracing::Level::ERROR, &lines.join("\n"));
 }
 
 /// A tenant's failure, indented under its report line.

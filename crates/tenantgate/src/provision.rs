@@ -43,7 +43,7 @@ pub struct Provisioned {
     /// Its state afterwards (always `ready`).
     pub state: TenantState,
     /// How long provisioning took.
-    #[serde(serialize_with = "crate::fleet::millis")]
+    #[serde(rename = "duration_ms", serialize_with = "crate::fleet::millis")]
     pub duration: Duration,
 }
 

@@ -28,6 +28,11 @@ pub(crate) async fn run(cli: Cli, cancel: CancellationToken) -> u8 {
         Command::Backfill(args) => backfill::run(global, args, &cancel).await,
         Command::Serve(args) => serve::run(global, args, &cancel).await,
         Command::Demo(args) => demo::run(global, args, &cancel).await,
+        Command::Completions { shell } => {
+            let mut command = <crate::args::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "tenantgate", &mut std::io::stdout());
+            Ok(exit::OK)
+        }
     };
     match result {
         Ok(code) => code,
@@ -52,13 +57,17 @@ pub(crate) fn folder(global: &Global) -> Result<MigrationFolder, Error> {
         if let Some(store) = Store::for_url(&global.url()) {
             let per_store = root.join(store.folder_name());
             if per_store.join("tenant").is_dir() {
-                eprintln!(
-                    "note: using the {} migration set in {}",
-                    match store {
-                        Store::Postgres => "PostgreSQL",
-                        Store::Sqlite => "SQLite",
-                    },
-                    per_store.display()
+                output::notice(
+                    global,
+                    tracing::Level::INFO,
+                    &format!(
+                        "note: using the {} migration set in {}",
+                        match store {
+                            Store::Postgres => "PostgreSQL",
+                            Store::Sqlite => "SQLite",
+                        },
+                        per_store.display()
+                    ),
                 );
                 return MigrationFolder::load(per_store);
             }

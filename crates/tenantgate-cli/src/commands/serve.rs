@@ -59,8 +59,10 @@ pub(crate) async fn run(
         let code = exit::for_fleet(&report);
         if code != exit::OK {
             output::fleet_report(global, &report);
-            eprintln!(
-                "error: --migrate-on-start did not bring every tenant to ready; not starting"
+            output::notice(
+                global,
+                tracing::Level::ERROR,
+                "error: --migrate-on-start did not bring every tenant to ready; not starting",
             );
             return Ok(code);
         }
@@ -91,7 +93,7 @@ pub(crate) async fn run(
     }
     if args.disable_migration_check {
         tracing::error!("DISABLE_MIGRATION_CHECK is on: requests reach tenants whose schema lacks required migrations; every such request is logged and counted");
-        eprintln!("WARNING: the migration check is DISABLED (DISABLE_MIGRATION_CHECK=true); tenants that are not ready are served");
+        output::notice(global, tracing::Level::WARN, "WARNING: the migration check is DISABLED (DISABLE_MIGRATION_CHECK=true); tenants that are not ready are served");
     }
     let config = GuardConfig {
         refresh_interval: args.refresh_interval,

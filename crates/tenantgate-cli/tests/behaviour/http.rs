@@ -23,13 +23,27 @@ use crate::harness::Harness;
 
 /// A server process on a free local port.
 pub(crate) struct Server {
-    /// Held so the server stops when the test drops it (kill on drop).
-    _process: Child,
+    /// The server; killed when the test drops it.
+    process: Child,
     pub(crate) address: SocketAddr,
     stderr: Arc<Mutex<String>>,
 }
 
 impl Server {
+    /// Sends SIGTERM and waits for the exit code.
+    pub(crate) async fn terminate(&mut self) -> Option<i32> {
+        let pid = self.process.id()?;
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .ok()?;
+        tokio::time::timeout(Duration::from_secs(15), self.process.wait())
+            .await
+            .ok()?
+            .ok()?
+            .code()
+    }
+
     /// Everything the server wrote to stderr so far.
     pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
@@ -157,7 +171,7 @@ impl Harness {
         let read = tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut line)).await;
         if let Some(address) = line.trim().strip_prefix("listening on http://") {
             return Ok(Server {
-                _process: child,
+                process: child,
                 address: address.parse().unwrap(),
                 stderr,
             });

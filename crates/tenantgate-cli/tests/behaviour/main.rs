@@ -9,6 +9,7 @@ mod http;
 mod backfills;
 mod checksums;
 mod cli_errors;
+mod conventions;
 mod demo;
 mod files;
 mod fleet;
