@@ -91,12 +91,34 @@ enum Decision {
     Respond(Response),
 }
 
-fn wants_json(request: &Request<Body>) -> bool {
-    request
-        .headers()
-        .get(ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/json"))
+/// Whether the client prefers JSON to HTML, by its `Accept` header's
+/// quality values (RFC 9110 §12.5.1): `application/json` (or
+/// `application/*`) must rank above `text/html` (or `text/*`); without an
+/// `Accept` header, or on a tie, the answer is HTML.
+pub(crate) fn wants_json(request: &Request<Body>) -> bool {
+    let Some(accept) = request.headers().get(ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let (mut json, mut html) = (0.0_f32, 0.0_f32);
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+        let quality = parts
+            .find_map(|p| p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")))
+            .and_then(|q| q.parse::<f32>().ok())
+            .unwrap_or(1.0)
+            .clamp(0.0, 1.0);
+        match media.as_str() {
+            "application/json" | "application/*" => json = json.max(quality),
+            "text/html" | "text/*" => html = html.max(quality),
+            "*/*" => {
+                json = json.max(quality);
+                html = html.max(quality);
+            }
+            _ => {}
+        }
+    }
+    json > html
 }
 
 impl<S> Guard<S> {
@@ -249,4 +271,31 @@ fn mark_bypass(mut response: Response, bypass_on: bool) -> Response {
             .insert(BYPASS_HEADER, HeaderValue::from_static("disabled"));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{body::Body, http::Request};
+
+    fn accepts(accept: &str) -> bool {
+        let request = Request::builder()
+            .header("accept", accept)
+            .body(Body::empty())
+            .unwrap();
+        super::wants_json(&request)
+    }
+
+    #[test]
+    fn accept_is_negotiated_by_quality() {
+        assert!(accepts("application/json"));
+        assert!(accepts("application/json, text/html;q=0.9"));
+        assert!(accepts("text/html;q=0.1, application/json"));
+        assert!(accepts("application/*"));
+        assert!(!accepts("text/html, application/json;q=0.5"));
+        assert!(!accepts("application/json;q=0, text/html"));
+        assert!(!accepts("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"));
+        assert!(!accepts("*/*"));
+        assert!(!accepts("application/json;q=0.5, text/html;q=0.5"), "a tie is HTML");
+        assert!(!accepts(""));
+    }
 }
