@@ -69,7 +69,13 @@ mod tests {
         };
         let mut headers = HeaderMap::new();
         assert!(!policy.reveals(&headers));
-        for wrong in ["Bearer wrong", "Bearer t0ke", "Bearer t0ken2", "t0ken", "Bearer T0KEN"] {
+        for wrong in [
+            "Bearer wrong",
+            "Bearer t0ke",
+            "Bearer t0ken2",
+            "t0ken",
+            "Bearer T0KEN",
+        ] {
             headers.insert("authorization", HeaderValue::from_static(wrong));
             assert!(!policy.reveals(&headers), "{wrong}");
         }

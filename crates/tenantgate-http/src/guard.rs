@@ -293,9 +293,14 @@ mod tests {
         assert!(accepts("application/*"));
         assert!(!accepts("text/html, application/json;q=0.5"));
         assert!(!accepts("application/json;q=0, text/html"));
-        assert!(!accepts("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"));
+        assert!(!accepts(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        ));
         assert!(!accepts("*/*"));
-        assert!(!accepts("application/json;q=0.5, text/html;q=0.5"), "a tie is HTML");
+        assert!(
+            !accepts("application/json;q=0.5, text/html;q=0.5"),
+            "a tie is HTML"
+        );
         assert!(!accepts(""));
     }
 }

@@ -12,7 +12,7 @@
 
 use std::fmt;
 
-use crate::{migrations::MigrationSet, Domain, Error, TenantName};
+use crate::{migrations::MigrationSet, Domain, TenantName};
 
 /// The placement every tenant has until scale-out assigns others.
 pub const DEFAULT_PLACEMENT: &str = "default";
@@ -123,12 +123,13 @@ mod hex_bytes {
 
 /// A registry row's text read back as what it must be; a row that is not
 /// (edited by hand) is an error naming it, never silently dropped.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) fn read_back<T>(
     what: &str,
     text: &str,
-    parse: impl FnOnce(&str) -> Result<T, Error>,
-) -> Result<T, Error> {
-    parse(text).map_err(|e| Error::Database {
+    parse: impl FnOnce(&str) -> Result<T, crate::Error>,
+) -> Result<T, crate::Error> {
+    parse(text).map_err(|e| crate::Error::Database {
         context: "reading the registry".into(),
         source: crate::DbError {
             code: None,

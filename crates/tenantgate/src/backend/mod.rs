@@ -20,9 +20,12 @@
 //! # }).unwrap();
 //! ```
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod failure;
 mod plan;
+#[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 use std::{collections::HashMap, time::Duration};
@@ -218,14 +221,6 @@ pub enum RegistryChange {
     Everything,
 }
 
-impl RegistryChange {
-    /// The change a `NOTIFY tenantgate` payload announces: a tenant's name,
-    /// else (`*`, or anything unexpected) everything.
-    pub(crate) fn from_payload(payload: &str) -> Self {
-        TenantName::parse(payload).map_or(RegistryChange::Everything, RegistryChange::Tenant)
-    }
-}
-
 /// A subscription to registry state changes (`NOTIFY tenantgate`).
 #[async_trait]
 pub trait Watch: Send {
@@ -277,17 +272,33 @@ pub async fn connect(url: &str) -> Result<Box<dyn Backend>, Error> {
 /// [`connect`] with options.
 pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<Box<dyn Backend>, Error> {
     if is_postgres(url) {
-        Ok(Box::new(
+        #[cfg(feature = "postgres")]
+        return Ok(Box::new(
             postgres::PgBackend::new(url)?.watching(options.watch.clone()),
-        ))
-    } else if let Some(dir) = sqlite_folder(url) {
-        Ok(Box::new(sqlite::SqliteBackend::new(dir)))
-    } else {
-        Err(Error::Config(format!(
-            "unsupported database URL {:?}: expected sqlite://DIR or postgres://…",
-            redact(url)
-        )))
+        ));
+        #[cfg(not(feature = "postgres"))]
+        return Err(not_built("postgres", url));
     }
+    if let Some(dir) = sqlite_folder(url) {
+        #[cfg(feature = "sqlite")]
+        return Ok(Box::new(sqlite::SqliteBackend::new(dir)));
+        #[cfg(not(feature = "sqlite"))]
+        return Err(not_built("sqlite", dir));
+    }
+    let _ = options;
+    Err(Error::Config(format!(
+        "unsupported database URL {:?}: expected sqlite://DIR or postgres://…",
+        redact(url)
+    )))
+}
+
+/// The error for a store this build leaves out.
+#[cfg(not(all(feature = "postgres", feature = "sqlite")))]
+fn not_built(feature: &str, url: &str) -> Error {
+    Error::Config(format!(
+        "{:?} needs the `{feature}` store, which this build of tenantgate leaves out (cargo feature `{feature}`)",
+        redact(url)
+    ))
 }
 
 /// Whether `url` names a PostgreSQL database: a `postgres://` or

@@ -1,10 +1,14 @@
 //! What a migration run does next, given the ledger it just read: the same
 //! decision on every store.
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 use super::failure::{changed_migration, ApplyFailure};
-use crate::{AppliedMigration, Migration, MigrationSet};
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+use crate::Migration;
+use crate::{AppliedMigration, MigrationSet};
 
 /// The next step of a run.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) enum Step<'a> {
     /// Run these transactional migrations (possibly none) in one
     /// transaction; `complete` when nothing is left after them.
@@ -16,12 +20,15 @@ pub(crate) enum Step<'a> {
     /// the last one missing.
     Alone {
         migration: &'a Migration,
+        // Only PostgreSQL writes the registry row in the same step.
+        #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
         last: bool,
     },
 }
 
 /// Decides the next step from the applied `(version, checksum)` pairs;
 /// fails when an applied migration's file changed.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) fn next_step<'a>(
     set: &'a MigrationSet,
     ledger: &[(i64, Vec<u8>)],

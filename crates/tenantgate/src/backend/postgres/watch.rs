@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 use super::{connect::Connector, sql::CHANNEL};
 use crate::{
     backend::{RegistryChange, Watch},
-    DbError, Error,
+    DbError, Error, TenantName,
 };
 
 /// A dedicated connection listening on the `tenantgate` channel.
@@ -32,6 +32,12 @@ impl PgWatch {
     }
 }
 
+/// The change a `NOTIFY tenantgate` payload announces: a tenant's name,
+/// else (`*`, or anything unexpected) everything.
+fn from_payload(payload: &str) -> RegistryChange {
+    TenantName::parse(payload).map_or(RegistryChange::Everything, RegistryChange::Tenant)
+}
+
 fn lost(message: &str) -> Error {
     Error::DatabaseUnavailable {
         context: "watching registry changes".into(),
@@ -47,7 +53,7 @@ fn lost(message: &str) -> Error {
 impl Watch for PgWatch {
     async fn next(&mut self, timeout: Duration) -> Result<Option<RegistryChange>, Error> {
         match tokio::time::timeout(timeout, self.notifications.recv()).await {
-            Ok(Some(payload)) => Ok(Some(RegistryChange::from_payload(&payload))),
+            Ok(Some(payload)) => Ok(Some(from_payload(&payload))),
             Ok(None) => Err(lost("the listening connection closed")),
             Err(_) => Ok(None),
         }
