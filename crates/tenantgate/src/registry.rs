@@ -124,10 +124,10 @@ mod hex_bytes {
 /// A registry row's text read back as what it must be; a row that is not
 /// (edited by hand) is an error naming it, never silently dropped.
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
-pub(crate) fn read_back<T>(
+pub(crate) fn read_back<T, E: fmt::Display>(
     what: &str,
     text: &str,
-    parse: impl FnOnce(&str) -> Result<T, crate::Error>,
+    parse: impl FnOnce(&str) -> Result<T, E>,
 ) -> Result<T, crate::Error> {
     parse(text).map_err(|e| crate::Error::Database {
         context: "reading the registry".into(),

@@ -8,6 +8,7 @@ const UNREACHABLE: &str = "postgres://nobody@127.0.0.1:1/none?connect_timeout=1"
 backend_tests!(
     hostile_tenant_names_are_rejected_before_any_sql,
     broken_migration_folders_are_usage_errors,
+    a_registry_row_that_is_not_a_tenant_is_reported_not_dropped,
 );
 
 // PostgreSQL only: SQLite files are opened directly, without a network.
@@ -45,6 +46,24 @@ async fn hostile_tenant_names_are_rejected_before_any_sql(h: Harness) {
         ["verify", "--tenant", "pg_x"],
     ] {
         h.run(&args).await.expect(2);
+    }
+}
+
+/// A row edited by hand into something no tenant can be named is an error
+/// naming it, never silently left out of lists, checks and the guard.
+async fn a_registry_row_that_is_not_a_tenant_is_reported_not_dropped(h: Harness) {
+    h.write_tables(1);
+    h.create(&["acme"]).await;
+    h.exec_in_registry("INSERT INTO tenants (name, state) VALUES ('Not A Tenant', 'ready')")
+        .await;
+    for args in [&["tenants", "list"][..], &["verify"], &["migrate"]] {
+        let run = h.run(args).await;
+        run.expect(1);
+        assert!(
+            run.stderr.contains("Not A Tenant") && run.stderr.contains("tenant name"),
+            "{args:?}: {}",
+            run.stderr
+        );
     }
 }
 
@@ -134,18 +153,17 @@ async fn tls_connections_verify_the_server(h: Harness) {
 
     // A CA the server's certificate does not chain to: refused (the
     // operating system's roots do not hold the test CA).
-    let run = h
-        .run_with_url(
-            &with_mode("sslmode=verify-full&sslrootcert=system"),
-            &["tenants", "list"],
-        )
-        .await;
-    run.expect(3);
-    assert!(
-        run.stderr.to_lowercase().contains("certificate"),
-        "{}",
-        run.stderr
-    );
+    let h = &h;
+    let refused_certificate = |url: String| async move {
+        let run = h.run_with_url(&url, &["tenants", "list"]).await;
+        run.expect(3);
+        assert!(
+            run.stderr.to_lowercase().contains("certificate"),
+            "{url}: {}",
+            run.stderr
+        );
+    };
+    refused_certificate(with_mode("sslmode=verify-full&sslrootcert=system")).await;
     // A host name the certificate does not name: refused by verify-full,
     // accepted by verify-ca, which checks the chain only.
     let elsewhere = |mode: &str| {
@@ -153,15 +171,7 @@ async fn tls_connections_verify_the_server(h: Harness) {
             "host=other.example hostaddr=127.0.0.1 port={port} dbname={db} user=postgres sslmode={mode} sslrootcert={ca}"
         )
     };
-    let run = h
-        .run_with_url(&elsewhere("verify-full"), &["tenants", "list"])
-        .await;
-    run.expect(3);
-    assert!(
-        run.stderr.to_lowercase().contains("certificate"),
-        "{}",
-        run.stderr
-    );
+    refused_certificate(elsewhere("verify-full")).await;
     h.run_with_url(&elsewhere("verify-ca"), &["tenants", "list"])
         .await
         .expect(0);

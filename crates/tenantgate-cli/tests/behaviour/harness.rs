@@ -326,6 +326,22 @@ impl Harness {
         }
     }
 
+    /// Runs SQL against the registry's tables (named without a schema).
+    pub(crate) async fn exec_in_registry(&self, sql: &str) {
+        match &self.store {
+            Store::Postgres(client) => client
+                .batch_execute(&format!(
+                    "BEGIN; SET LOCAL search_path TO tenantgate; {sql}; COMMIT;"
+                ))
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+            Store::Sqlite(_) => self
+                .registry()
+                .execute_batch(sql)
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+        }
+    }
+
     /// A single integer a query returns inside a tenant.
     pub(crate) async fn scalar_in_tenant(&self, tenant: &str, sql: &str) -> i64 {
         match &self.store {

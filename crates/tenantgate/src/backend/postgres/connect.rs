@@ -1,31 +1,30 @@
-//! Opening connections and keeping a few idle ones; what a connection
-//! string means is `conninfo`'s.
+//! Opening connections, and a deadpool of them for short registry work;
+//! what a connection string means is `conninfo`'s.
 
-use std::sync::{Arc, Mutex};
-
+use deadpool_postgres::{
+    HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod,
+};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Client, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::sql::db_error;
-use crate::Error;
+use crate::{DbError, Error};
 
-/// Idle connections kept for reuse.
-const MAX_IDLE: usize = 8;
+/// Connections the pool holds at most.
+const POOL_SIZE: usize = 16;
 
-/// Operations a pooled connection serves before it is replaced, bounding
-/// the catalog cache its server process accumulates.
-const MAX_USES: u32 = 200;
+/// Times a pooled connection is handed out again before it is replaced,
+/// bounding the catalog cache its server process accumulates.
+const MAX_REUSES: usize = 200;
 
-type Idle = Arc<Mutex<Vec<(Client, u32)>>>;
-
-/// How to reach one PostgreSQL database, with a few idle connections kept.
+/// How to reach one PostgreSQL database, with a pool for short work.
 #[derive(Clone)]
 pub(crate) struct Connector {
     config: Config,
     tls: MakeRustlsConnect,
-    idle: Idle,
+    pool: Pool,
 }
 
 /// A connection from the pool. It goes back only when marked reusable with
@@ -33,10 +32,8 @@ pub(crate) struct Connector {
 /// (an error, a cancelled future) is closed, so the server rolls back
 /// whatever it was doing and no open transaction is ever handed out again.
 pub(crate) struct Pooled {
-    client: Option<Client>,
-    uses: u32,
+    object: Option<Object>,
     reusable: bool,
-    idle: Idle,
 }
 
 impl Pooled {
@@ -51,25 +48,22 @@ impl std::ops::Deref for Pooled {
     type Target = Client;
 
     fn deref(&self) -> &Client {
-        self.client.as_ref().expect("present until dropped")
+        self.object.as_ref().expect("present until dropped")
     }
 }
 
 impl std::ops::DerefMut for Pooled {
     fn deref_mut(&mut self) -> &mut Client {
-        self.client.as_mut().expect("present until dropped")
+        self.object.as_mut().expect("present until dropped")
     }
 }
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        let Some(client) = self.client.take() else {
-            return;
-        };
-        if self.reusable && !client.is_closed() && self.uses + 1 < MAX_USES {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if idle.len() < MAX_IDLE {
-                idle.push((client, self.uses + 1));
+        if let Some(object) = self.object.take() {
+            if !self.reusable {
+                // Detached from the pool and dropped: the connection closes.
+                drop(Object::take(object));
             }
         }
     }
@@ -78,10 +72,28 @@ impl Drop for Pooled {
 impl Connector {
     pub(crate) fn new(url: &str) -> Result<Self, Error> {
         let settings = super::conninfo::settings(url)?;
+        let manager = Manager::from_config(
+            settings.config.clone(),
+            settings.tls.clone(),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .post_recycle(deadpool_postgres::Hook::sync_fn(|_, metrics| {
+                if metrics.recycle_count >= MAX_REUSES {
+                    Err(HookError::message("served its share; replaced"))
+                } else {
+                    Ok(())
+                }
+            }))
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the connection pool: {e}")))?;
         Ok(Self {
             config: settings.config,
             tls: settings.tls,
-            idle: Idle::default(),
+            pool,
         })
     }
 
@@ -104,29 +116,25 @@ impl Connector {
         )
     }
 
-    /// An idle connection, or a new one.
+    /// A pooled connection (an idle one, or a new one).
     pub(crate) async fn checkout(&self) -> Result<Pooled, Error> {
-        loop {
-            let popped = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            match popped {
-                Some((client, _)) if client.is_closed() => continue,
-                Some((client, uses)) => {
-                    return Ok(Pooled {
-                        client: Some(client),
-                        uses,
-                        reusable: false,
-                        idle: self.idle.clone(),
-                    })
-                }
-                None => break,
+        let object = self.pool.get().await.map_err(|e| {
+            let source = match &e {
+                PoolError::Backend(e) => db_error(e),
+                other => DbError {
+                    code: None,
+                    message: other.to_string(),
+                    connection_lost: true,
+                },
+            };
+            Error::DatabaseUnavailable {
+                context: format!("connecting to {}", self.describe()),
+                source,
             }
-        }
-        let client = self.connect().await?;
+        })?;
         Ok(Pooled {
-            client: Some(client),
-            uses: 0,
+            object: Some(object),
             reusable: false,
-            idle: self.idle.clone(),
         })
     }
 

@@ -89,19 +89,22 @@ pub fn settings(conninfo: &str) -> Result<ConnectionSettings, Error> {
         params.set("application_name", APPLICATION_NAME);
     }
     let config = Config::from_str(&params.render()).map_err(|e| invalid(e.to_string()))?;
-    let tls = match verify {
-        Verify::Nothing => tls_config(Arc::new(EncryptOnly(provider()))),
+    let chain = match verify {
+        Verify::Nothing => None,
         Verify::Chain | Verify::ChainAndHost => {
             let roots = load_roots(rootcert.as_ref()).map_err(invalid)?;
-            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-                .build()
-                .map_err(|e| invalid(format!("unusable root certificates: {e}")))?;
-            tls_config(Arc::new(Checked {
-                webpki,
-                check_host: verify == Verify::ChainAndHost,
-            }))
+            Some(
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+                    .build()
+                    .map_err(|e| invalid(format!("unusable root certificates: {e}")))?,
+            )
         }
     };
+    let tls = tls_config(Arc::new(Verifier {
+        provider: provider(),
+        chain,
+        check_host: verify == Verify::ChainAndHost,
+    }));
     Ok(ConnectionSettings { config, tls })
 }
 
@@ -300,64 +303,18 @@ fn percent_encode(text: &str) -> String {
     out
 }
 
-/// Accepts any server certificate but checks the handshake signatures, as
-/// libpq does for `sslmode=require` without a root certificate.
+/// Checks the server's certificate as `sslmode` asks; the handshake
+/// signatures are checked in every mode (as libpq does even for `require`).
 #[derive(Debug)]
-struct EncryptOnly(Arc<CryptoProvider>);
-
-/// Checks the chain against the roots, and the host name when asked.
-#[derive(Debug)]
-struct Checked {
-    webpki: Arc<WebPkiServerVerifier>,
+struct Verifier {
+    provider: Arc<CryptoProvider>,
+    /// `None`: any certificate (`require`); else the chain against the roots.
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    /// Whether the host name must match too (`verify-full`).
     check_host: bool,
 }
 
-impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-impl ServerCertVerifier for Checked {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -366,13 +323,10 @@ impl ServerCertVerifier for Checked {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.webpki.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) if !self.check_host => Ok(ServerCertVerified::assertion()),
@@ -386,7 +340,12 @@ impl ServerCertVerifier for Checked {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -395,11 +354,18 @@ impl ServerCertVerifier for Checked {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.webpki.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.webpki.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

@@ -132,7 +132,11 @@ pub(crate) fn tenants(
                     },
                 )
             })?,
-            applied_versions: versions.split(',').filter_map(|v| v.parse().ok()).collect(),
+            applied_versions: versions
+                .split(',')
+                .filter(|v| !v.is_empty())
+                .map(|v| read_back("an applied version", v, str::parse::<i64>))
+                .collect::<Result<_, _>>()?,
             applied_checksums: checksums
                 .split(',')
                 .filter_map(|c| hex::decode(c).ok())
