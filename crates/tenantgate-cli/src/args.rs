@@ -70,6 +70,8 @@ pub(crate) enum Command {
     Backfill(BackfillArgs),
     /// Serve the messages demo app behind the migration guard, with /health/migrations and /metrics
     Serve(ServeArgs),
+    /// Put the guard in front of any web app: a reverse proxy that forwards only served tenants
+    Proxy(ProxyArgs),
     /// See it work: three demo tenants, one a migration behind, served behind the guard.
     /// Without --data it starts fresh in ./tenantgate-data; --data DIR builds in, or reuses, DIR
     Demo(DemoArgs),
@@ -90,14 +92,9 @@ pub(crate) struct DemoArgs {
     pub(crate) no_serve: bool,
 }
 
+/// How a server guards requests and learns of changes (`serve`, `proxy`).
 #[derive(Debug, Args)]
-pub(crate) struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port; the address is printed)
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub(crate) listen: std::net::SocketAddr,
-    /// Migrate the fleet before starting; start only if that succeeds
-    #[arg(long, conflicts_with = "allow_degraded")]
-    pub(crate) migrate_on_start: bool,
+pub(crate) struct GuardArgs {
     /// Start even when tenants are not ready; the guard blocks them
     #[arg(long)]
     pub(crate) allow_degraded: bool,
@@ -122,9 +119,6 @@ pub(crate) struct ServeArgs {
         env = "DISABLE_MIGRATION_CHECK"
     )]
     pub(crate) disable_migration_check: bool,
-    /// Tenants migrated in parallel by --migrate-on-start
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub(crate) jobs: u16,
     /// How the server learns of registry changes on PostgreSQL: `listen`
     /// (LISTEN/NOTIFY, within milliseconds) or `poll` (a registry digest
     /// every --poll-interval; works through transaction-pooling PgBouncer)
@@ -142,6 +136,51 @@ pub(crate) struct ServeArgs {
     /// How often `--watch poll` reads the registry's digest
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub(crate) poll_interval: Duration,
+    /// How long requests in flight may take to finish after Ctrl-C or SIGTERM
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub(crate) drain_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the address is printed)
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub(crate) listen: std::net::SocketAddr,
+    /// Migrate the fleet before starting; start only if that succeeds
+    #[arg(long, conflicts_with = "allow_degraded")]
+    pub(crate) migrate_on_start: bool,
+    /// Tenants migrated in parallel by --migrate-on-start
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub(crate) jobs: u16,
+    #[command(flatten)]
+    pub(crate) guard: GuardArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProxyArgs {
+    /// The app to forward to: http://host:port
+    #[arg(long, env = "TENANTGATE_UPSTREAM")]
+    pub(crate) upstream: axum::http::Uri,
+    /// Address to listen on for the app's traffic (port 0 picks a free port)
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub(crate) listen: std::net::SocketAddr,
+    /// Address of tenantgate's own routes: /livez, /readyz, /health/migrations, /metrics, /admin
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub(crate) admin_listen: std::net::SocketAddr,
+    /// A host forwarded without a tenant (the app's public site); repeatable
+    #[arg(long = "pass-host", value_name = "HOST")]
+    pub(crate) pass_hosts: Vec<String>,
+    /// Peers (CIDR) whose X-Forwarded-* headers are extended rather than replaced; repeatable
+    #[arg(long = "trust-forwarded", value_name = "CIDR")]
+    pub(crate) trust_forwarded: Vec<ipnet::IpNet>,
+    /// How long the app may take to send response headers (then 504)
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub(crate) upstream_timeout: Duration,
+    /// How long a response body may stall before the client connection is aborted
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub(crate) idle_timeout: Duration,
+    #[command(flatten)]
+    pub(crate) guard: GuardArgs,
 }
 
 /// How `serve` learns of registry changes.

@@ -39,6 +39,7 @@ mod guard;
 mod host;
 pub mod metrics;
 mod pages;
+pub mod proxy;
 mod recovery_text;
 mod routes;
 mod snapshot;

@@ -49,8 +49,15 @@ pub const HTTP_REQUESTS: &str = "tenantgate_http_requests_total";
 /// HTTP request latency by route template (`route`), in seconds.
 pub const HTTP_SECONDS: &str = "tenantgate_http_request_duration_seconds";
 
+/// Requests the proxy forwarded to the upstream.
+pub const PROXY_FORWARDED: &str = "tenantgate_proxy_forwarded_total";
+/// Upstream failures seen by the proxy (`kind`: connect, reset, timeout).
+pub const PROXY_UPSTREAM_ERRORS: &str = "tenantgate_proxy_upstream_errors_total";
+/// Time until the upstream's response headers, in seconds.
+pub const PROXY_UPSTREAM_SECONDS: &str = "tenantgate_proxy_upstream_duration_seconds";
+
 /// Every metric with its help text, as `/metrics` describes it.
-pub const DESCRIPTIONS: [(&str, &str); 12] = [
+pub const DESCRIPTIONS: [(&str, &str); 15] = [
     (
         TENANTS,
         "Registered tenants by state, fleet-wide (whoever changed them).",
@@ -93,6 +100,18 @@ pub const DESCRIPTIONS: [(&str, &str); 12] = [
         "HTTP requests by route template and status class.",
     ),
     (HTTP_SECONDS, "HTTP request latency by route template."),
+    (
+        PROXY_FORWARDED,
+        "Requests the proxy forwarded to the upstream.",
+    ),
+    (
+        PROXY_UPSTREAM_ERRORS,
+        "Upstream failures seen by the proxy, by kind (connect, reset, timeout).",
+    ),
+    (
+        PROXY_UPSTREAM_SECONDS,
+        "Time until the upstream's response headers.",
+    ),
 ];
 
 /// The reasons the guard answers a request itself.
@@ -127,7 +146,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
         .map_err(|e| e.to_string())?;
     for (name, help) in DESCRIPTIONS {
         match name {
-            PROVISION_SECONDS | HTTP_SECONDS => {
+            PROVISION_SECONDS | HTTP_SECONDS | PROXY_UPSTREAM_SECONDS => {
                 describe_histogram!(name, metrics::Unit::Seconds, help)
             }
             TENANTS | SNAPSHOT_AGE | BUILD_INFO => describe_gauge!(name, help),
@@ -140,8 +159,12 @@ pub fn install() -> Result<PrometheusHandle, String> {
         MIGRATIONS_APPLIED,
         MIGRATIONS_FAILED,
         REQUESTS_BYPASSED,
+        PROXY_FORWARDED,
     ] {
         counter!(name).increment(0);
+    }
+    for kind in ["connect", "reset", "timeout"] {
+        counter!(PROXY_UPSTREAM_ERRORS, "kind" => kind).increment(0);
     }
     for reason in BLOCK_REASONS {
         counter!(REQUESTS_BLOCKED, "reason" => reason).increment(0);

@@ -180,6 +180,36 @@ pub(crate) fn state_unknown(reference: &str, retry_after: u64, wants_json: bool)
     with_retry_after(response, retry_after)
 }
 
+/// 502 when the upstream refused or reset the connection, 504 when it sent
+/// no response headers in time.
+pub(crate) fn upstream_failed(status: StatusCode, wants_json: bool) -> Response {
+    let (error, headline, text) = if status == StatusCode::GATEWAY_TIMEOUT {
+        (
+            "upstream_timeout",
+            "The application took too long",
+            "The application behind this address did not answer in time. Try again in a moment.",
+        )
+    } else {
+        (
+            "upstream_unavailable",
+            "The application is not answering",
+            "The application behind this address refused or dropped the connection. Try again in a moment.",
+        )
+    };
+    if wants_json {
+        return json_response(status, json!({ "error": error, "reason": headline }));
+    }
+    page(
+        status,
+        headline,
+        html! {
+            p { span.tag { (status.as_u16()) " " (status.canonical_reason().unwrap_or_default()) } }
+            h1 { (headline) }
+            p { (text) }
+        },
+    )
+}
+
 /// 404 for a host no tenant has.
 pub(crate) fn unknown_host(host: &str, wants_json: bool) -> Response {
     if wants_json {

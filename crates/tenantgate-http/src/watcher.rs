@@ -69,7 +69,9 @@ pub struct GuardState {
     store_lost: AtomicBool,
     epoch: Instant,
     config: GuardConfig,
-    required: RequiredSet,
+    required: ArcSwap<RequiredSet>,
+    /// Wakes the watcher for a full re-read (the required set changed).
+    reread: tokio::sync::Notify,
     container: Container,
 }
 
@@ -86,7 +88,8 @@ impl GuardState {
             store_lost: AtomicBool::new(false),
             epoch: Instant::now(),
             config,
-            required,
+            required: ArcSwap::from_pointee(required),
+            reread: tokio::sync::Notify::new(),
             container: Box::new(|name| format!("schema \"{name}\"")),
         };
         state.publish_counts();
@@ -159,8 +162,16 @@ impl GuardState {
     }
 
     /// The application's required set.
-    pub fn required(&self) -> &RequiredSet {
-        &self.required
+    pub fn required(&self) -> Arc<RequiredSet> {
+        self.required.load_full()
+    }
+
+    /// Replaces the required set (a deploy added a migration the code
+    /// needs) and has the watcher re-read the registry, so every tenant is
+    /// assessed against it; until then tenants keep their last decision.
+    pub fn set_required(&self, required: RequiredSet) {
+        self.required.store(Arc::new(required));
+        self.reread.notify_one();
     }
 }
 
@@ -204,7 +215,11 @@ async fn watch_loop(backend: Arc<dyn Backend>, state: Arc<GuardState>) {
                 }
             },
         };
-        let healthy = match active.next(config.heartbeat_interval).await {
+        let next = tokio::select! {
+            next = active.next(config.heartbeat_interval) => next,
+            () = state.reread.notified() => Ok(Some(RegistryChange::Everything)),
+        };
+        let healthy = match next {
             Ok(Some(first)) => {
                 apply_changes(backend.as_ref(), &state, active.as_mut(), first).await
             }
@@ -218,7 +233,7 @@ async fn watch_loop(backend: Arc<dyn Backend>, state: Arc<GuardState>) {
         }
         state.confirm();
         if last_full.elapsed() >= config.refresh_interval {
-            match full_snapshot(backend.as_ref(), &state.required).await {
+            match full_snapshot(backend.as_ref(), &state.required()).await {
                 Ok(snapshot) => state.replace(snapshot),
                 Err(e) => {
                     tracing::warn!(error = %e, "periodic registry refresh failed");
@@ -234,7 +249,7 @@ async fn watch_loop(backend: Arc<dyn Backend>, state: Arc<GuardState>) {
 /// unsubscribed).
 async fn subscribe(backend: &dyn Backend, state: &GuardState) -> Option<Box<dyn Watch>> {
     let subscribed = match backend.watch().await {
-        Ok(watch) => full_snapshot(backend, &state.required)
+        Ok(watch) => full_snapshot(backend, &state.required())
             .await
             .map(|snapshot| (watch, snapshot)),
         Err(e) => Err(e),
@@ -274,7 +289,7 @@ async fn apply_changes(
         })
         .collect();
     let Some(names) = names else {
-        return match full_snapshot(backend, &state.required).await {
+        return match full_snapshot(backend, &state.required()).await {
             Ok(snapshot) => {
                 state.replace(snapshot);
                 true
@@ -284,7 +299,7 @@ async fn apply_changes(
     };
     match backend.tenants_named(&names).await {
         Ok(fresh) => {
-            let next = state.snapshot().updated(&names, fresh, &state.required);
+            let next = state.snapshot().updated(&names, fresh, &state.required());
             state.replace(next);
             true
         }

@@ -14,7 +14,7 @@ use tenantgate::{
     provision, Backend, Domain, Error, MigrationFolder, Recovery, TenantName,
 };
 use tenantgate_demo::Store;
-use tenantgate_http::GuardConfig;
+use tenantgate_http::{GuardConfig, RecoveryText};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -76,7 +76,7 @@ pub(crate) async fn run(
         () = cancel.cancelled() => return Err(Error::Interrupted.into()),
     }
     let rows = rows(backend.as_ref(), &folder).await?;
-    let heal = heal_command(global, &data, &migrations);
+    let heal = healer(global, &data, &migrations).command(&Recovery::MigrateShared);
     if global.json {
         let tenants: Vec<_> = rows.iter().map(Row::to_json).collect();
         println!(
@@ -98,16 +98,18 @@ pub(crate) async fn run(
     if args.no_serve {
         return Ok(exit::OK);
     }
+    let invocation = healer(global, &data, &migrations);
     let config = GuardConfig {
         details: tenantgate_http::DetailPolicy {
             show_details: true,
             token: None,
         },
         retry_after: std::time::Duration::from_secs(5),
+        recovery_text: RecoveryText::new(move |recovery| invocation.command(recovery)),
         ..GuardConfig::default()
     };
     let app = super::serve::app(backend, &url, Store::Sqlite, config).await?;
-    let (listener, address) = super::serve::listen(args.listen).await?;
+    let (listener, address) = super::guarded::listen(args.listen).await?;
     let port = address.port();
     let ip = address.ip();
     println!(
@@ -120,7 +122,7 @@ pub(crate) async fn run(
          \x20 curl -H 'Host: acme.localhost' http://{address}/en/app/messages/\n\
          \x20 curl -H 'Host: {BEHIND}.localhost' http://{address}/en/app/messages/"
     );
-    super::serve::serve_until(listener, app, cancel).await?;
+    super::guarded::serve_until(listener, app, cancel, std::time::Duration::from_secs(5)).await?;
     Ok(exit::OK)
 }
 
@@ -328,14 +330,13 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-/// The command that heals the fleet: absolute paths, so it runs as printed
-/// from any folder.
-fn heal_command(global: &Global, data: &Path, migrations: &Path) -> String {
-    let demo = Global {
+/// How the demo spells a recovery: absolute paths to the program, the data
+/// folder and the exported migrations, so it runs as printed from any folder.
+fn healer(global: &Global, data: &Path, migrations: &Path) -> Invocation {
+    Invocation::absolute(&Global {
         data: Some(data.to_path_buf()),
         database_url: None,
         migrations: migrations.to_path_buf(),
         ..global.clone()
-    };
-    Invocation::absolute(&demo).command(&Recovery::MigrateShared)
+    })
 }

@@ -2,7 +2,9 @@
 
 mod backfill;
 mod demo;
+mod guarded;
 mod migrate;
+mod proxy;
 mod serve;
 mod tenants;
 mod verify;
@@ -27,6 +29,7 @@ pub(crate) async fn run(cli: Cli, cancel: CancellationToken) -> u8 {
         Command::Verify(args) => verify::run(global, args, &cancel).await,
         Command::Backfill(args) => backfill::run(global, args, &cancel).await,
         Command::Serve(args) => serve::run(global, args, &cancel).await,
+        Command::Proxy(args) => proxy::run(global, args, &cancel).await,
         Command::Demo(args) => demo::run(global, args, &cancel).await,
         Command::Completions { shell } => {
             let mut command = <crate::args::Cli as clap::CommandFactory>::command();

@@ -26,10 +26,17 @@ pub(crate) struct Server {
     /// The server; killed when the test drops it.
     process: Child,
     pub(crate) address: SocketAddr,
+    /// The proxy's admin address (probes, health, metrics).
+    pub(crate) admin: Option<SocketAddr>,
     stderr: Arc<Mutex<String>>,
 }
 
 impl Server {
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.process.id().expect("a running server")
+    }
+
     /// Sends SIGTERM and waits for the exit code.
     pub(crate) async fn terminate(&mut self) -> Option<i32> {
         let pid = self.process.id()?;
@@ -149,10 +156,41 @@ impl Harness {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Server, (i32, String)> {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        self.start_server(url, &all, env).await
+    }
+
+    /// Starts `tenantgate proxy` in front of `upstream` on free ports (the
+    /// app's and the admin one); expects it to start.
+    pub(crate) async fn proxy(&self, upstream: SocketAddr, args: &[&str]) -> Server {
+        let upstream = format!("http://{upstream}");
+        let mut all = vec![
+            "proxy",
+            "--upstream",
+            &upstream,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ];
+        all.extend_from_slice(args);
+        let url = self.url.clone();
+        self.start_server(&url, &all, &[])
+            .await
+            .unwrap_or_else(|(code, stderr)| panic!("proxy exited {code}: {stderr}"))
+    }
+
+    /// Runs the binary with `args` as a server; returns once it printed
+    /// where it listens (and, for the proxy, its admin address).
+    async fn start_server(
+        &self,
+        url: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Server, (i32, String)> {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantgate"));
         command
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("DATABASE_URL", url)
             .env("TENANTGATE_MIGRATIONS", self.migrations())
@@ -163,16 +201,29 @@ impl Harness {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = command.spawn().expect("spawn tenantgate serve");
+        let mut child = command.spawn().expect("spawn tenantgate");
         let stderr = Arc::new(Mutex::new(String::new()));
         collect(child.stderr.take().unwrap(), stderr.clone());
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         let read = tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut line)).await;
         if let Some(address) = line.trim().strip_prefix("listening on http://") {
+            let mut admin = None;
+            if args.first() == Some(&"proxy") {
+                let mut second = String::new();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(10), stdout.read_line(&mut second))
+                        .await;
+                admin = second
+                    .trim()
+                    .strip_prefix("admin on http://")
+                    .and_then(|rest| rest.split(' ').next())
+                    .and_then(|a| a.parse().ok());
+            }
             return Ok(Server {
                 process: child,
                 address: address.parse().unwrap(),
+                admin,
                 stderr,
             });
         }
@@ -184,7 +235,10 @@ impl Harness {
             .and_then(|s| s.code())
             .unwrap_or(-1);
         let text = stderr.lock().unwrap().clone();
-        assert!(read.is_ok(), "serve neither listened nor exited: {text}");
+        assert!(
+            read.is_ok(),
+            "the server neither listened nor exited: {text}"
+        );
         Err((code, text))
     }
 
@@ -256,4 +310,51 @@ impl Proxy {
     pub(crate) fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
     }
+}
+
+/// Opens `url` in headless Chromium: returns the rendered DOM, and keeps a
+/// phone-sized screenshot at `target/test-artifacts/<screenshot>`.
+pub(crate) async fn render_in_browser(url: &str, screenshot: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let artifacts =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let screenshot = artifacts.join(screenshot);
+    let _ = std::fs::remove_file(&screenshot);
+    let chromium = |extra: Vec<String>| {
+        let mut command = tokio::process::Command::new("chromium");
+        command
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(url)
+            .kill_on_drop(true);
+        command
+    };
+    let dom = chromium(vec!["--dump-dom".into()])
+        .output()
+        .await
+        .expect("chromium is installed by scripts/test");
+    chromium(vec![
+        format!("--screenshot={}", screenshot.display()),
+        "--window-size=412,915".into(),
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert!(
+        std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 1000),
+        "a screenshot at {}",
+        screenshot.display()
+    );
+    String::from_utf8_lossy(&dom.stdout).into_owned()
 }

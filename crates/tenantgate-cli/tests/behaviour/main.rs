@@ -15,6 +15,8 @@ mod files;
 mod fleet;
 mod pooler;
 mod provisioning;
+mod proxy;
 mod reliability;
 mod serving;
+mod upstream;
 mod verification;

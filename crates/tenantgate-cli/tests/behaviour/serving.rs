@@ -669,38 +669,7 @@ async fn the_503_page_renders_in_a_real_browser(h: Harness) {
         "http://initech.localhost:{}/en/app/messages/",
         server.address.port()
     );
-    let profile = tempfile::tempdir().unwrap();
-    let artifacts =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
-    let screenshot = artifacts.join("guard-503.png");
-    let _ = std::fs::remove_file(&screenshot);
-    let chromium = |extra: Vec<String>| {
-        let mut command = tokio::process::Command::new("chromium");
-        command
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-            ])
-            .args([
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .args(extra)
-            .arg(&url)
-            .kill_on_drop(true);
-        command
-    };
-    let dom = chromium(vec!["--dump-dom".into()])
-        .output()
-        .await
-        .expect("chromium is installed by scripts/test");
-    let dom = String::from_utf8_lossy(&dom.stdout);
+    let dom = crate::http::render_in_browser(&url, "guard-503.png").await;
     assert!(
         dom.contains("<dd id=\"tenant\">initech</dd>"),
         "rendered DOM: {dom}"
@@ -708,20 +677,6 @@ async fn the_503_page_renders_in_a_real_browser(h: Harness) {
     assert!(
         dom.contains("tenantgate migrate --tenant initech"),
         "rendered DOM: {dom}"
-    );
-    chromium(vec![
-        format!("--screenshot={}", screenshot.display()),
-        "--window-size=412,915".into(),
-    ])
-    .output()
-    .await
-    .unwrap();
-    assert!(
-        std::fs::metadata(&screenshot)
-            .map(|m| m.len() > 1000)
-            .unwrap_or(false),
-        "a screenshot at {}",
-        screenshot.display()
     );
 }
 

@@ -1,0 +1,90 @@
+//! `tenantgate proxy`: the guard in front of any web app.
+
+use tenantgate::{readiness::RequiredSet, Domain, Error};
+use tenantgate_http::proxy::{self, ProxyConfig, TenantLocation, Upstream};
+use tokio_util::sync::CancellationToken;
+
+use super::guarded;
+use crate::{
+    args::{Global, ProxyArgs},
+    cli_error::CliError,
+    exit, output,
+};
+
+pub(crate) async fn run(
+    global: &Global,
+    args: ProxyArgs,
+    cancel: &CancellationToken,
+) -> Result<u8, CliError> {
+    if !matches!(args.upstream.scheme_str(), Some("http")) || args.upstream.authority().is_none() {
+        return Err(CliError::Usage(format!(
+            "--upstream {} is not an http://host:port URL",
+            args.upstream
+        )));
+    }
+    let pass_hosts = args
+        .pass_hosts
+        .iter()
+        .map(|h| Domain::parse(h))
+        .collect::<Result<Vec<_>, Error>>()?;
+    let folder = super::folder(global)?;
+    let required = RequiredSet::from_folder(&folder);
+    let backend = guarded::connect(global, &args.guard).await?;
+    guarded::gate(global, &args.guard, backend.as_ref(), &required).await?;
+    let config = guarded::config(global, &args.guard);
+    let (guard, admin_routes) = guarded::start(backend, required, config, folder).await?;
+    let location = match tenantgate::backend::sqlite_folder(&global.url()) {
+        Some(dir) => TenantLocation::File(std::path::absolute(dir).unwrap_or_else(|_| dir.into())),
+        None => TenantLocation::Schema,
+    };
+    let upstream = Upstream::new(ProxyConfig {
+        upstream: args.upstream.clone(),
+        upstream_timeout: args.upstream_timeout,
+        idle_timeout: args.idle_timeout,
+        trust_forwarded: args.trust_forwarded.clone(),
+        location,
+        ..ProxyConfig::default()
+    });
+    let app = proxy::router(guard.clone(), upstream, pass_hosts)
+        .layer(axum::middleware::from_fn(tenantgate_http::metrics::track));
+    let (listener, address) = guarded::listen(args.listen).await?;
+    let (admin_listener, admin_address) = guarded::listen(args.admin_listen).await?;
+    println!("listening on http://{address}");
+    println!("admin on http://{admin_address} (/livez, /readyz, /health/migrations, /metrics)");
+    tokio::spawn(reload_on_sighup(global.clone(), guard));
+    let admin = guarded::serve_until(
+        admin_listener,
+        admin_routes,
+        cancel,
+        args.guard.drain_timeout,
+    );
+    let proxied = guarded::serve_until(listener, app, cancel, args.guard.drain_timeout);
+    let (admin, proxied) = tokio::join!(admin, proxied);
+    admin.and(proxied)?;
+    output::notice(global, tracing::Level::INFO, "proxy stopped");
+    Ok(exit::OK)
+}
+
+/// Re-reads the migration folder on SIGHUP, so a deploy that adds a
+/// migration the app needs is enforced without a restart.
+async fn reload_on_sighup(global: Global, guard: std::sync::Arc<tenantgate_http::GuardState>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match super::folder(&global) {
+            Ok(folder) => {
+                let required = RequiredSet::from_folder(&folder);
+                tracing::warn!(
+                    digest = %required.digest(),
+                    "SIGHUP: the required set was re-read from the migration folder"
+                );
+                guard.set_required(required);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: the migration folder cannot be read; the required set is unchanged")
+            }
+        }
+    }
+}

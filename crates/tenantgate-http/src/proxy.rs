@@ -1,0 +1,472 @@
+//! The guard in front of any web app: a reverse proxy that resolves the
+//! tenant with the same [`GuardLayer`] decision `serve` uses, answers
+//! 503/404/400 itself, and forwards the rest to the upstream with the
+//! tenant in `X-Tenantgate-*` headers.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let migrations = dir.path().join("migrations");
+//! # std::fs::create_dir_all(migrations.join("tenant")).unwrap();
+//! # std::fs::write(migrations.join("tenant/0001_users.sql"), "CREATE TABLE users (id INTEGER PRIMARY KEY);").unwrap();
+//! # let url = format!("sqlite://{}", dir.path().join("data").display());
+//! use std::sync::Arc;
+//! use tenantgate::{readiness::RequiredSet, MigrationFolder};
+//! use tenantgate_http::{proxy, watch_registry, GuardConfig};
+//!
+//! let backend: Arc<dyn tenantgate::Backend> = tenantgate::connect(&url).await?.into();
+//! backend.prepare().await?;
+//! let required = RequiredSet::from_folder(&MigrationFolder::load(&migrations)?);
+//! let guard = watch_registry(backend, required, GuardConfig::default()).await?;
+//! let upstream = proxy::Upstream::new(proxy::ProxyConfig {
+//!     upstream: "http://127.0.0.1:8000".parse().unwrap(),
+//!     ..Default::default()
+//! });
+//! let app = proxy::router(guard, upstream, Vec::new());
+//! // axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+//! # let _ = app;
+//! # Ok::<(), tenantgate::Error>(())
+//! # }).unwrap();
+//! ```
+
+use std::{
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    body::Body,
+    extract::{ConnectInfo, Request, State},
+    http::{
+        header::{self, HeaderMap, HeaderName, HeaderValue},
+        uri::{Authority, PathAndQuery, Scheme},
+        StatusCode, Uri, Version,
+    },
+    middleware::Next,
+    response::Response,
+    Router,
+};
+use http_body::{Body as HttpBody, Frame};
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::{TokioExecutor, TokioIo},
+};
+use ipnet::IpNet;
+use metrics::{counter, histogram};
+use pin_project_lite::pin_project;
+use tenantgate::Domain;
+
+use crate::{
+    guard::{wants_json, GuardLayer, ResolvedTenant},
+    host::request_host,
+    metrics as names, pages,
+    watcher::GuardState,
+};
+
+/// Where a tenant lives, as the upstream is told in headers.
+#[derive(Debug, Clone, Default)]
+pub enum TenantLocation {
+    /// A PostgreSQL schema named after the tenant: `X-Tenantgate-Schema`.
+    #[default]
+    Schema,
+    /// A SQLite file in this data folder: `X-Tenantgate-Database`.
+    File(PathBuf),
+}
+
+/// How the proxy forwards.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// The app: `http://host:port` (a path prefix is kept in front of
+    /// every request's path).
+    pub upstream: Uri,
+    /// How long the upstream may take to send response headers (then 504).
+    pub upstream_timeout: Duration,
+    /// How long a response body may stall before the client connection is
+    /// aborted.
+    pub idle_timeout: Duration,
+    /// Peers whose `X-Forwarded-*` headers are extended rather than replaced.
+    pub trust_forwarded: Vec<IpNet>,
+    /// Where tenants live, for the headers the upstream receives.
+    pub location: TenantLocation,
+    /// Idle keep-alive connections kept to the upstream.
+    pub max_idle: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            upstream: Uri::from_static("http://127.0.0.1:8000"),
+            upstream_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            trust_forwarded: Vec::new(),
+            location: TenantLocation::Schema,
+            max_idle: 64,
+        }
+    }
+}
+
+/// The set tenant headers: whatever a client sends under this prefix is
+/// removed first, so no client can impersonate a tenant.
+const TENANT_HEADER_PREFIX: &str = "x-tenantgate-";
+
+/// Forwards requests to the upstream over a keep-alive pool, streaming
+/// bodies both ways.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, Body>,
+    config: Arc<ProxyConfig>,
+    scheme: Scheme,
+    authority: Authority,
+    prefix: String,
+}
+
+impl Upstream {
+    /// A forwarder to `config.upstream`.
+    pub fn new(config: ProxyConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.upstream_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(config.max_idle)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector);
+        let parts = config.upstream.clone().into_parts();
+        Self {
+            client,
+            scheme: parts.scheme.unwrap_or(Scheme::HTTP),
+            authority: parts
+                .authority
+                .unwrap_or_else(|| Authority::from_static("127.0.0.1:8000")),
+            prefix: parts
+                .path_and_query
+                .map(|p| p.path().trim_end_matches('/').to_owned())
+                .unwrap_or_default(),
+            config: Arc::new(config),
+        }
+    }
+
+    /// Forwards `request` from `peer`, for `tenant` (none for a pass-through
+    /// host), and returns the upstream's response or the guard's own 502/504.
+    pub async fn forward(
+        &self,
+        mut request: Request,
+        peer: SocketAddr,
+        tenant: Option<&ResolvedTenant>,
+    ) -> Response {
+        let json = wants_json(&request);
+        let upgrading = is_upgrade(request.headers());
+        let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut request));
+        let outbound = match self.outbound(request, peer, tenant, upgrading) {
+            Ok(outbound) => outbound,
+            Err(reason) => return pages::bad_host(&reason, json),
+        };
+        let started = Instant::now();
+        let answer =
+            tokio::time::timeout(self.config.upstream_timeout, self.client.request(outbound)).await;
+        histogram!(names::PROXY_UPSTREAM_SECONDS).record(started.elapsed().as_secs_f64());
+        let mut response = match answer {
+            Err(_) => {
+                counter!(names::PROXY_UPSTREAM_ERRORS, "kind" => "timeout").increment(1);
+                return pages::upstream_failed(StatusCode::GATEWAY_TIMEOUT, json);
+            }
+            Ok(Err(e)) => {
+                let kind = if e.is_connect() { "connect" } else { "reset" };
+                tracing::warn!(error = %e, kind, "the upstream did not answer");
+                counter!(names::PROXY_UPSTREAM_ERRORS, "kind" => kind).increment(1);
+                return pages::upstream_failed(StatusCode::BAD_GATEWAY, json);
+            }
+            Ok(Ok(response)) => response,
+        };
+        counter!(names::PROXY_FORWARDED).increment(1);
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let upstream_upgrade = hyper::upgrade::on(&mut response);
+                tokio::spawn(async move {
+                    if let (Ok(client), Ok(upstream)) =
+                        tokio::join!(client_upgrade, upstream_upgrade)
+                    {
+                        let _ = tokio::io::copy_bidirectional(
+                            &mut TokioIo::new(client),
+                            &mut TokioIo::new(upstream),
+                        )
+                        .await;
+                    }
+                });
+            }
+            let (parts, body) = response.into_parts();
+            return Response::from_parts(parts, Body::new(body));
+        }
+        strip_hop_by_hop(response.headers_mut(), false);
+        let (parts, body) = response.into_parts();
+        Response::from_parts(
+            parts,
+            Body::new(IdleTimeout::new(body, self.config.idle_timeout)),
+        )
+    }
+
+    /// The request as the upstream receives it.
+    fn outbound(
+        &self,
+        request: Request,
+        peer: SocketAddr,
+        tenant: Option<&ResolvedTenant>,
+        upgrading: bool,
+    ) -> Result<hyper::Request<Body>, String> {
+        let (mut parts, body) = request.into_parts();
+        let host = match parts.headers.get(header::HOST) {
+            Some(host) => host.clone(),
+            None => parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                .ok_or("the request names no host")?,
+        };
+        let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(format!("{}{path}", self.prefix))
+            .build()
+            .map_err(|e| format!("the request target cannot be forwarded: {e}"))?;
+        let headers = &mut parts.headers;
+        strip_hop_by_hop(headers, upgrading);
+        let theirs: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with(TENANT_HEADER_PREFIX))
+            .cloned()
+            .collect();
+        for name in theirs {
+            headers.remove(name);
+        }
+        headers.insert(header::HOST, host.clone());
+        self.forwarded_headers(headers, peer.ip(), &host);
+        if let Some(tenant) = tenant {
+            set(headers, "x-tenantgate-tenant", tenant.name.as_str());
+            match &self.config.location {
+                TenantLocation::Schema => set(headers, "x-tenantgate-schema", tenant.name.as_str()),
+                TenantLocation::File(data) => set(
+                    headers,
+                    "x-tenantgate-database",
+                    &data
+                        .join("tenants")
+                        .join(format!("{}.db", tenant.name))
+                        .display()
+                        .to_string(),
+                ),
+            }
+        }
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        Ok(hyper::Request::from_parts(parts, body))
+    }
+
+    /// `X-Forwarded-For`, `-Proto` and `-Host`: extended when the peer is
+    /// trusted, else replaced, so a client cannot forge its origin.
+    fn forwarded_headers(&self, headers: &mut HeaderMap, peer: IpAddr, host: &HeaderValue) {
+        let trusted = self
+            .config
+            .trust_forwarded
+            .iter()
+            .any(|n| n.contains(&peer));
+        let for_value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(earlier) if trusted => format!("{earlier}, {peer}"),
+            _ => peer.to_string(),
+        };
+        set(headers, "x-forwarded-for", &for_value);
+        if !(trusted && headers.contains_key("x-forwarded-proto")) {
+            set(headers, "x-forwarded-proto", "http");
+        }
+        if !(trusted && headers.contains_key("x-forwarded-host")) {
+            headers.insert("x-forwarded-host", host.clone());
+        }
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes the headers that belong to one connection (RFC 9110 §7.6.1):
+/// those `Connection` names, and the fixed hop-by-hop set. An upgrade keeps
+/// `Connection: upgrade` and `Upgrade`, which the upstream must see.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|token| token.trim().to_ascii_lowercase())
+        .filter(|token| !(upgrading && token == "upgrade"))
+        .collect();
+    for name in named {
+        headers.remove(name.as_str());
+    }
+    for name in [
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "proxy-authorization",
+        "proxy-authenticate",
+    ] {
+        headers.remove(name);
+    }
+    if upgrading {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
+}
+
+pin_project! {
+    /// A response body that fails once no frame arrived for `idle`, so a
+    /// stalled upstream aborts the client connection instead of hanging it.
+    struct IdleTimeout<B> {
+        #[pin]
+        inner: B,
+        idle: Duration,
+        #[pin]
+        deadline: tokio::time::Sleep,
+    }
+}
+
+impl<B> IdleTimeout<B> {
+    fn new(inner: B, idle: Duration) -> Self {
+        Self {
+            inner,
+            idle,
+            deadline: tokio::time::sleep(idle),
+        }
+    }
+}
+
+impl<B> HttpBody for IdleTimeout<B>
+where
+    B: HttpBody,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = B::Data;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = tokio::time::Instant::now() + *this.idle;
+                this.deadline.as_mut().reset(next);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => match this.deadline.poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err("the upstream's body stalled".into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What the proxy's router needs.
+#[derive(Clone)]
+struct Proxy {
+    upstream: Upstream,
+    pass_hosts: Arc<Vec<Domain>>,
+}
+
+/// The proxy: hosts in `pass_hosts` are forwarded without a tenant; every
+/// other request goes through the guard, and only served tenants reach the
+/// upstream. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`.
+pub fn router(state: Arc<GuardState>, upstream: Upstream, pass_hosts: Vec<Domain>) -> Router {
+    let proxy = Proxy {
+        upstream,
+        pass_hosts: Arc::new(pass_hosts),
+    };
+    Router::new()
+        .fallback(forward_tenant)
+        .layer(GuardLayer::new(state))
+        .layer(axum::middleware::from_fn_with_state(
+            proxy.clone(),
+            pass_through,
+        ))
+        .with_state(proxy)
+}
+
+async fn forward_tenant(
+    State(proxy): State<Proxy>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    tenant: ResolvedTenant,
+    request: Request,
+) -> Response {
+    proxy.upstream.forward(request, peer, Some(&tenant)).await
+}
+
+/// Forwards the hosts that need no tenant before the guard sees them.
+async fn pass_through(State(proxy): State<Proxy>, request: Request, next: Next) -> Response {
+    let passes = request_host(&request).is_ok_and(|host| proxy.pass_hosts.contains(&host));
+    if !passes {
+        return next.run(request).await;
+    }
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+    proxy.upstream.forward(request, peer, None).await
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn hop_by_hop_headers_never_cross() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("te", HeaderValue::from_static("trailers"));
+        headers.insert("accept", HeaderValue::from_static("*/*"));
+        super::strip_hop_by_hop(&mut headers, false);
+        assert_eq!(
+            headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["accept"]
+        );
+        let mut upgrade = HeaderMap::new();
+        upgrade.insert("connection", HeaderValue::from_static("Upgrade"));
+        upgrade.insert("upgrade", HeaderValue::from_static("websocket"));
+        assert!(super::is_upgrade(&upgrade));
+        super::strip_hop_by_hop(&mut upgrade, true);
+        assert_eq!(upgrade["connection"], "upgrade");
+        assert_eq!(upgrade["upgrade"], "websocket");
+    }
+}
