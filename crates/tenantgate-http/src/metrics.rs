@@ -169,8 +169,9 @@ pub fn install() -> Result<PrometheusHandle, String> {
     for reason in BLOCK_REASONS {
         counter!(REQUESTS_BLOCKED, "reason" => reason).increment(0);
     }
-    // Registered, so the histogram is rendered before the first observation.
+    // Registered, so the histograms are rendered before the first observation.
     let _ = histogram!(PROVISION_SECONDS);
+    let _ = histogram!(PROXY_UPSTREAM_SECONDS);
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     gauge!(SNAPSHOT_AGE).set(0.0);
     Ok(handle)
