@@ -120,6 +120,10 @@ const TENANT_HEADER_PREFIX: &str = "x-tenantgate-";
 pub struct Upstream {
     client: Client<HttpConnector, Body>,
     config: Arc<ProxyConfig>,
+    /// Metric handles, looked up once: a request records without a
+    /// registry lookup.
+    forwarded: metrics::Counter,
+    latency: metrics::Histogram,
     scheme: Scheme,
     authority: Authority,
     prefix: String,
@@ -138,6 +142,8 @@ impl Upstream {
         let parts = config.upstream.clone().into_parts();
         Self {
             client,
+            forwarded: counter!(names::PROXY_FORWARDED),
+            latency: histogram!(names::PROXY_UPSTREAM_SECONDS),
             scheme: parts.scheme.unwrap_or(Scheme::HTTP),
             authority: parts
                 .authority
@@ -168,7 +174,7 @@ impl Upstream {
         let started = Instant::now();
         let answer =
             tokio::time::timeout(self.config.upstream_timeout, self.client.request(outbound)).await;
-        histogram!(names::PROXY_UPSTREAM_SECONDS).record(started.elapsed().as_secs_f64());
+        self.latency.record(started.elapsed().as_secs_f64());
         let mut response = match answer {
             Err(_) => {
                 counter!(names::PROXY_UPSTREAM_ERRORS, "kind" => "timeout").increment(1);
@@ -182,7 +188,7 @@ impl Upstream {
             }
             Ok(Ok(response)) => response,
         };
-        counter!(names::PROXY_FORWARDED).increment(1);
+        self.forwarded.increment(1);
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
                 let upstream_upgrade = hyper::upgrade::on(&mut response);
@@ -405,13 +411,20 @@ struct Proxy {
 /// other request goes through the guard, and only served tenants reach the
 /// upstream. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`.
 pub fn router(state: Arc<GuardState>, upstream: Upstream, pass_hosts: Vec<Domain>) -> Router {
+    let routes = Router::new()
+        .fallback(forward_tenant)
+        .layer(GuardLayer::new(state));
+    if pass_hosts.is_empty() {
+        return routes.with_state(Proxy {
+            upstream,
+            pass_hosts: Arc::default(),
+        });
+    }
     let proxy = Proxy {
         upstream,
         pass_hosts: Arc::new(pass_hosts),
     };
-    Router::new()
-        .fallback(forward_tenant)
-        .layer(GuardLayer::new(state))
+    routes
         .layer(axum::middleware::from_fn_with_state(
             proxy.clone(),
             pass_through,

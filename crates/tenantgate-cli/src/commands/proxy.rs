@@ -37,32 +37,90 @@ pub(crate) async fn run(
         Some(dir) => TenantLocation::File(std::path::absolute(dir).unwrap_or_else(|_| dir.into())),
         None => TenantLocation::Schema,
     };
-    let upstream = Upstream::new(ProxyConfig {
+    let config = ProxyConfig {
         upstream: args.upstream.clone(),
         upstream_timeout: args.upstream_timeout,
         idle_timeout: args.idle_timeout,
         trust_forwarded: args.trust_forwarded.clone(),
         location,
         ..ProxyConfig::default()
-    });
-    let app = proxy::router(guard.clone(), upstream, pass_hosts)
-        .layer(axum::middleware::from_fn(tenantgate_http::metrics::track));
+    };
     let (listener, address) = guarded::listen(args.listen).await?;
     let (admin_listener, admin_address) = guarded::listen(args.admin_listen).await?;
     println!("listening on http://{address}");
     println!("admin on http://{admin_address} (/livez, /readyz, /health/migrations, /metrics)");
-    tokio::spawn(reload_on_sighup(global.clone(), guard));
+    tokio::spawn(reload_on_sighup(global.clone(), guard.clone()));
     let admin = guarded::serve_until(
         admin_listener,
         admin_routes,
         cancel,
         args.guard.drain_timeout,
     );
-    let proxied = guarded::serve_until(listener, app, cancel, args.guard.drain_timeout);
+    // Forwarded requests are counted and timed by the proxy's own metrics.
+    let app = move || {
+        proxy::router(
+            guard.clone(),
+            Upstream::new(config.clone()),
+            pass_hosts.clone(),
+        )
+    };
+    let proxied = serve_on_workers(listener, app, cancel, args.guard.drain_timeout);
     let (admin, proxied) = tokio::join!(admin, proxied);
     admin.and(proxied)?;
     output::notice(global, tracing::Level::INFO, "proxy stopped");
     Ok(exit::OK)
+}
+
+/// Serves the proxy on one single-threaded runtime per core, all
+/// accepting from one listener, each with its own upstream pool: a request
+/// is read, forwarded and answered on one thread, with no hand-off between
+/// threads (nginx's worker model).
+async fn serve_on_workers(
+    listener: tokio::net::TcpListener,
+    app: impl Fn() -> axum::Router,
+    cancel: &CancellationToken,
+    drain: std::time::Duration,
+) -> Result<(), CliError> {
+    let io = |source| CliError::Io {
+        what: "cannot share the listening socket with the proxy's workers".into(),
+        source,
+    };
+    let shared = listener.into_std().map_err(io)?;
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut threads = Vec::with_capacity(workers);
+    for worker in 0..workers {
+        let (listener, app, cancel) = (shared.try_clone().map_err(io)?, app(), cancel.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("proxy-{worker}"))
+            .spawn(move || -> Result<(), CliError> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(CliError::Server)?;
+                runtime.block_on(async move {
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).map_err(CliError::Server)?;
+                    guarded::serve_until(listener, app, &cancel, drain).await
+                })
+            })
+            .map_err(CliError::Server)?;
+        threads.push(thread);
+    }
+    tokio::task::spawn_blocking(move || {
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join().unwrap_or_else(|_| {
+                    Err(CliError::Server(std::io::Error::other(
+                        "a proxy worker panicked",
+                    )))
+                })
+            })
+            .collect::<Result<Vec<()>, CliError>>()
+            .map(drop)
+    })
+    .await
+    .map_err(|e| CliError::Server(std::io::Error::other(e)))?
 }
 
 /// Re-reads the migration folder on SIGHUP, so a deploy that adds a
