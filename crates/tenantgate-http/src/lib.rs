@@ -43,6 +43,7 @@ pub mod proxy;
 mod recovery_text;
 mod routes;
 mod snapshot;
+mod upstream_pool;
 mod watcher;
 
 pub use details::{reference_id, DetailPolicy};

@@ -44,7 +44,7 @@ use axum::{
     extract::{ConnectInfo, Request, State},
     http::{
         header::{self, HeaderMap, HeaderName, HeaderValue},
-        uri::{Authority, PathAndQuery, Scheme},
+        uri::PathAndQuery,
         StatusCode, Uri, Version,
     },
     middleware::Next,
@@ -52,10 +52,7 @@ use axum::{
     Router,
 };
 use http_body::{Body as HttpBody, Frame};
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
-    rt::{TokioExecutor, TokioIo},
-};
+use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use metrics::{counter, histogram};
 use pin_project_lite::pin_project;
@@ -65,6 +62,7 @@ use crate::{
     guard::{wants_json, GuardLayer, ResolvedTenant},
     host::request_host,
     metrics as names, pages,
+    upstream_pool::{SendError, UpstreamPool},
     watcher::GuardState,
 };
 
@@ -118,36 +116,28 @@ const TENANT_HEADER_PREFIX: &str = "x-tenantgate-";
 /// bodies both ways.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, Body>,
+    pool: Arc<UpstreamPool>,
     config: Arc<ProxyConfig>,
     /// Metric handles, looked up once: a request records without a
     /// registry lookup.
     forwarded: metrics::Counter,
     latency: metrics::Histogram,
-    scheme: Scheme,
-    authority: Authority,
     prefix: String,
 }
 
 impl Upstream {
-    /// A forwarder to `config.upstream`.
+    /// A forwarder to `config.upstream` (`http://host:port`), with its own
+    /// pool of keep-alive connections: give each runtime its own.
     pub fn new(config: ProxyConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.upstream_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(config.max_idle)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
         let parts = config.upstream.clone().into_parts();
+        let address = parts.authority.as_ref().map_or_else(
+            || "127.0.0.1:80".to_owned(),
+            |a| format!("{}:{}", a.host(), a.port_u16().unwrap_or(80)),
+        );
         Self {
-            client,
+            pool: UpstreamPool::new(address, config.max_idle),
             forwarded: counter!(names::PROXY_FORWARDED),
             latency: histogram!(names::PROXY_UPSTREAM_SECONDS),
-            scheme: parts.scheme.unwrap_or(Scheme::HTTP),
-            authority: parts
-                .authority
-                .unwrap_or_else(|| Authority::from_static("127.0.0.1:8000")),
             prefix: parts
                 .path_and_query
                 .map(|p| p.path().trim_end_matches('/').to_owned())
@@ -173,7 +163,7 @@ impl Upstream {
         };
         let started = Instant::now();
         let answer =
-            tokio::time::timeout(self.config.upstream_timeout, self.client.request(outbound)).await;
+            tokio::time::timeout(self.config.upstream_timeout, self.pool.send(outbound)).await;
         self.latency.record(started.elapsed().as_secs_f64());
         let mut response = match answer {
             Err(_) => {
@@ -181,7 +171,10 @@ impl Upstream {
                 return pages::upstream_failed(StatusCode::GATEWAY_TIMEOUT, json);
             }
             Ok(Err(e)) => {
-                let kind = if e.is_connect() { "connect" } else { "reset" };
+                let kind = match e {
+                    SendError::Connect(_) => "connect",
+                    SendError::Reset(_) => "reset",
+                };
                 tracing::warn!(error = %e, kind, "the upstream did not answer");
                 counter!(names::PROXY_UPSTREAM_ERRORS, "kind" => kind).increment(1);
                 return pages::upstream_failed(StatusCode::BAD_GATEWAY, json);
@@ -233,12 +226,13 @@ impl Upstream {
                 .ok_or("the request names no host")?,
         };
         let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(format!("{}{path}", self.prefix))
-            .build()
-            .map_err(|e| format!("the request target cannot be forwarded: {e}"))?;
+        // Origin-form: the upstream reads the host from `Host`.
+        let uri = if self.prefix.is_empty() {
+            Uri::try_from(path)
+        } else {
+            Uri::try_from(format!("{}{path}", self.prefix))
+        }
+        .map_err(|e| format!("the request target cannot be forwarded: {e}"))?;
         let headers = &mut parts.headers;
         strip_hop_by_hop(headers, upgrading);
         let theirs: Vec<HeaderName> = headers
