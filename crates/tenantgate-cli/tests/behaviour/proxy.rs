@@ -216,6 +216,15 @@ async fn upstream_failures_are_502_or_504_and_nothing_hangs(h: Harness) {
         started.elapsed() < Duration::from_secs(8),
         "a stalled body aborts the connection after the idle timeout"
     );
+    // An upstream that closes a keep-alive connection after answering:
+    // the next request goes out on a new connection, not the dead one.
+    let closing = one_answer_per_connection().await;
+    let proxy_to_closing = h.proxy(closing, &["--allow-degraded"]).await;
+    for _ in 0..3 {
+        let answer = get(proxy_to_closing.address, "acme.localhost", "/", "").await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // An upstream that is not there.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -231,6 +240,32 @@ async fn upstream_failures_are_502_or_504_and_nothing_hangs(h: Harness) {
     .await;
     assert_eq!(refused.status, 502);
     assert!(refused.body.contains("not answering"), "{}", refused.body);
+}
+
+/// An upstream that answers one request per connection (claiming
+/// keep-alive) and then closes it.
+async fn one_answer_per_connection() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut byte = [0u8; 1];
+                while !request.ends_with(b"\r\n\r\n") {
+                    if socket.read_exact(&mut byte).await.is_err() {
+                        return;
+                    }
+                    request.push(byte[0]);
+                }
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            });
+        }
+    });
+    address
 }
 
 /// The proxy's peak resident memory, from /proc.
