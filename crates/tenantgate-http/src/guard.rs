@@ -96,7 +96,12 @@ enum Decision {
 /// `application/*`) must rank above `text/html` (or `text/*`); without an
 /// `Accept` header, or on a tie, the answer is HTML.
 pub(crate) fn wants_json(request: &Request<Body>) -> bool {
-    let Some(accept) = request.headers().get(ACCEPT).and_then(|v| v.to_str().ok()) else {
+    prefers_json(request.headers().get(ACCEPT))
+}
+
+/// [`wants_json`] from an `Accept` header value alone.
+pub(crate) fn prefers_json(accept: Option<&HeaderValue>) -> bool {
+    let Some(accept) = accept.and_then(|v| v.to_str().ok()) else {
         return false;
     };
     let (mut json, mut html) = (0.0_f32, 0.0_f32);

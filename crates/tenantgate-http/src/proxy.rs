@@ -59,7 +59,7 @@ use pin_project_lite::pin_project;
 use tenantgate::Domain;
 
 use crate::{
-    guard::{wants_json, GuardLayer, ResolvedTenant},
+    guard::{prefers_json, GuardLayer, ResolvedTenant},
     host::request_host,
     metrics as names, pages,
     upstream_pool::{SendError, UpstreamPool},
@@ -154,12 +154,14 @@ impl Upstream {
         peer: SocketAddr,
         tenant: Option<&ResolvedTenant>,
     ) -> Response {
-        let json = wants_json(&request);
+        // Only an error page needs it: parsed then, not for every request.
+        let accept = request.headers().get(header::ACCEPT).cloned();
+        let json = || prefers_json(accept.as_ref());
         let upgrading = is_upgrade(request.headers());
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut request));
         let outbound = match self.outbound(request, peer, tenant, upgrading) {
             Ok(outbound) => outbound,
-            Err(reason) => return pages::bad_host(&reason, json),
+            Err(reason) => return pages::bad_host(&reason, json()),
         };
         let started = Instant::now();
         let answer =
@@ -168,7 +170,7 @@ impl Upstream {
         let mut response = match answer {
             Err(_) => {
                 counter!(names::PROXY_UPSTREAM_ERRORS, "kind" => "timeout").increment(1);
-                return pages::upstream_failed(StatusCode::GATEWAY_TIMEOUT, json);
+                return pages::upstream_failed(StatusCode::GATEWAY_TIMEOUT, json());
             }
             Ok(Err(e)) => {
                 let kind = match e {
@@ -177,7 +179,7 @@ impl Upstream {
                 };
                 tracing::warn!(error = %e, kind, "the upstream did not answer");
                 counter!(names::PROXY_UPSTREAM_ERRORS, "kind" => kind).increment(1);
-                return pages::upstream_failed(StatusCode::BAD_GATEWAY, json);
+                return pages::upstream_failed(StatusCode::BAD_GATEWAY, json());
             }
             Ok(Ok(response)) => response,
         };
