@@ -22,9 +22,10 @@
 //!     upstream: "http://127.0.0.1:8000".parse().unwrap(),
 //!     ..Default::default()
 //! });
-//! let app = proxy::router(guard, upstream, Vec::new());
-//! // axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-//! # let _ = app;
+//! let service = proxy::service(guard, upstream, Vec::new());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! // Serves until the shutdown future resolves (here: at once), then drains.
+//! proxy::serve(listener, service, async {}, std::time::Duration::from_secs(1)).await;
 //! # Ok::<(), tenantgate::Error>(())
 //! # }).unwrap();
 //! ```
@@ -41,18 +42,17 @@ use std::{
 
 use axum::{
     body::Body,
-    extract::{ConnectInfo, Request, State},
+    extract::{ConnectInfo, Request},
     http::{
         header::{self, HeaderMap, HeaderName, HeaderValue},
         uri::PathAndQuery,
         StatusCode, Uri, Version,
     },
-    middleware::Next,
     response::Response,
-    Router,
 };
 use http_body::{Body as HttpBody, Frame};
-use hyper_util::rt::TokioIo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use ipnet::IpNet;
 use metrics::{counter, histogram};
 use pin_project_lite::pin_project;
@@ -396,58 +396,119 @@ where
     }
 }
 
-/// What the proxy's router needs.
+/// The proxy as a service: hosts in `pass_hosts` are forwarded without a
+/// tenant; every other request goes through the same [`GuardLayer`] as
+/// `serve`, and only served tenants reach the upstream. It runs on hyper
+/// directly (see [`serve`]): a proxy's only route needs no router.
 #[derive(Clone)]
-struct Proxy {
-    upstream: Upstream,
+pub struct ProxyService {
+    guard: crate::Guard<Forward>,
+    forward: Forward,
     pass_hosts: Arc<Vec<Domain>>,
 }
 
-/// The proxy: hosts in `pass_hosts` are forwarded without a tenant; every
-/// other request goes through the guard, and only served tenants reach the
-/// upstream. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`.
-pub fn router(state: Arc<GuardState>, upstream: Upstream, pass_hosts: Vec<Domain>) -> Router {
-    let routes = Router::new()
-        .fallback(forward_tenant)
-        .layer(GuardLayer::new(state));
-    if pass_hosts.is_empty() {
-        return routes.with_state(Proxy {
-            upstream,
-            pass_hosts: Arc::default(),
+/// The proxy's service for `upstream`, guarded by `state`.
+pub fn service(
+    state: Arc<GuardState>,
+    upstream: Upstream,
+    pass_hosts: Vec<Domain>,
+) -> ProxyService {
+    let forward = Forward { upstream };
+    ProxyService {
+        guard: tower::Layer::layer(&GuardLayer::new(state), forward.clone()),
+        forward,
+        pass_hosts: Arc::new(pass_hosts),
+    }
+}
+
+impl ProxyService {
+    /// Answers one request from `peer`.
+    async fn answer(mut self, request: Request, peer: SocketAddr) -> Response {
+        use tower::Service;
+        let passes = !self.pass_hosts.is_empty()
+            && request_host(&request).is_ok_and(|host| self.pass_hosts.contains(&host));
+        if passes {
+            return self.forward.upstream.forward(request, peer, None).await;
+        }
+        match self.guard.call(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// Forwards a request the guard let through, with its resolved tenant.
+#[derive(Clone)]
+struct Forward {
+    upstream: Upstream,
+}
+
+impl tower::Service<Request> for Forward {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let upstream = self.upstream.clone();
+        Box::pin(async move {
+            let peer = request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+            let tenant = request.extensions().get::<ResolvedTenant>().cloned();
+            Ok(upstream.forward(request, peer, tenant.as_ref()).await)
+        })
+    }
+}
+
+/// Serves `service` on `listener` (HTTP/1.1 and HTTP/2 cleartext, upgrades
+/// included) until `shutdown` resolves, then lets requests in flight finish
+/// for up to `drain`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: ProxyService,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = service.clone();
+        let answer = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let mut request = request.map(Body::new);
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let service = service.clone();
+            async move { Ok::<_, std::convert::Infallible>(service.answer(request, peer).await) }
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), answer)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
         });
     }
-    let proxy = Proxy {
-        upstream,
-        pass_hosts: Arc::new(pass_hosts),
-    };
-    routes
-        .layer(axum::middleware::from_fn_with_state(
-            proxy.clone(),
-            pass_through,
-        ))
-        .with_state(proxy)
-}
-
-async fn forward_tenant(
-    State(proxy): State<Proxy>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    tenant: ResolvedTenant,
-    request: Request,
-) -> Response {
-    proxy.upstream.forward(request, peer, Some(&tenant)).await
-}
-
-/// Forwards the hosts that need no tenant before the guard sees them.
-async fn pass_through(State(proxy): State<Proxy>, request: Request, next: Next) -> Response {
-    let passes = request_host(&request).is_ok_and(|host| proxy.pass_hosts.contains(&host));
-    if !passes {
-        return next.run(request).await;
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(drain) => {
+            tracing::warn!("requests still in flight after the drain timeout; stopping");
+        }
     }
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
-    proxy.upstream.forward(request, peer, None).await
 }
 
 #[cfg(test)]

@@ -57,14 +57,14 @@ pub(crate) async fn run(
         args.guard.drain_timeout,
     );
     // Forwarded requests are counted and timed by the proxy's own metrics.
-    let app = move || {
-        proxy::router(
+    let service = move || {
+        proxy::service(
             guard.clone(),
             Upstream::new(config.clone()),
             pass_hosts.clone(),
         )
     };
-    let proxied = serve_on_workers(listener, app, cancel, args.guard.drain_timeout);
+    let proxied = serve_on_workers(listener, service, cancel, args.guard.drain_timeout);
     let (admin, proxied) = tokio::join!(admin, proxied);
     admin.and(proxied)?;
     output::notice(global, tracing::Level::INFO, "proxy stopped");
@@ -77,7 +77,7 @@ pub(crate) async fn run(
 /// threads (nginx's worker model).
 async fn serve_on_workers(
     listener: tokio::net::TcpListener,
-    app: impl Fn() -> axum::Router,
+    service: impl Fn() -> proxy::ProxyService,
     cancel: &CancellationToken,
     drain: std::time::Duration,
 ) -> Result<(), CliError> {
@@ -89,7 +89,8 @@ async fn serve_on_workers(
     let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let mut threads = Vec::with_capacity(workers);
     for worker in 0..workers {
-        let (listener, app, cancel) = (shared.try_clone().map_err(io)?, app(), cancel.clone());
+        let (listener, service, cancel) =
+            (shared.try_clone().map_err(io)?, service(), cancel.clone());
         let thread = std::thread::Builder::new()
             .name(format!("proxy-{worker}"))
             .spawn(move || -> Result<(), CliError> {
@@ -100,7 +101,8 @@ async fn serve_on_workers(
                 runtime.block_on(async move {
                     let listener =
                         tokio::net::TcpListener::from_std(listener).map_err(CliError::Server)?;
-                    guarded::serve_until(listener, app, &cancel, drain).await
+                    proxy::serve(listener, service, cancel.cancelled(), drain).await;
+                    Ok(())
                 })
             })
             .map_err(CliError::Server)?;
