@@ -342,12 +342,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
 pin_project! {
     /// A response body that fails once no frame arrived for `idle`, so a
     /// stalled upstream aborts the client connection instead of hanging it.
+    /// The timer starts only when the body first has to wait: a body that
+    /// is ready at once (most responses) never arms one.
     struct IdleTimeout<B> {
         #[pin]
         inner: B,
         idle: Duration,
-        #[pin]
-        deadline: tokio::time::Sleep,
+        deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     }
 }
 
@@ -356,7 +357,7 @@ impl<B> IdleTimeout<B> {
         Self {
             inner,
             idle,
-            deadline: tokio::time::sleep(idle),
+            deadline: None,
         }
     }
 }
@@ -373,17 +374,26 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let mut this = self.project();
+        let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(frame) => {
-                let next = tokio::time::Instant::now() + *this.idle;
-                this.deadline.as_mut().reset(next);
+                if let Some(deadline) = this.deadline.as_mut() {
+                    deadline
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + *this.idle);
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
-            Poll::Pending => match this.deadline.poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err("the upstream's body stalled".into()))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let idle = *this.idle;
+                let deadline = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err("the upstream's body stalled".into()))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 
