@@ -227,15 +227,9 @@ fn error_response(error: &Error) -> Response {
         }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    let failure = match error {
-        Error::ProvisionFailed { failure, .. } | Error::TenantLeftFailed { failure, .. } => {
-            Some(failure.as_ref())
-        }
-        _ => None,
-    };
     (
         status,
-        Json(json!({ "error": error.to_string(), "failure": failure })),
+        Json(json!({ "error": error.to_string(), "failure": error.failure() })),
     )
         .into_response()
 }
