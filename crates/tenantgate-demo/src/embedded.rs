@@ -90,6 +90,7 @@ pub fn folder(store: Store) -> MigrationFolder {
         shared: set(&files.shared),
         tenant: set(&files.tenant),
         backfills,
+        ..MigrationFolder::default()
     }
 }
 

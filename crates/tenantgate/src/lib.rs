@@ -51,7 +51,7 @@ pub mod verify;
 pub use backend::{connect, Backend, TenantSession, Watch};
 pub use domain::Domain;
 pub use error::{DbError, Error, FailureKind, TenantFailure};
-pub use migrations::{Migration, MigrationFolder, MigrationSet};
+pub use migrations::{FolderLayout, Migration, MigrationFolder, MigrationSet};
 pub use progress::Progress;
 pub use recovery::Recovery;
 pub use registry::{AppliedMigration, Tenant, TenantState};

@@ -1,10 +1,15 @@
 //! Migration sets loaded from a folder: versions, descriptions, checksums.
 //!
 //! A migration folder holds `tenant/` (applied to every tenant) and,
-//! optionally, `shared/` (applied once to the shared schema). Files are
-//! named `<version>_<description>.sql` as sqlx names them; files that do
-//! not end in `.sql` and hidden entries (`.name`) are ignored, and any other
-//! entry that cannot be read as a migration is an error.
+//! optionally, `shared/` (applied once to the shared schema). A sqlx
+//! project's flat folder (`.sql` files directly in it, neither subfolder) is
+//! read as it is: every file is a tenant migration. Files are named
+//! `<version>_<description>.sql` as sqlx names them, or as sqlx's reversible
+//! pairs `<version>_<description>.up.sql` / `.down.sql`: the `.up.sql` is
+//! the migration, the `.down.sql` is checked to have its `.up.sql` and never
+//! run (tenantgate is forward-only). Files that do not end in `.sql` and
+//! hidden entries (`.name`) are ignored, and any other entry that cannot be
+//! read as a migration is an error.
 //!
 //! ```
 //! use tenantgate::MigrationSet;
@@ -69,11 +74,12 @@ impl Migration {
         let stem = file
             .strip_suffix(".sql")
             .ok_or_else(|| format!("{file}: a migration file name ends in .sql"))?;
-        if stem.ends_with(".up") || stem.ends_with(".down") {
+        if stem.ends_with(".down") {
             return Err(format!(
-                "{file}: reversible (.up/.down) migrations are not supported; migrations are forward-only"
+                "{file}: a .down.sql file is never applied; migrations are forward-only"
             ));
         }
+        let stem = stem.strip_suffix(".up").unwrap_or(stem);
         let (version, description) = stem.split_once('_').ok_or_else(|| {
             format!("{file}: expected <version>_<description>.sql, e.g. 0001_create_users.sql")
         })?;
@@ -131,13 +137,20 @@ impl MigrationSet {
     }
 
     /// Builds a set from (file name, contents) pairs, for migrations embedded
-    /// in a binary. Rejects badly named files and duplicate versions.
+    /// in a binary. Rejects badly named files, duplicate versions and a
+    /// `.down.sql` without its `.up.sql`.
     pub fn from_files<N: AsRef<str>, B: AsRef<[u8]>>(
         files: impl IntoIterator<Item = (N, B)>,
     ) -> Result<Self, String> {
         let mut by_version = BTreeMap::new();
+        let mut downs = Vec::new();
         for (name, bytes) in files {
-            let migration = Migration::from_file(name.as_ref(), bytes.as_ref())?;
+            let name = name.as_ref();
+            if let Some(stem) = name.strip_suffix(".down.sql") {
+                downs.push((name.to_owned(), format!("{stem}.up.sql")));
+                continue;
+            }
+            let migration = Migration::from_file(name, bytes.as_ref())?;
             if let Some(other) = by_version.get(&migration.version) {
                 let other: &Migration = other;
                 return Err(format!(
@@ -146,6 +159,14 @@ impl MigrationSet {
                 ));
             }
             by_version.insert(migration.version, migration);
+        }
+        if let Some((down, up)) = downs
+            .iter()
+            .find(|(_, up)| !by_version.values().any(|m: &Migration| &m.file == up))
+        {
+            return Err(format!(
+                "{down} has no {up}; a reversible migration is a pair, and only its .up.sql is applied"
+            ));
         }
         Ok(Self { by_version })
     }
@@ -356,11 +377,25 @@ fn read_sql_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, Error> {
     Ok(files)
 }
 
+/// How a migration folder is laid out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FolderLayout {
+    /// `tenant/` and optionally `shared/`.
+    #[default]
+    Split,
+    /// A sqlx project's flat folder: `.sql` files directly in it, all of
+    /// them tenant migrations, no shared set.
+    Flat,
+}
+
 /// A migration folder: the shared set, the tenant set and the backfills.
 #[derive(Debug, Clone, Default)]
 pub struct MigrationFolder {
     /// Where it was loaded from.
     pub root: PathBuf,
+    /// Whether it was read as `tenant/` + `shared/` or as a flat sqlx folder.
+    pub layout: FolderLayout,
     /// Migrations for the shared (public) schema; empty when `shared/` is absent.
     pub shared: MigrationSet,
     /// Migrations applied to every tenant.
@@ -377,21 +412,53 @@ impl MigrationFolder {
         self.tenant.refuse_transaction_control(dialect)
     }
 
-    /// Loads `root/shared` (optional) and `root/tenant` (required).
+    /// Loads `root/shared` (optional) and `root/tenant`, or, when `root`
+    /// has neither subfolder but `.sql` files, every file of `root` as the
+    /// tenant set ([`FolderLayout::Flat`]). `.sql` files beside `tenant/` or
+    /// `shared/` are an error: they would belong to neither set.
     pub fn load(root: impl AsRef<Path>) -> Result<Self, Error> {
         let root = root.as_ref();
         let tenant_dir = root.join("tenant");
-        if !tenant_dir.is_dir() {
-            return Err(Error::MigrationFolder {
-                path: tenant_dir,
-                reason: "missing; a migration folder holds tenant/ (and optionally shared/)".into(),
-            });
-        }
         let shared_dir = root.join("shared");
-        let shared = if shared_dir.is_dir() {
-            MigrationSet::load(&shared_dir)?
+        let split = tenant_dir.is_dir() || shared_dir.is_dir();
+        let top_level = if root.is_dir() {
+            read_sql_files(root)?
         } else {
-            MigrationSet::default()
+            Vec::new()
+        };
+        let (layout, tenant, shared) = match (split, top_level.is_empty()) {
+            (false, false) => (
+                FolderLayout::Flat,
+                MigrationSet::from_files(top_level).map_err(|reason| Error::MigrationFolder {
+                    path: root.to_owned(),
+                    reason,
+                })?,
+                MigrationSet::default(),
+            ),
+            (true, false) => {
+                return Err(Error::MigrationFolder {
+                    path: root.to_owned(),
+                    reason: format!(
+                        "holds {} beside tenant/ or shared/; move it into one of them (a flat sqlx folder has neither subfolder)",
+                        top_level[0].0
+                    ),
+                })
+            }
+            (_, true) if !tenant_dir.is_dir() => {
+                return Err(Error::MigrationFolder {
+                    path: tenant_dir,
+                    reason: "missing; a migration folder holds tenant/ (and optionally shared/), or is a flat sqlx folder of .sql files".into(),
+                })
+            }
+            (_, true) => (
+                FolderLayout::Split,
+                MigrationSet::load(&tenant_dir)?,
+                if shared_dir.is_dir() {
+                    MigrationSet::load(&shared_dir)?
+                } else {
+                    MigrationSet::default()
+                },
+            ),
         };
         let backfills_dir = root.join("backfills");
         let mut backfills = BTreeMap::new();
@@ -408,8 +475,9 @@ impl MigrationFolder {
         }
         Ok(Self {
             root: root.to_owned(),
+            layout,
             shared,
-            tenant: MigrationSet::load(&tenant_dir)?,
+            tenant,
             backfills,
         })
     }
@@ -442,6 +510,7 @@ mod tests {
             "0001_.sql",
             "0001.sql",
             "0001_a.down.sql",
+            "0001_.up.sql",
             "+1_a.sql",
         ] {
             assert!(Migration::from_file(name, b"").is_err(), "{name} accepted");
@@ -464,6 +533,51 @@ mod tests {
         assert!(err.contains("share version 1"), "{err}");
         let set = MigrationSet::from_files([("10_b.sql", ""), ("2_a.sql", "")]).unwrap();
         assert_eq!(set.iter().map(|m| m.version).collect::<Vec<_>>(), [2, 10]);
+    }
+
+    #[test]
+    fn reads_sqlx_reversible_pairs_as_their_up_file() {
+        let set = MigrationSet::from_files([
+            ("0001_users.up.sql", "CREATE TABLE users (id int);"),
+            ("0001_users.down.sql", "DROP TABLE users;"),
+            ("0002_notes.sql", "CREATE TABLE notes (id int);"),
+        ])
+        .unwrap();
+        let first = set.get(1).unwrap();
+        assert_eq!(first.description, "users");
+        assert_eq!(first.sql, "CREATE TABLE users (id int);");
+        assert_eq!(
+            first.checksum,
+            Sha384::digest(b"CREATE TABLE users (id int);").to_vec()
+        );
+        assert_eq!(set.len(), 2);
+        let err = MigrationSet::from_files([("0003_x.down.sql", "")]).unwrap_err();
+        assert!(err.contains("has no 0003_x.up.sql"), "{err}");
+        let err =
+            MigrationSet::from_files([("0001_a.up.sql", ""), ("0001_a.sql", "")]).unwrap_err();
+        assert!(err.contains("share version 1"), "{err}");
+    }
+
+    #[test]
+    fn reads_a_flat_sqlx_folder_as_the_tenant_set() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("20240101000000_users.sql"), "select 1;").unwrap();
+        fs::write(dir.path().join("20240102000000_notes.up.sql"), "select 2;").unwrap();
+        fs::write(
+            dir.path().join("20240102000000_notes.down.sql"),
+            "select 3;",
+        )
+        .unwrap();
+        let folder = MigrationFolder::load(dir.path()).unwrap();
+        assert_eq!(folder.layout, FolderLayout::Flat);
+        assert_eq!(folder.tenant.len(), 2);
+        assert!(folder.shared.is_empty());
+        fs::create_dir(dir.path().join("tenant")).unwrap();
+        let err = MigrationFolder::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("beside tenant/ or shared/"), "{err}");
+        let empty = tempfile::tempdir().unwrap();
+        let err = MigrationFolder::load(empty.path()).unwrap_err().to_string();
+        assert!(err.contains("flat sqlx folder"), "{err}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod tenants;
 mod verify;
 
 use tenantgate::{
-    backend::Limits, fleet::FleetOptions, Backend, Error, MigrationFolder, TenantName,
+    backend::Limits, fleet::FleetOptions, Backend, Error, FolderLayout, MigrationFolder, TenantName,
 };
 use tenantgate_demo::Store;
 use tokio_util::sync::CancellationToken;
@@ -76,7 +76,18 @@ pub(crate) fn folder(global: &Global) -> Result<MigrationFolder, Error> {
             }
         }
     }
-    MigrationFolder::load(root)
+    let folder = MigrationFolder::load(root)?;
+    if folder.layout == FolderLayout::Flat {
+        output::notice(
+            global,
+            tracing::Level::INFO,
+            &format!(
+                "note: {} is a flat sqlx folder; every migration in it is a tenant migration",
+                root.display()
+            ),
+        );
+    }
+    Ok(folder)
 }
 
 /// Engine fleet options from the command line.
