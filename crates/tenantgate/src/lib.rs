@@ -35,9 +35,11 @@
 //! ```
 
 pub mod backend;
+pub mod django;
 pub mod domain;
 pub mod error;
 pub mod fleet;
+pub mod ledger;
 pub mod migrations;
 pub mod progress;
 pub mod provision;
@@ -51,6 +53,7 @@ pub mod verify;
 pub use backend::{connect, Backend, TenantSession, Watch};
 pub use domain::Domain;
 pub use error::{DbError, Error, FailureKind, TenantFailure};
+pub use ledger::LedgerKind;
 pub use migrations::{FolderLayout, Migration, MigrationFolder, MigrationSet};
 pub use progress::Progress;
 pub use recovery::Recovery;

@@ -41,7 +41,10 @@ pub const NO_TRANSACTION_MARKER: &str = "-- no-transaction";
 /// A migration identified by version and file name, for reports and errors.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct MigrationRef {
-    /// The version from the file name.
+    /// How the ledger kind names it: the version for tenantgate and sqlx
+    /// ledgers, `app.name` for Django's.
+    pub key: String,
+    /// The version from the file name (for Django, a number derived from the key).
     pub version: i64,
     /// The description from the file name (underscores read as spaces).
     pub description: String,
@@ -52,7 +55,10 @@ pub struct MigrationRef {
 /// One migration file, read and checksummed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Migration {
-    /// The version from the file name.
+    /// How the ledger kind names it: the version for tenantgate and sqlx
+    /// ledgers, `app.name` for Django's.
+    pub key: String,
+    /// The version from the file name (for Django, a number derived from the key).
     pub version: i64,
     /// The description from the file name, underscores read as spaces.
     pub description: String,
@@ -65,6 +71,9 @@ pub struct Migration {
     pub checksum: Vec<u8>,
     /// True when the file's first line is `-- no-transaction`.
     pub no_transaction: bool,
+    /// The versions a squashed migration replaces (Django); it counts as
+    /// applied when it or every one of them is recorded.
+    pub replaces: Vec<i64>,
 }
 
 impl Migration {
@@ -101,18 +110,21 @@ impl Migration {
         // A byte order mark is not SQL; the checksum still covers the file's bytes.
         let sql = text.strip_prefix('\u{feff}').unwrap_or(text).to_owned();
         Ok(Self {
+            key: version.to_string(),
             version,
             description: description.replace('_', " "),
             file: file.to_owned(),
             no_transaction: sql.starts_with(NO_TRANSACTION_MARKER),
             checksum: Sha384::digest(bytes).to_vec(),
             sql,
+            replaces: Vec::new(),
         })
     }
 
     /// This migration's identity for reports.
     pub fn reference(&self) -> MigrationRef {
         MigrationRef {
+            key: self.key.clone(),
             version: self.version,
             description: self.description.clone(),
             file: self.file.clone(),
@@ -199,21 +211,53 @@ impl MigrationSet {
     /// How a ledger stands against this set: what it lacks, what it holds
     /// from files that changed since, and what it holds that has no file.
     pub fn compare<'a>(&'a self, ledger: &[crate::AppliedMigration]) -> LedgerDiff<'a> {
+        let recorded = |version: i64| ledger.iter().any(|a| a.version == version);
         LedgerDiff {
-            missing: self
-                .iter()
-                .filter(|m| !ledger.iter().any(|a| a.version == m.version))
-                .collect(),
+            missing: self.iter().filter(|m| !self.holds(m, recorded)).collect(),
             changed: ledger
                 .iter()
                 .filter_map(|a| self.get(a.version).filter(|m| m.checksum != a.checksum))
                 .collect(),
             unknown: ledger
                 .iter()
-                .filter(|a| self.get(a.version).is_none())
+                .filter(|a| self.get(a.version).is_none() && !self.is_replaced(a.version))
                 .map(|a| a.version)
                 .collect(),
         }
+    }
+
+    /// Whether a ledger for which `recorded` says which versions it holds
+    /// holds `m`: recorded itself, or (a squashed migration) every
+    /// migration it replaces recorded, or (a replaced one) a migration of
+    /// this set that replaces it recorded.
+    pub fn holds(&self, m: &Migration, recorded: impl Fn(i64) -> bool) -> bool {
+        recorded(m.version)
+            || (!m.replaces.is_empty() && m.replaces.iter().all(|v| recorded(*v)))
+            || self
+                .iter()
+                .any(|s| s.replaces.contains(&m.version) && recorded(s.version))
+    }
+
+    /// Whether a migration of this set replaces `version`.
+    fn is_replaced(&self, version: i64) -> bool {
+        self.iter().any(|m| m.replaces.contains(&version))
+    }
+
+    /// Builds a set from migrations read elsewhere (Django's), rejecting two
+    /// with the same version.
+    pub fn from_migrations(
+        migrations: impl IntoIterator<Item = Migration>,
+    ) -> Result<Self, String> {
+        let mut by_version = BTreeMap::new();
+        for m in migrations {
+            if let Some(other) = by_version.insert(m.version, m) {
+                return Err(format!(
+                    "{} and {} map to the same number; rename one of them",
+                    other.key, by_version[&other.version].key
+                ));
+            }
+        }
+        Ok(Self { by_version })
     }
 
     /// Refuses, before any SQL runs, a transactional migration that ends,

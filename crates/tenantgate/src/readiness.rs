@@ -89,11 +89,16 @@ impl RequiredSet {
         let mut changed = Vec::new();
         for m in self.tenant.iter() {
             match tenant.applied_versions.iter().position(|v| *v == m.version) {
-                None => missing.push(m.reference()),
+                None if !self
+                    .tenant
+                    .holds(m, |v| tenant.applied_versions.contains(&v)) =>
+                {
+                    missing.push(m.reference())
+                }
                 Some(i) if tenant.applied_checksums.get(i) != Some(&m.checksum) => {
                     changed.push(m.reference())
                 }
-                Some(_) => {}
+                _ => {}
             }
         }
         let reason = if tenant.state == TenantState::Drift {

@@ -106,7 +106,7 @@ impl Tenant {
             TenantState::Ready
                 if set
                     .iter()
-                    .any(|m| !self.applied_versions.contains(&m.version)) =>
+                    .any(|m| !set.holds(m, |v| self.applied_versions.contains(&v))) =>
             {
                 TenantState::Pending
             }
