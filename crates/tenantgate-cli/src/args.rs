@@ -3,6 +3,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
+use tenantgate::LedgerKind;
 
 /// Schema-per-tenant migrations that never leave a half-built tenant.
 #[derive(Debug, Parser)]
@@ -25,7 +26,8 @@ pub(crate) struct Global {
     /// Data folder of the embedded SQLite store; shorthand for --database-url sqlite://DIR
     #[arg(long, value_name = "DIR", global = true)]
     pub(crate) data: Option<PathBuf>,
-    /// Migration folder holding tenant/ and optionally shared/
+    /// Migration folder holding tenant/ and optionally shared/ (or a flat sqlx folder;
+    /// with --ledger django, the Django project holding the apps)
     #[arg(
         long,
         env = "TENANTGATE_MIGRATIONS",
@@ -33,6 +35,25 @@ pub(crate) struct Global {
         global = true
     )]
     pub(crate) migrations: PathBuf,
+    /// Which ledger each tenant schema holds: tenantgate (its own), sqlx
+    /// (_sqlx_migrations) or django (django_migrations)
+    #[arg(
+        long,
+        env = "TENANTGATE_LEDGER",
+        default_value_t = LedgerKind::Tenantgate,
+        global = true
+    )]
+    pub(crate) ledger: LedgerKind,
+    /// With --ledger django: the tenant apps whose migrations are required, each LABEL
+    /// (its files in --migrations/LABEL/migrations) or LABEL=DIR; comma-separated or repeated
+    #[arg(
+        long = "django-apps",
+        env = "TENANTGATE_DJANGO_APPS",
+        value_delimiter = ',',
+        value_name = "LABEL[=DIR]",
+        global = true
+    )]
+    pub(crate) django_apps: Vec<String>,
     /// Print one JSON document on stdout instead of text
     #[arg(long, global = true)]
     pub(crate) json: bool,

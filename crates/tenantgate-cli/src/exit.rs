@@ -38,7 +38,8 @@ fn for_engine_error(error: &Error) -> u8 {
         | Error::UnreadableSql { .. }
         | Error::MigrationEntry { .. }
         | Error::OutOfOrder { .. }
-        | Error::UnknownBackfill { .. } => USAGE,
+        | Error::UnknownBackfill { .. }
+        | Error::CommandUnstartable { .. } => USAGE,
         Error::DatabaseUnavailable { .. } => UNAVAILABLE,
         Error::Interrupted => INTERRUPTED,
         _ => TENANT_FAILED,

@@ -67,16 +67,9 @@ pub async fn startup_gate(
     let assess = async {
         backend.prepare().await?;
         let shared_missing = required.shared_missing(&backend.shared_ledger().await?);
-        let mut tenants = backend.tenants().await?;
         // The ledgers are the truth: correct registry rows that drifted from them.
-        let names: Vec<TenantName> = tenants.iter().map(|t| t.name.clone()).collect();
-        let ledgers = backend.read_ledgers(&names).await?;
-        if !tenantgate::verify::reconcile(backend, &tenants, &ledgers)
-            .await?
-            .is_empty()
-        {
-            tenants = backend.tenants().await?;
-        }
+        tenantgate::ledger::refresh(backend, &required.tenant).await?;
+        let tenants = backend.tenants().await?;
         Ok::<_, Error>(
             tenants
                 .iter()

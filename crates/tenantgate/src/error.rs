@@ -51,6 +51,9 @@ pub enum FailureKind {
     ConnectionLost,
     /// The run was interrupted; the tenant's transaction was rolled back.
     Interrupted,
+    /// The framework's migration command (`migrate --exec`) ran and the
+    /// tenant's ledger still lacks required migrations.
+    Command,
 }
 
 /// One tenant's failure, with everything an operator needs to act on it.
@@ -170,7 +173,7 @@ pub enum Error {
     #[error("shared migration {} ({}) failed and was rolled back: {}", migration.version, migration.file, source)]
     SharedMigrationFailed {
         /// The migration.
-        migration: MigrationRef,
+        migration: Box<MigrationRef>,
         /// The database's error.
         source: DbError,
     },
@@ -237,6 +240,16 @@ pub enum Error {
         /// The applied version.
         version: i64,
     },
+    /// The framework's migration command cannot be started at all (no
+    /// such program, not executable): one error for the run, not one
+    /// failure per tenant.
+    #[error("cannot start {program:?}: {reason}")]
+    CommandUnstartable {
+        /// The program as given.
+        program: String,
+        /// Why it cannot start.
+        reason: String,
+    },
     /// The operation was interrupted before it finished.
     #[error("interrupted")]
     Interrupted,
@@ -265,6 +278,7 @@ impl Error {
             Error::OutOfOrder { .. } => "out_of_order",
             Error::UnknownBackfill { .. } => "unknown_backfill",
             Error::MissingMigrationFile { .. } => "missing_migration_file",
+            Error::CommandUnstartable { .. } => "command_unstartable",
             Error::Interrupted => "interrupted",
         }
     }

@@ -125,6 +125,9 @@ pub struct TenantReport {
     /// Rows a backfill changed (or would change, in a dry run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rows_changed: Option<u64>,
+    /// The framework's migration command, when it did the work (`migrate --exec`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<crate::exec::CommandRun>,
 }
 
 /// The result of a fleet run.
@@ -156,7 +159,7 @@ impl FleetReport {
     }
 
     /// Completes a run's report: interruption, order, wall time.
-    fn finish(&mut self, cancel: &CancellationToken, started: Instant) {
+    pub(crate) fn finish(&mut self, cancel: &CancellationToken, started: Instant) {
         self.interrupted = cancel.is_cancelled();
         self.tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
         self.duration = started.elapsed();
@@ -491,6 +494,7 @@ fn quick_report(tenant: &Tenant, outcome: Outcome, applied: Vec<i64>) -> TenantR
         duration: Duration::ZERO,
         error: None,
         rows_changed: None,
+        command: None,
     }
 }
 
@@ -627,6 +631,7 @@ impl Run<'_> {
             duration: Duration::ZERO,
             error: None,
             rows_changed: None,
+            command: None,
         };
         match result {
             Ok(Success::Migrated(applied)) => {

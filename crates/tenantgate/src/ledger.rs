@@ -17,6 +17,11 @@
 
 use std::{fmt, str::FromStr};
 
+use crate::{
+    backend::{Ledgers, StateChange},
+    Backend, Error, MigrationSet, Tenant, TenantName, TenantState,
+};
+
 /// The kind of ledger each tenant schema holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -86,4 +91,86 @@ impl FromStr for LedgerKind {
                 format!("unknown ledger kind {s:?}; expected tenantgate, sqlx or django")
             })
     }
+}
+
+/// Brings registry rows whose copy of the ledger is out of step (a schema
+/// edited by hand, a restore) back in step with the ledgers, the truth, so
+/// the guard decides from what the schemas really hold. Returns the tenants
+/// corrected.
+pub async fn reconcile(
+    backend: &dyn Backend,
+    tenants: &[Tenant],
+    ledgers: &Ledgers,
+) -> Result<Vec<TenantName>, Error> {
+    let stale: Vec<TenantName> = tenants
+        .iter()
+        .filter(|t| match ledgers.get(&t.name) {
+            Some(Some(ledger)) => {
+                ledger.len() != t.applied_versions.len()
+                    || ledger
+                        .iter()
+                        .zip(t.applied_versions.iter().zip(&t.applied_checksums))
+                        .any(|(applied, (version, checksum))| {
+                            applied.version != *version || &applied.checksum != checksum
+                        })
+            }
+            Some(None) => !t.applied_versions.is_empty(),
+            None => false,
+        })
+        .map(|t| t.name.clone())
+        .collect();
+    backend.sync_registry(&stale).await?;
+    Ok(stale)
+}
+
+/// Reads every registered tenant's ledger and brings the registry in step
+/// with it (see [`bring_in_step`]): what a server does on each poll and
+/// what `notify` does before announcing. Returns the tenants as the
+/// registry now records them.
+pub async fn refresh(backend: &dyn Backend, set: &MigrationSet) -> Result<Vec<Tenant>, Error> {
+    let tenants = backend.tenants().await?;
+    let names: Vec<TenantName> = tenants.iter().map(|t| t.name.clone()).collect();
+    let ledgers = backend.read_ledgers(&names).await?;
+    bring_in_step(backend, set, tenants, &ledgers).await
+}
+
+/// Copies each ledger into its registry row where the copy is out of step
+/// ([`reconcile`]); for ledgers another tool writes, also derives each
+/// tenant's state from its ledger against `set`: `ready` once it holds the
+/// whole set, `pending` while it lacks some; `failed` stays until the ledger
+/// holds the set, `drift` until a deep verification clears it. Returns the
+/// tenants with their states as recorded.
+pub async fn bring_in_step(
+    backend: &dyn Backend,
+    set: &MigrationSet,
+    mut tenants: Vec<Tenant>,
+    ledgers: &Ledgers,
+) -> Result<Vec<Tenant>, Error> {
+    reconcile(backend, &tenants, ledgers).await?;
+    if !backend.ledger_kind().is_foreign() {
+        return Ok(tenants);
+    }
+    let mut changes = Vec::new();
+    for tenant in &mut tenants {
+        let Some(Some(ledger)) = ledgers.get(&tenant.name) else {
+            continue;
+        };
+        let complete = set.compare(ledger).missing.is_empty();
+        let state = match (tenant.state, complete) {
+            (TenantState::Pending | TenantState::Failed, true) => TenantState::Ready,
+            (TenantState::Ready, false) => TenantState::Pending,
+            (state, _) => state,
+        };
+        if state != tenant.state {
+            tenant.state = state;
+            tenant.last_error = None;
+            changes.push(StateChange {
+                tenant: tenant.name.clone(),
+                state,
+                detail: None,
+            });
+        }
+    }
+    backend.record_states(&changes).await?;
+    Ok(tenants)
 }

@@ -38,6 +38,7 @@ pub mod backend;
 pub mod django;
 pub mod domain;
 pub mod error;
+pub mod exec;
 pub mod fleet;
 pub mod ledger;
 pub mod migrations;

@@ -32,7 +32,7 @@
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    backend::{Ledgers, StateChange},
+    backend::StateChange,
     fleet::{self, FleetOptions, FleetReport},
     migrations::MigrationRef,
     progress::ProgressSink,
@@ -180,7 +180,7 @@ async fn check(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "ledgers read"
     );
-    reconcile(backend, &tenants, &ledgers).await?;
+    let tenants = crate::ledger::bring_in_step(backend, &folder.tenant, tenants, &ledgers).await?;
     let mut checks: Vec<TenantCheck> = tenants
         .iter()
         .map(|t| {
@@ -257,36 +257,6 @@ async fn check(
         tenants: checks,
         fixed: None,
     })
-}
-
-/// Brings registry rows whose copy of the ledger is out of step (a schema
-/// edited by hand, a restore) back in step with the ledgers, the truth, so
-/// the guard decides from what the schemas really hold. Returns the tenants
-/// corrected.
-pub async fn reconcile(
-    backend: &dyn Backend,
-    tenants: &[Tenant],
-    ledgers: &Ledgers,
-) -> Result<Vec<TenantName>, Error> {
-    let stale: Vec<TenantName> = tenants
-        .iter()
-        .filter(|t| match ledgers.get(&t.name) {
-            Some(Some(ledger)) => {
-                ledger.len() != t.applied_versions.len()
-                    || ledger
-                        .iter()
-                        .zip(t.applied_versions.iter().zip(&t.applied_checksums))
-                        .any(|(applied, (version, checksum))| {
-                            applied.version != *version || &applied.checksum != checksum
-                        })
-            }
-            Some(None) => !t.applied_versions.is_empty(),
-            None => false,
-        })
-        .map(|t| t.name.clone())
-        .collect();
-    backend.sync_registry(&stale).await?;
-    Ok(stale)
 }
 
 /// A one-line summary of drift for the registry: whole relations first.

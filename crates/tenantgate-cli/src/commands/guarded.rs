@@ -41,11 +41,15 @@ pub(crate) async fn connect(
         (None, WatchArg::Poll) => WatchMode::Poll(args.poll_interval),
         (None, WatchArg::Listen) => WatchMode::Listen,
     };
-    Ok(
-        tenantgate::backend::connect_with(&url, &ConnectOptions { watch })
-            .await?
-            .into(),
+    Ok(tenantgate::backend::connect_with(
+        &url,
+        &ConnectOptions {
+            watch,
+            ledger: global.ledger,
+        },
     )
+    .await?
+    .into())
 }
 
 /// The app's store for a URL, or a usage error.

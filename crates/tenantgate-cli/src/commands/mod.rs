@@ -10,20 +10,50 @@ mod tenants;
 mod verify;
 
 use tenantgate::{
-    backend::Limits, fleet::FleetOptions, Backend, Error, FolderLayout, MigrationFolder, TenantName,
+    backend::{ConnectOptions, Limits},
+    django::DjangoApp,
+    fleet::FleetOptions,
+    Backend, Error, FolderLayout, LedgerKind, MigrationFolder, TenantName,
 };
 use tenantgate_demo::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    args::{Cli, Command, FleetArgs, Global},
+    args::{Cli, Command, FleetArgs, Global, TenantsCommand},
+    cli_error::CliError,
     exit, output,
 };
 
 /// Runs a parsed command line; returns the exit code.
 pub(crate) async fn run(cli: Cli, cancel: CancellationToken) -> u8 {
     let global = &cli.global;
-    let result = match cli.command {
+    let own_ledger_only = match &cli.command {
+        Command::Serve(_) => Some("serve"),
+        Command::Demo(_) => Some("demo"),
+        Command::Backfill(_) => Some("backfill"),
+        Command::Tenants(TenantsCommand::Create { .. }) => Some("tenants create"),
+        _ => None,
+    };
+    let result = match own_ledger_only.map(|command| self::own_ledger_only(global, command)) {
+        Some(Err(refused)) => Err(refused),
+        _ => dispatch(global, cli.command, &cancel).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            output::error(global, &error);
+            exit::for_error(&error)
+        }
+    }
+}
+
+async fn dispatch(
+    global: &Global,
+    command: Command,
+    cancel: &CancellationToken,
+) -> Result<u8, CliError> {
+    let cancel = cancel.clone();
+    match command {
         Command::Migrate(args) => migrate::run(global, args, &cancel).await,
         Command::Tenants(command) => tenants::run(global, command, &cancel).await,
         Command::Verify(args) => verify::run(global, args, &cancel).await,
@@ -36,19 +66,31 @@ pub(crate) async fn run(cli: Cli, cancel: CancellationToken) -> u8 {
             clap_complete::generate(shell, &mut command, "tenantgate", &mut std::io::stdout());
             Ok(exit::OK)
         }
-    };
-    match result {
-        Ok(code) => code,
-        Err(error) => {
-            output::error(global, &error);
-            exit::for_error(&error)
-        }
     }
 }
 
-/// Connects to the store the global options name.
+/// Connects to the store the global options name, reading the ledgers
+/// `--ledger` names.
 pub(crate) async fn backend(global: &Global) -> Result<Box<dyn Backend>, Error> {
-    tenantgate::connect(&global.url()).await
+    tenantgate::backend::connect_with(
+        &global.url(),
+        &ConnectOptions {
+            ledger: global.ledger,
+            ..ConnectOptions::default()
+        },
+    )
+    .await
+}
+
+/// Refuses a command that works only on tenantgate's own ledger.
+pub(crate) fn own_ledger_only(global: &Global, command: &str) -> Result<(), CliError> {
+    if global.ledger.is_foreign() {
+        return Err(CliError::Usage(format!(
+            "`{command}` works only with tenantgate's own ledger; with --ledger {} use migrate, verify, proxy, adopt, notify and tenants list/show",
+            global.ledger
+        )));
+    }
+    Ok(())
 }
 
 /// Loads the migration folder the global options name. A folder that holds
@@ -56,6 +98,31 @@ pub(crate) async fn backend(global: &Global) -> Result<Box<dyn Backend>, Error> 
 /// from the subfolder matching the database URL, and the choice is said.
 pub(crate) fn folder(global: &Global) -> Result<MigrationFolder, Error> {
     let root = &global.migrations;
+    match (global.ledger, global.django_apps.is_empty()) {
+        (LedgerKind::Django, true) => {
+            return Err(Error::Config(
+                "--ledger django needs --django-apps: the tenant apps whose migrations the code requires".into(),
+            ))
+        }
+        (LedgerKind::Django, false) => {
+            let apps = global
+                .django_apps
+                .iter()
+                .map(|spec| DjangoApp::parse(spec, root))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(MigrationFolder {
+                root: root.clone(),
+                tenant: tenantgate::django::load(&apps)?,
+                ..MigrationFolder::default()
+            });
+        }
+        (_, false) => {
+            return Err(Error::Config(
+                "--django-apps applies to --ledger django".into(),
+            ))
+        }
+        (_, true) => {}
+    }
     if !root.join("tenant").is_dir() {
         if let Some(store) = Store::for_url(&global.url()) {
             let per_store = root.join(store.folder_name());

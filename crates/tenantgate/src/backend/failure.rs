@@ -10,7 +10,7 @@ use crate::{
 #[derive(Debug)]
 pub(crate) struct ApplyFailure {
     pub(crate) kind: FailureKind,
-    pub(crate) migration: Option<MigrationRef>,
+    pub(crate) migration: Option<Box<MigrationRef>>,
     pub(crate) error: DbError,
 }
 
@@ -27,7 +27,7 @@ impl ApplyFailure {
                 ),
                 connection_lost: false,
             },
-            migration: Some(changed.reference()),
+            migration: Some(Box::new(changed.reference())),
         }
     }
 
@@ -37,7 +37,7 @@ impl ApplyFailure {
             FailureKind::ChecksumMismatch => Error::ChecksumChanged {
                 changed: vec![(
                     "shared".into(),
-                    self.migration
+                    *self.migration
                         .expect("a checksum failure names its migration"),
                 )],
             },
@@ -87,7 +87,7 @@ pub(crate) fn tenant_failure(tenant: &TenantName, f: ApplyFailure) -> TenantFail
     };
     TenantFailure {
         kind: f.kind,
-        migration: f.migration,
+        migration: f.migration.map(|m| *m),
         message: f.error.to_string(),
         recovery,
     }
@@ -117,7 +117,7 @@ pub(crate) fn provision_failure(tenant: &TenantName, failure: ApplyFailure) -> T
             tenant: tenant.clone(),
             file: failure.migration.as_ref().map(|m| m.file.clone()),
         },
-        migration: failure.migration,
+        migration: failure.migration.map(|m| *m),
         message: failure.error.to_string(),
     }
 }

@@ -33,8 +33,8 @@ use std::{collections::HashMap, time::Duration};
 use async_trait::async_trait;
 
 use crate::{
-    migrations::Backfill, AppliedMigration, Domain, Error, MigrationSet, Tenant, TenantFailure,
-    TenantName, TenantState,
+    migrations::Backfill, AppliedMigration, Domain, Error, LedgerKind, MigrationSet, Tenant,
+    TenantFailure, TenantName, TenantState,
 };
 
 /// Per-tenant time limits, so one tenant stuck behind application locks is
@@ -86,6 +86,11 @@ pub trait Backend: Send + Sync {
 
     /// The SQL dialect migration files for this store are written in.
     fn dialect(&self) -> crate::sql::Dialect;
+
+    /// Which ledger the tenants hold (see [`ConnectOptions::ledger`]).
+    fn ledger_kind(&self) -> LedgerKind {
+        LedgerKind::Tenantgate
+    }
 
     /// Installs or upgrades the registry; idempotent.
     async fn prepare(&self) -> Result<(), Error>;
@@ -256,6 +261,9 @@ pub struct ConnectOptions {
     /// How [`Backend::watch`] learns of changes. PostgreSQL only: the SQLite
     /// store always polls its registry's `PRAGMA data_version`.
     pub watch: WatchMode,
+    /// Which ledger each tenant schema holds. PostgreSQL only: the SQLite
+    /// store keeps tenantgate's own, and refuses the others.
+    pub ledger: LedgerKind,
 }
 
 /// The data folder of the embedded default store.
@@ -274,12 +282,20 @@ pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<Box<dyn
     if is_postgres(url) {
         #[cfg(feature = "postgres")]
         return Ok(Box::new(
-            postgres::PgBackend::new(url)?.watching(options.watch.clone()),
+            postgres::PgBackend::new(url)?
+                .watching(options.watch.clone())
+                .with_ledger(options.ledger),
         ));
         #[cfg(not(feature = "postgres"))]
         return Err(not_built("postgres", url));
     }
     if let Some(dir) = sqlite_folder(url) {
+        if options.ledger.is_foreign() {
+            return Err(Error::Config(format!(
+                "the {} ledger is read from PostgreSQL schemas; the SQLite store keeps tenantgate's own ledger",
+                options.ledger
+            )));
+        }
         #[cfg(feature = "sqlite")]
         return Ok(Box::new(sqlite::SqliteBackend::new(dir)));
         #[cfg(not(feature = "sqlite"))]

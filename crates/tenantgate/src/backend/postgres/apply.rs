@@ -9,7 +9,7 @@
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use super::sql::{db_error, is_lock_timeout, limits_sql, literal, xact_lock_sql, LEDGER_TABLE};
+use super::sql::{db_error, is_lock_timeout, limits_sql, literal, tenant_ledger, xact_lock_sql};
 pub(crate) use crate::backend::failure::ApplyFailure;
 use crate::{
     backend::{
@@ -17,7 +17,7 @@ use crate::{
         Limits,
     },
     migrations::{Migration, MigrationRef},
-    FailureKind, MigrationSet, TenantName,
+    FailureKind, LedgerKind, MigrationSet, TenantName,
 };
 
 /// Where a migration set is applied.
@@ -35,12 +35,12 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    /// A tenant's schema, ledger and registry row.
-    pub(crate) fn tenant(tenant: &TenantName) -> Self {
+    /// A tenant's schema, its `kind` ledger and its registry row.
+    pub(crate) fn tenant(tenant: &TenantName, kind: LedgerKind) -> Self {
         Self {
             lock_name: tenant.as_str().to_owned(),
             schema: tenant.quoted(),
-            ledger: format!("{}.{LEDGER_TABLE}", tenant.quoted()),
+            ledger: tenant_ledger(tenant, kind),
             registry_row: true,
             announce: tenant.to_string(),
         }
@@ -153,7 +153,7 @@ impl ApplyFailure {
         };
         Self {
             kind,
-            migration,
+            migration: migration.map(Box::new),
             error,
         }
     }

@@ -23,7 +23,7 @@ const LINES_SQL: &str = r#"
 WITH s AS (SELECT oid, nspname FROM pg_catalog.pg_namespace WHERE nspname = ANY($1)),
 rel AS (
   SELECT c.oid, c.relname, c.relkind, s.nspname FROM pg_catalog.pg_class c JOIN s ON s.oid = c.relnamespace
-   WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND c.relname NOT LIKE '\_tenantgate\_%'
+   WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND c.relname NOT LIKE '\_tenantgate\_%' AND c.relname <> '_sqlx_migrations'
 )
 SELECT nspname::text, CASE relkind WHEN 'r' THEN 'table ' WHEN 'p' THEN 'partitioned table ' WHEN 'v' THEN 'view '
          WHEN 'm' THEN 'materialized view ' WHEN 'f' THEN 'foreign table ' ELSE 'sequence ' END || relname
@@ -57,7 +57,7 @@ WITH s AS (SELECT oid, nspname FROM pg_catalog.pg_namespace WHERE nspname = ANY(
 rel AS (
   SELECT c.oid, c.relname, c.relkind, s.nspname, hashtextextended(c.relname, 0) AS rh
     FROM pg_catalog.pg_class c JOIN s ON s.oid = c.relnamespace
-   WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND c.relname NOT LIKE '\_tenantgate\_%'
+   WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND c.relname NOT LIKE '\_tenantgate\_%' AND c.relname <> '_sqlx_migrations'
 )
 SELECT nspname::text, count(*)::text || ':' || sum(h)::text FROM (
   SELECT nspname, rh # ascii(relkind::text) AS h FROM rel

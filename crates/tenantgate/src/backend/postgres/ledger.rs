@@ -8,9 +8,9 @@ use tokio_postgres::{types::Type, Client, SimpleQueryMessage};
 
 use super::{
     connect::Connector,
-    sql::{db_error, tenant_ledger, LEDGER_TABLE},
+    sql::{db_error, tenant_ledger},
 };
-use crate::{backend::Ledgers, AppliedMigration, Error, TenantName};
+use crate::{backend::Ledgers, django, AppliedMigration, Error, LedgerKind, TenantName};
 
 /// Statements in flight per connection.
 const PIPELINE_DEPTH: usize = 64;
@@ -22,9 +22,10 @@ const READERS: usize = 4;
 pub(crate) async fn read_ledgers(
     connector: &Connector,
     tenants: &[TenantName],
+    kind: LedgerKind,
 ) -> Result<Ledgers, Error> {
     let mut first = connector.checkout().await?;
-    let existing = schemas_with_ledger(&first).await?;
+    let existing = schemas_with_ledger(&first, kind).await?;
     let mut ledgers: Ledgers = tenants
         .iter()
         .filter(|t| !existing.contains(t.as_str()))
@@ -48,7 +49,7 @@ pub(crate) async fn read_ledgers(
         clients
             .iter()
             .zip(present.chunks(chunk))
-            .map(|(client, tenants)| read_chunk(client, tenants)),
+            .map(|(client, tenants)| read_chunk(client, tenants, kind)),
     )
     .await?;
     for client in &mut clients {
@@ -64,12 +65,16 @@ const LEDGERS_PER_STATEMENT: usize = 25;
 
 type Read = Vec<(TenantName, Option<Vec<AppliedMigration>>)>;
 
-async fn read_chunk(client: &Client, tenants: &[&TenantName]) -> Result<Read, Error> {
+async fn read_chunk(
+    client: &Client,
+    tenants: &[&TenantName],
+    kind: LedgerKind,
+) -> Result<Read, Error> {
     // Boxed up front: a closure inside the stream would not be `Send` for
     // every lifetime, which the backend trait's futures must be.
     let reads: Vec<BoxFuture<'_, Result<Read, Error>>> = tenants
         .chunks(LEDGERS_PER_STATEMENT)
-        .map(|group| read_group(client, group).boxed())
+        .map(|group| read_group(client, group, kind).boxed())
         .collect();
     let groups: Vec<Read> = stream::iter(reads)
         .buffered(PIPELINE_DEPTH / 4)
@@ -79,15 +84,30 @@ async fn read_chunk(client: &Client, tenants: &[&TenantName]) -> Result<Read, Er
 }
 
 /// Reads a few ledgers with one `UNION ALL` statement; each row carries its
-/// tenant's position in `group`.
-async fn read_group(client: &Client, group: &[&TenantName]) -> Result<Read, Error> {
+/// tenant's position in `group`. Django's rows are `(app, name)`, keyed
+/// `app.name`, without a checksum.
+async fn read_group(
+    client: &Client,
+    group: &[&TenantName],
+    kind: LedgerKind,
+) -> Result<Read, Error> {
+    let columns = match kind {
+        LedgerKind::Django => "app, name, ''",
+        LedgerKind::Tenantgate | LedgerKind::Sqlx => {
+            "version::text, description, encode(checksum, 'hex')"
+        }
+    };
+    let only_successful = match kind {
+        LedgerKind::Django => "",
+        LedgerKind::Tenantgate | LedgerKind::Sqlx => " WHERE success",
+    };
     let sql = group
         .iter()
         .enumerate()
         .map(|(i, tenant)| {
             format!(
-                "SELECT {i}, version, description, encode(checksum, 'hex') FROM {} WHERE success",
-                tenant_ledger(tenant)
+                "SELECT {i}, {columns} FROM {}{only_successful}",
+                tenant_ledger(tenant, kind)
             )
         })
         .collect::<Vec<_>>()
@@ -98,7 +118,7 @@ async fn read_group(client: &Client, group: &[&TenantName]) -> Result<Read, Erro
         Err(e) if !db_error(&e).connection_lost && group.len() > 1 => {
             let mut read = Vec::new();
             for tenant in group {
-                read.extend(Box::pin(read_group(client, &[tenant])).await?);
+                read.extend(Box::pin(read_group(client, &[tenant], kind)).await?);
             }
             return Ok(read);
         }
@@ -120,18 +140,29 @@ async fn read_group(client: &Client, group: &[&TenantName]) -> Result<Read, Erro
             continue;
         };
         let parsed = (|| {
-            Some((
-                row.get(0)?.parse::<usize>().ok()?,
-                AppliedMigration {
+            let applied = match kind {
+                LedgerKind::Django => {
+                    let (app, name) = (row.get(1)?, row.get(2)?);
+                    AppliedMigration {
+                        version: django::key_version(app, name),
+                        description: format!("{app}.{name}"),
+                        checksum: Vec::new(),
+                    }
+                }
+                LedgerKind::Tenantgate | LedgerKind::Sqlx => AppliedMigration {
                     version: row.get(1)?.parse().ok()?,
                     description: row.get(2)?.to_owned(),
                     checksum: hex::decode(row.get(3)?).ok()?,
                 },
-            ))
+            };
+            Some((row.get(0)?.parse::<usize>().ok()?, applied))
         })();
         if let Some((i, applied)) = parsed.filter(|(i, _)| *i < group.len()) {
             ledgers[i].push(applied);
         }
+    }
+    for ledger in &mut ledgers {
+        ledger.sort_by_key(|a| a.version);
     }
     Ok(group
         .iter()
@@ -140,14 +171,14 @@ async fn read_group(client: &Client, group: &[&TenantName]) -> Result<Read, Erro
         .collect())
 }
 
-/// Schemas that hold a ledger table, in one catalog query.
-async fn schemas_with_ledger(client: &Client) -> Result<HashSet<String>, Error> {
+/// Schemas that hold a `kind` ledger table, in one catalog query.
+async fn schemas_with_ledger(client: &Client, kind: LedgerKind) -> Result<HashSet<String>, Error> {
     let rows = client
         .query_typed(
             "SELECT n.nspname::text FROM pg_catalog.pg_class c
                JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
               WHERE c.relname = $1 AND c.relkind IN ('r', 'p')",
-            &[(&LEDGER_TABLE, Type::TEXT)],
+            &[(&kind.table(), Type::TEXT)],
         )
         .await
         .map_err(|e| Error::DatabaseUnavailable {

@@ -39,7 +39,7 @@ use crate::{
         WatchMode,
     },
     migrations::Backfill,
-    AppliedMigration, Domain, Error, MigrationSet, Tenant, TenantFailure, TenantName,
+    AppliedMigration, Domain, Error, LedgerKind, MigrationSet, Tenant, TenantFailure, TenantName,
 };
 
 /// A PostgreSQL database holding the registry and the tenant schemas.
@@ -49,6 +49,8 @@ pub struct PgBackend {
     watch: WatchMode,
     /// Set once this process saw the registry installed at its version.
     prepared: AtomicBool,
+    /// Which ledger the tenant schemas hold.
+    ledger: LedgerKind,
 }
 
 /// Runs `$op` with `$client` bound to a pooled connection, which goes back
@@ -69,7 +71,14 @@ impl PgBackend {
             connector: Connector::new(url)?,
             watch: WatchMode::Listen,
             prepared: AtomicBool::new(false),
+            ledger: LedgerKind::Tenantgate,
         })
+    }
+
+    /// The same store, reading (and, for sqlx, writing) `kind` ledgers.
+    pub fn with_ledger(mut self, kind: LedgerKind) -> Self {
+        self.ledger = kind;
+        self
     }
 
     /// The same store, learning of registry changes as `mode` says.
@@ -91,6 +100,10 @@ impl Backend for PgBackend {
 
     fn dialect(&self) -> crate::sql::Dialect {
         crate::sql::Dialect::Postgres
+    }
+
+    fn ledger_kind(&self) -> LedgerKind {
+        self.ledger
     }
 
     async fn prepare(&self) -> Result<(), Error> {
@@ -180,7 +193,7 @@ impl Backend for PgBackend {
     }
 
     async fn read_ledgers(&self, tenants: &[TenantName]) -> Result<Ledgers, Error> {
-        ledger::read_ledgers(&self.connector, tenants).await
+        ledger::read_ledgers(&self.connector, tenants, self.ledger).await
     }
 
     async fn catalog_drift(
@@ -198,8 +211,20 @@ impl Backend for PgBackend {
         if tenants.is_empty() {
             return Ok(());
         }
-        pooled!(self, |client| registry::sync_registry(&mut client, tenants)
-            .await)
+        if self.ledger == LedgerKind::Django {
+            let ledgers = self.read_ledgers(tenants).await?;
+            return pooled!(self, |client| registry::write_ledgers(
+                &mut client,
+                &ledgers
+            )
+            .await);
+        }
+        pooled!(self, |client| registry::sync_registry(
+            &mut client,
+            tenants,
+            self.ledger
+        )
+        .await)
     }
 
     async fn record_states(&self, changes: &[StateChange]) -> Result<(), Error> {
@@ -213,6 +238,7 @@ impl Backend for PgBackend {
     async fn open_session(&self) -> Result<Box<dyn TenantSession>, Error> {
         Ok(Box::new(PgSession {
             client: self.connector.connect().await?,
+            ledger: self.ledger,
         }))
     }
 }
@@ -220,6 +246,7 @@ impl Backend for PgBackend {
 /// One dedicated connection migrating tenants one after another.
 struct PgSession {
     client: Client,
+    ledger: LedgerKind,
 }
 
 #[async_trait]
@@ -230,9 +257,14 @@ impl TenantSession for PgSession {
         set: &MigrationSet,
         limits: &Limits,
     ) -> Result<Vec<i64>, TenantFailure> {
-        apply_set(&self.client, &Target::tenant(tenant), set, limits)
-            .await
-            .map_err(|f| tenant_failure(tenant, f))
+        apply_set(
+            &self.client,
+            &Target::tenant(tenant, self.ledger),
+            set,
+            limits,
+        )
+        .await
+        .map_err(|f| tenant_failure(tenant, f))
     }
 
     async fn record_failure(
@@ -252,7 +284,7 @@ impl TenantSession for PgSession {
     ) -> Result<BackfillOutcome, TenantFailure> {
         backfill::run_backfill(
             &self.client,
-            &Target::tenant(tenant),
+            &Target::tenant(tenant, self.ledger),
             backfill,
             mode,
             limits,

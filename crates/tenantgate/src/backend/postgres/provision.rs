@@ -12,7 +12,7 @@ use crate::{
         failure::{provision_error, provision_failure},
         Limits,
     },
-    Domain, Error, Migration, MigrationSet, TenantName,
+    Domain, Error, LedgerKind, Migration, MigrationSet, TenantName,
 };
 
 /// Provisions `tenant` atomically; see [`crate::Backend::create_tenant`].
@@ -23,7 +23,7 @@ pub(crate) async fn create_tenant(
     set: &MigrationSet,
     limits: &Limits,
 ) -> Result<Vec<i64>, Error> {
-    let target = Target::tenant(tenant);
+    let target = Target::tenant(tenant, LedgerKind::Tenantgate);
     let segment: Vec<&Migration> = set.iter().take_while(|m| !m.no_transaction).collect();
     let complete = segment.len() == set.len();
     match build(client, tenant, &target, domains, &segment, complete, limits).await {
@@ -166,7 +166,7 @@ pub(crate) async fn drop_tenant(
 ) -> Result<(), Error> {
     let context = format!("dropping tenant {tenant} (rolled back, nothing changed)");
     let err = |e: &tokio_postgres::Error| error_while(&context, e);
-    let target = Target::tenant(tenant);
+    let target = Target::tenant(tenant, LedgerKind::Tenantgate);
     target.begin(client, limits).await.map_err(|e| err(&e))?;
     let result = async {
         let deleted = client

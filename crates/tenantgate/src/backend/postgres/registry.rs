@@ -4,8 +4,9 @@ use tokio_postgres::{types::Type, Client, GenericClient};
 
 use super::sql::{error_while, xact_lock_sql, CHANNEL};
 use crate::{
-    backend::StateChange, registry::read_back, Domain, Error, Tenant, TenantFailure, TenantName,
-    TenantState,
+    backend::{Ledgers, StateChange},
+    registry::read_back,
+    Domain, Error, LedgerKind, Tenant, TenantFailure, TenantName, TenantState,
 };
 
 /// The registry's own migrations, applied in order; the index + 1 is the
@@ -198,17 +199,19 @@ pub(crate) async fn record_failure(
     tx.commit().await.map_err(err)
 }
 
-/// Copies each tenant's ledger into its registry row and announces it; one transaction.
+/// Copies each tenant's ledger into its registry row and announces it; one
+/// transaction, reading each ledger in the statement that writes its copy.
 pub(crate) async fn sync_registry(
     client: &mut Client,
     tenants: &[TenantName],
+    kind: LedgerKind,
 ) -> Result<(), Error> {
     let err = |e: tokio_postgres::Error| {
         error_while("bringing the registry in step with the ledgers", &e)
     };
     let tx = client.transaction().await.map_err(err)?;
     for tenant in tenants {
-        let ledger = super::sql::tenant_ledger(tenant);
+        let ledger = super::sql::tenant_ledger(tenant, kind);
         let exists = tx
             .query_typed(
                 "SELECT to_regclass($1) IS NOT NULL",
@@ -240,6 +243,43 @@ pub(crate) async fn sync_registry(
             &[(&tenant.as_str(), Type::TEXT)],
         )
         .await
+        .map_err(err)?;
+        notify(&tx, tenant.as_str()).await.map_err(err)?;
+    }
+    tx.commit().await.map_err(err)
+}
+
+/// Copies ledgers read before (Django's, whose rows need reading as keys)
+/// into the registry rows and announces them; one transaction. A tenant
+/// whose schema or ledger is gone is marked failed.
+pub(crate) async fn write_ledgers(client: &mut Client, ledgers: &Ledgers) -> Result<(), Error> {
+    let err = |e: tokio_postgres::Error| {
+        error_while("bringing the registry in step with the ledgers", &e)
+    };
+    let tx = client.transaction().await.map_err(err)?;
+    for (tenant, ledger) in ledgers {
+        let name = tenant.as_str();
+        match ledger {
+            None => tx.query_typed(
+                "UPDATE tenantgate.tenants SET applied_versions = '{}', applied_checksums = '{}', state = 'failed',
+                        last_error = 'the tenant schema or its ledger is missing', updated_at = now()
+                  WHERE name = $1",
+                &[(&name, Type::TEXT)],
+            ).await,
+            Some(applied) => {
+                let versions: Vec<i64> = applied.iter().map(|a| a.version).collect();
+                let checksums: Vec<&[u8]> = applied.iter().map(|a| a.checksum.as_slice()).collect();
+                tx.query_typed(
+                    "UPDATE tenantgate.tenants SET applied_versions = $2, applied_checksums = $3, updated_at = now()
+                      WHERE name = $1",
+                    &[
+                        (&name, Type::TEXT),
+                        (&versions, Type::INT8_ARRAY),
+                        (&checksums, Type::BYTEA_ARRAY),
+                    ],
+                ).await
+            }
+        }
         .map_err(err)?;
         notify(&tx, tenant.as_str()).await.map_err(err)?;
     }

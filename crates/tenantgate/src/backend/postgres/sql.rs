@@ -3,13 +3,10 @@
 use sha2::{Digest, Sha384};
 use tokio_postgres::error::SqlState;
 
-use crate::{DbError, TenantName};
+use crate::{DbError, LedgerKind, TenantName};
 
 /// The advisory-lock class every tenantgate lock uses ("tg" in ASCII).
 const LOCK_CLASS: i32 = 0x7467;
-
-/// The ledger table in each tenant schema.
-pub(crate) const LEDGER_TABLE: &str = "_tenantgate_migrations";
 
 /// The channel state changes are announced on.
 pub(crate) const CHANNEL: &str = "tenantgate";
@@ -36,9 +33,9 @@ pub(crate) fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-/// The ledger table of `tenant`, schema-qualified and quoted.
-pub(crate) fn tenant_ledger(tenant: &TenantName) -> String {
-    format!("{}.{LEDGER_TABLE}", tenant.quoted())
+/// The `kind` ledger table of `tenant`, schema-qualified and quoted.
+pub(crate) fn tenant_ledger(tenant: &TenantName, kind: LedgerKind) -> String {
+    format!("{}.{}", tenant.quoted(), kind.table())
 }
 
 /// Converts a driver error into the engine's neutral form.

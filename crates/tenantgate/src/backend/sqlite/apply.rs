@@ -91,7 +91,7 @@ impl ApplyFailure {
         };
         Self {
             kind,
-            migration,
+            migration: migration.map(Box::new),
             error,
         }
     }
@@ -253,7 +253,7 @@ fn apply_no_transaction(
     };
     let _lock = lock_file(path, limits).map_err(|message| ApplyFailure {
         kind: FailureKind::LockTimeout,
-        migration: Some(m.reference()),
+        migration: Some(Box::new(m.reference())),
         error: DbError {
             code: None,
             message,
