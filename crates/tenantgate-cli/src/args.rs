@@ -92,10 +92,16 @@ pub(crate) enum Command {
     /// Serve the messages demo app behind the migration guard, with /health/migrations and /metrics
     Serve(ServeArgs),
     /// Put the guard in front of any web app: a reverse proxy that forwards only served tenants
-    Proxy(ProxyArgs),
+    Proxy(Box<ProxyArgs>),
     /// See it work: three demo tenants, one a migration behind, served behind the guard.
     /// Without --data it starts fresh in ./tenantgate-data; --data DIR builds in, or reuses, DIR
     Demo(DemoArgs),
+    /// Register schemas that already exist (built by django-tenants, sqlx or scripts) as tenants;
+    /// a dry run unless --apply
+    Adopt(AdoptArgs),
+    /// After a deploy: bring the registry in step with the ledgers and have every running
+    /// proxy re-read its migration folder
+    Notify,
     /// Print a shell completion script (e.g. `tenantgate completions bash > /etc/bash_completion.d/tenantgate`)
     Completions {
         /// The shell
@@ -194,6 +200,9 @@ pub(crate) struct ProxyArgs {
     /// Peers (CIDR) whose X-Forwarded-* headers are extended rather than replaced; repeatable
     #[arg(long = "trust-forwarded", value_name = "CIDR")]
     pub(crate) trust_forwarded: Vec<ipnet::IpNet>,
+    /// With a sqlx or Django ledger: how often the tenants' ledgers are read into the registry
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub(crate) ledger_poll: Duration,
     /// How long the app may take to send response headers (then 504)
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub(crate) upstream_timeout: Duration,
@@ -263,6 +272,35 @@ pub(crate) struct MigrateArgs {
     /// Apply a migration a tenant lacks even when it holds a higher version
     #[arg(long)]
     pub(crate) allow_out_of_order: bool,
+    /// Heal through the framework's own command, run once per tenant that is behind
+    /// ({tenant} and {schema} are replaced), e.g. 'python manage.py migrate_schemas --schema={schema}'
+    #[arg(long, env = "TENANTGATE_EXEC", value_name = "COMMAND", conflicts_with_all = ["dry_run", "allow_out_of_order"])]
+    pub(crate) exec: Option<String>,
+    /// Run --exec's command through `sh -c` instead of splitting it into words
+    #[arg(long, requires = "exec")]
+    pub(crate) shell: bool,
+    /// How long one tenant's --exec command may run before its process group is killed
+    #[arg(long, default_value = "30m", value_parser = parse_duration, requires = "exec")]
+    pub(crate) exec_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["from_sql", "schemas"])))]
+pub(crate) struct AdoptArgs {
+    /// A query returning the schema and optionally a domain per row (several rows for
+    /// several domains); it runs read-only, e.g. django-tenants' tenant and domain tables
+    #[arg(long, value_name = "SQL")]
+    pub(crate) from_sql: Option<String>,
+    /// Every schema whose name matches this LIKE pattern (e.g. 'tenant\_%')
+    #[arg(long, value_name = "PATTERN")]
+    pub(crate) schemas: Option<String>,
+    /// Write the registry rows (one transaction); without it, only report
+    #[arg(long)]
+    pub(crate) apply: bool,
+    /// With --ledger tenantgate: record the migrations up to VERSION as applied in each schema,
+    /// only where the live catalog matches what they build
+    #[arg(long, value_name = "VERSION")]
+    pub(crate) baseline: Option<i64>,
 }
 
 #[derive(Debug, Args)]

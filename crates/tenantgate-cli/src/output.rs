@@ -6,6 +6,7 @@ use std::{io::Write, time::Duration};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tenantgate::{
+    adopt::AdoptReport,
     fleet::{FleetReport, Outcome},
     provision::Provisioned,
     verify::VerifyReport,
@@ -140,10 +141,7 @@ pub(crate) fn error(global: &Global, error: &CliError) {
 /// A tenant's failure, indented under its report line.
 fn print_failure(invocation: &Invocation, failure: &TenantFailure) {
     match &failure.migration {
-        Some(m) => println!(
-            "    migration {} ({}): {}",
-            m.version, m.file, failure.message
-        ),
+        Some(m) => println!("    migration {} ({}): {}", m.key, m.file, failure.message),
         None => println!("    {}", failure.message),
     }
     println!("    to recover: {}", invocation.command(&failure.recovery));
@@ -190,12 +188,13 @@ pub(crate) fn fleet_report(global: &Global, report: &FleetReport) {
         .filter(|t| t.outcome != Outcome::UpToDate)
         .collect();
     for t in worked.iter().take(LISTED) {
-        let versions = if t.applied.is_empty() {
-            String::new()
-        } else {
-            format!(" {:?}", t.applied)
+        let versions = match &t.command {
+            Some(run) if !run.recorded.is_empty() => format!(" {}", run.recorded.join(", ")),
+            _ if t.applied.is_empty() => String::new(),
+            _ => format!(" {:?}", t.applied),
         };
         let verb = match (t.outcome, t.rows_changed) {
+            (Outcome::Migrated, _) if t.command.is_some() => "migrated by the command:".to_owned(),
             (Outcome::Migrated, _) if t.applied.is_empty() => "registry brought in step".to_owned(),
             (Outcome::Migrated, _) => "applied".to_owned(),
             (Outcome::FinishedElsewhere, _) => "finished by another run meanwhile".to_owned(),
@@ -216,6 +215,16 @@ pub(crate) fn fleet_report(global: &Global, report: &FleetReport) {
         );
         if let Some(error) = &t.error {
             print_failure(&invocation, error);
+            if let Some(run) = &t.command {
+                println!(
+                    "    command: {}",
+                    shlex::try_join(run.argv.iter().map(String::as_str))
+                        .unwrap_or_else(|_| run.argv.join(" "))
+                );
+                for line in &run.stderr_tail {
+                    println!("    | {line}");
+                }
+            }
         }
     }
     if worked.len() > LISTED {
@@ -267,7 +276,7 @@ pub(crate) fn verify_report(global: &Global, report: &VerifyReport) {
     for m in &shared.missing {
         println!(
             "shared: missing {} ({}); to recover: {}",
-            m.version,
+            m.key,
             m.file,
             invocation.command(&Recovery::MigrateShared)
         );
@@ -275,7 +284,7 @@ pub(crate) fn verify_report(global: &Global, report: &VerifyReport) {
     for m in &shared.changed {
         println!(
             "shared: {} ({}) changed since it was applied; restore the file",
-            m.version, m.file
+            m.key, m.file
         );
     }
     for v in &shared.unknown {
@@ -286,7 +295,7 @@ pub(crate) fn verify_report(global: &Global, report: &VerifyReport) {
         println!("{:<24} {}", t.tenant, t.state);
         let versions = |ms: &[tenantgate::migrations::MigrationRef]| {
             ms.iter()
-                .map(|m| format!("{} ({})", m.version, m.file))
+                .map(|m| format!("{} ({})", m.key, m.file))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -342,9 +351,21 @@ pub(crate) fn provisioned(global: &Global, created: &Provisioned, container: &st
     );
 }
 
-pub(crate) fn tenant_list(global: &Global, tenants: &[Tenant]) {
+/// How a tenant's applied versions are named: by the migration folder's
+/// keys (`app.name` for Django) where it knows them.
+pub(crate) type KeyOf<'a> = &'a dyn Fn(i64) -> String;
+
+/// A tenant as JSON, with its applied migrations named by key.
+fn tenant_json(t: &Tenant, key: KeyOf<'_>) -> serde_json::Value {
+    let mut value = serde_json::to_value(t).expect("a tenant serialises");
+    value["applied_keys"] = t.applied_versions.iter().map(|v| key(*v)).collect();
+    value
+}
+
+pub(crate) fn tenant_list(global: &Global, tenants: &[Tenant], key: KeyOf<'_>) {
     if global.json {
-        return json(&tenants);
+        let list: Vec<serde_json::Value> = tenants.iter().map(|t| tenant_json(t, key)).collect();
+        return json(&list);
     }
     println!(
         "{:<24} {:<8} {:>8}  {:<30} last error",
@@ -355,7 +376,7 @@ pub(crate) fn tenant_list(global: &Global, tenants: &[Tenant]) {
         let version = t
             .applied_versions
             .last()
-            .map_or("-".to_owned(), i64::to_string);
+            .map_or("-".to_owned(), |v| key(*v));
         let error = t.last_error.as_deref().unwrap_or("");
         println!(
             "{:<24} {:<8} {version:>8}  {:<30} {error}",
@@ -367,16 +388,17 @@ pub(crate) fn tenant_list(global: &Global, tenants: &[Tenant]) {
     println!("{} tenant(s)", tenants.len());
 }
 
-pub(crate) fn tenant_detail(global: &Global, t: &Tenant, container: &str) {
+pub(crate) fn tenant_detail(global: &Global, t: &Tenant, container: &str, key: KeyOf<'_>) {
     if global.json {
-        return json(t);
+        return json(&tenant_json(t, key));
     }
     let domains: Vec<&str> = t.domains.iter().map(|d| d.as_str()).collect();
     println!("tenant:     {}", t.name);
     println!("stored in:  {container}");
     println!("state:      {}", t.state);
     println!("placement:  {}", t.placement);
-    println!("applied:    {:?}", t.applied_versions);
+    let applied: Vec<String> = t.applied_versions.iter().map(|v| key(*v)).collect();
+    println!("applied:    {}", applied.join(", "));
     println!("domains:    {}", domains.join(", "));
     println!("created:    {}", t.created_at);
     println!("updated:    {}", t.updated_at);
@@ -390,4 +412,78 @@ pub(crate) fn dropped(global: &Global, tenant: &TenantName, container: &str) {
         return json(&serde_json::json!({ "dropped": tenant }));
     }
     println!("dropped tenant {tenant}: {container}, ledger, registry row and domains");
+}
+
+pub(crate) fn adopt_report(global: &Global, report: &AdoptReport) {
+    if global.json {
+        return json(report);
+    }
+    let verb = if report.applied {
+        "adopted"
+    } else {
+        "would adopt"
+    };
+    for a in report.adopted.iter().take(LISTED) {
+        let domains: Vec<&str> = a.domains.iter().map(|d| d.as_str()).collect();
+        let missing: Vec<&str> = a.missing.iter().map(|m| m.key.as_str()).collect();
+        println!(
+            "{:<24} {:<8} {verb}{}{}{}",
+            a.tenant,
+            a.state,
+            if domains.is_empty() {
+                String::new()
+            } else {
+                format!("; domains: {}", domains.join(", "))
+            },
+            if missing.is_empty() {
+                String::new()
+            } else {
+                format!("; lacks {}", first_few(&missing))
+            },
+            a.note
+                .as_deref()
+                .map(|n| format!("; {n}"))
+                .unwrap_or_default()
+        );
+    }
+    if report.adopted.len() > LISTED {
+        println!("… and {} more", report.adopted.len() - LISTED);
+    }
+    for r in &report.refused {
+        println!("{:<24} REFUSED  {}", r.schema, r.reason);
+    }
+    println!(
+        "{} schema(s) {verb} ({} ledger), {} refused{}",
+        report.adopted.len(),
+        report.ledger,
+        report.refused.len(),
+        if report.applied || report.adopted.is_empty() {
+            String::new()
+        } else {
+            "; nothing was written (dry run): run again with --apply".into()
+        }
+    );
+}
+
+pub(crate) fn notified(global: &Global, refreshed: Option<&[Tenant]>) {
+    let ready = refreshed.map(|tenants| {
+        tenants
+            .iter()
+            .filter(|t| t.state == tenantgate::TenantState::Ready)
+            .count()
+    });
+    if global.json {
+        return json(&serde_json::json!({
+            "notified": true,
+            "tenants": refreshed.map(<[Tenant]>::len),
+            "ready": ready,
+        }));
+    }
+    if let (Some(tenants), Some(ready)) = (refreshed, ready) {
+        println!(
+            "registry brought in step with the ledgers: {ready} of {} tenant(s) ready",
+            tenants.len()
+        );
+    }
+    println!("notified: running proxies re-read their migration folder and the registry");
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tenantgate::{backend::sqlite_folder, Recovery, TenantName};
+use tenantgate::{backend::sqlite_folder, LedgerKind, Recovery, TenantName};
 
 use crate::args::Global;
 
@@ -16,6 +16,10 @@ pub(crate) struct Invocation {
     globals: Vec<String>,
     /// True for a SQLite data folder (tenants are files), else PostgreSQL.
     sqlite: bool,
+    /// Which ledger the tenants hold.
+    ledger: LedgerKind,
+    /// `--exec COMMAND` for `migrate`, where the ledger's own tool migrates.
+    exec: Option<String>,
 }
 
 impl Invocation {
@@ -46,8 +50,10 @@ impl Invocation {
     pub(crate) fn plain(global: &Global) -> Self {
         Self {
             program: "tenantgate".into(),
-            globals: Vec::new(),
+            globals: ledger_options(global),
             sqlite: sqlite_folder(&global.url()).is_some(),
+            ledger: global.ledger,
+            exec: exec_option(global),
         }
     }
 
@@ -62,10 +68,13 @@ impl Invocation {
             "--migrations".into(),
             quote(&path(&global.migrations).display().to_string()),
         ]);
+        globals.extend(ledger_options(global));
         Self {
             program: quote(&program),
             globals,
             sqlite: data.is_some(),
+            ledger: global.ledger,
+            exec: exec_option(global),
         }
     }
 
@@ -86,7 +95,13 @@ impl Invocation {
 
     /// The command (and the words around it) that carries out `recovery`.
     pub(crate) fn command(&self, recovery: &Recovery) -> String {
-        let migrate = |t: &TenantName| self.run(&format!("migrate --tenant {t}"));
+        let migrate = |t: &TenantName| {
+            let exec = self
+                .exec
+                .as_deref()
+                .map(|c| format!(" --exec {}", quote(c)));
+            self.run(&format!("migrate --tenant {t}{}", exec.unwrap_or_default()))
+        };
         match recovery {
             Recovery::MigrateTenant { tenant } => migrate(tenant),
             Recovery::MigrateShared => self.run("migrate"),
@@ -131,8 +146,9 @@ impl Invocation {
                 }
             }
             Recovery::RepairDrift { tenant } => format!(
-                "restore the differing objects in {} from a backup, or delete the ledger rows of the migrations that created them from its _tenantgate_migrations table and run: {}",
+                "restore the differing objects in {} from a backup, or delete the ledger rows of the migrations that created them from its {} table and run: {}",
                 self.container(tenant),
+                self.ledger.table(),
                 migrate(tenant)
             ),
             Recovery::VerifyDeep { tenant } => {
@@ -140,6 +156,34 @@ impl Invocation {
             }
             other => other.to_string(),
         }
+    }
+}
+
+/// `--ledger` and `--django-apps` as this run was given them, when the
+/// ledger is another tool's.
+fn ledger_options(global: &Global) -> Vec<String> {
+    let mut options = Vec::new();
+    if global.ledger.is_foreign() {
+        options.extend(["--ledger".into(), global.ledger.to_string()]);
+    }
+    if !global.django_apps.is_empty() {
+        options.extend(["--django-apps".into(), quote(&global.django_apps.join(","))]);
+    }
+    options
+}
+
+/// The command `migrate --exec` runs: `TENANTGATE_EXEC` when set, else,
+/// for Django, django-tenants' own per-schema migration.
+fn exec_option(global: &Global) -> Option<String> {
+    match std::env::var("TENANTGATE_EXEC")
+        .ok()
+        .filter(|c| !c.is_empty())
+    {
+        Some(command) if global.ledger.is_foreign() => Some(command),
+        _ if global.ledger == LedgerKind::Django => {
+            Some("python manage.py migrate_schemas --schema={schema}".into())
+        }
+        _ => None,
     }
 }
 

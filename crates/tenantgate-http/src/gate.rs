@@ -35,7 +35,7 @@ impl NotServed {
             .missing
             .iter()
             .chain(&self.blocked.changed)
-            .map(|m| format!("{} ({})", m.version, m.file))
+            .map(|m| format!("{} ({})", m.key, m.file))
             .collect();
         let mut line = format!("{}: {}", self.tenant, self.blocked.reason.as_str());
         if !missing.is_empty() {

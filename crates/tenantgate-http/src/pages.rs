@@ -81,7 +81,7 @@ fn migration_list(title: &str, list: &[MigrationRef]) -> Markup {
                 h2 { (title) }
                 ul {
                     @for m in list {
-                        li { code { (m.version) } " " (m.description) " " small { "(" (m.file) ")" } }
+                        li { code { (m.key) } " " (m.description) " " small { "(" (m.file) ")" } }
                     }
                 }
             }

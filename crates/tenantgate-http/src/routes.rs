@@ -115,6 +115,7 @@ async fn health(State(state): State<AdminState>, headers: HeaderMap) -> Response
         "required": {
             "tenant_versions": required.tenant.iter().map(|m| m.version).collect::<Vec<_>>(),
             "shared_versions": required.shared.iter().map(|m| m.version).collect::<Vec<_>>(),
+            "tenant_keys": required.tenant.iter().map(|m| m.key.as_str()).collect::<Vec<_>>(),
             "digest": required.digest(),
         },
         "tenants": snapshot.tenants().count(),

@@ -72,6 +72,8 @@ pub struct GuardState {
     required: ArcSwap<RequiredSet>,
     /// Wakes the watcher for a full re-read (the required set changed).
     reread: tokio::sync::Notify,
+    /// Set when the store announced a deploy (`tenantgate notify`).
+    reload: tokio::sync::Notify,
     container: Container,
 }
 
@@ -90,6 +92,7 @@ impl GuardState {
             config,
             required: ArcSwap::from_pointee(required),
             reread: tokio::sync::Notify::new(),
+            reload: tokio::sync::Notify::new(),
             container: Box::new(|name| format!("schema \"{name}\"")),
         };
         state.publish_counts();
@@ -164,6 +167,13 @@ impl GuardState {
     /// The application's required set.
     pub fn required(&self) -> Arc<RequiredSet> {
         self.required.load_full()
+    }
+
+    /// Resolves when the store announces a deploy (`tenantgate notify`):
+    /// whoever knows where the required set comes from re-reads it and
+    /// calls [`Self::set_required`].
+    pub async fn reload_requested(&self) {
+        self.reload.notified().await;
     }
 
     /// Replaces the required set (a deploy added a migration the code
@@ -286,6 +296,10 @@ async fn apply_changes(
         .map(|change| match change {
             RegistryChange::Tenant(name) => Some(name),
             RegistryChange::Everything => None,
+            RegistryChange::Reload => {
+                state.reload.notify_one();
+                None
+            }
         })
         .collect();
     let Some(names) = names else {

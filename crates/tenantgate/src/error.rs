@@ -72,7 +72,7 @@ pub struct TenantFailure {
 impl fmt::Display for TenantFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(m) = &self.migration {
-            write!(f, "migration {} ({}): ", m.version, m.file)?;
+            write!(f, "migration {} ({}): ", m.key, m.file)?;
         }
         write!(f, "{}; to recover: {}", self.message, self.recovery)
     }

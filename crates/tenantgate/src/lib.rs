@@ -34,6 +34,7 @@
 //! # }).unwrap();
 //! ```
 
+pub mod adopt;
 pub mod backend;
 pub mod django;
 pub mod domain;

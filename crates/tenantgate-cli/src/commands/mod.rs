@@ -1,9 +1,11 @@
 //! One module per command; each returns its exit code.
 
+mod adopt;
 mod backfill;
 mod demo;
 mod guarded;
 mod migrate;
+mod notify;
 mod proxy;
 mod serve;
 mod tenants;
@@ -59,8 +61,10 @@ async fn dispatch(
         Command::Verify(args) => verify::run(global, args, &cancel).await,
         Command::Backfill(args) => backfill::run(global, args, &cancel).await,
         Command::Serve(args) => serve::run(global, args, &cancel).await,
-        Command::Proxy(args) => proxy::run(global, args, &cancel).await,
+        Command::Proxy(args) => proxy::run(global, *args, &cancel).await,
         Command::Demo(args) => demo::run(global, args, &cancel).await,
+        Command::Adopt(args) => adopt::run(global, args).await,
+        Command::Notify => notify::run(global).await,
         Command::Completions { shell } => {
             let mut command = <crate::args::Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "tenantgate", &mut std::io::stdout());

@@ -1,7 +1,12 @@
 //! `tenantgate proxy`: the guard in front of any web app.
 
-use tenantgate::{readiness::RequiredSet, Domain, Error};
-use tenantgate_http::proxy::{self, ProxyConfig, TenantLocation, Upstream};
+use std::{sync::Arc, time::Duration};
+
+use tenantgate::{readiness::RequiredSet, Backend, Domain, Error};
+use tenantgate_http::{
+    proxy::{self, ProxyConfig, TenantLocation, Upstream},
+    GuardState,
+};
 use tokio_util::sync::CancellationToken;
 
 use super::guarded;
@@ -32,7 +37,10 @@ pub(crate) async fn run(
     let backend = guarded::connect(global, &args.guard).await?;
     guarded::gate(global, &args.guard, backend.as_ref(), &required).await?;
     let config = guarded::config(global, &args.guard);
-    let (guard, admin_routes) = guarded::start(backend, required, config, folder).await?;
+    let (guard, admin_routes) = guarded::start(backend.clone(), required, config, folder).await?;
+    if global.ledger.is_foreign() {
+        tokio::spawn(poll_ledgers(backend, guard.clone(), args.ledger_poll));
+    }
     let location = match tenantgate::backend::sqlite_folder(&global.url()) {
         Some(dir) => TenantLocation::File(std::path::absolute(dir).unwrap_or_else(|_| dir.into())),
         None => TenantLocation::Schema,
@@ -49,7 +57,7 @@ pub(crate) async fn run(
     let (admin_listener, admin_address) = guarded::listen(args.admin_listen).await?;
     println!("listening on http://{address}");
     println!("admin on http://{admin_address} (/livez, /readyz, /health/migrations, /metrics)");
-    tokio::spawn(reload_on_sighup(global.clone(), guard.clone()));
+    tokio::spawn(reload_on_deploy(global.clone(), guard.clone()));
     let admin = guarded::serve_until(
         admin_listener,
         admin_routes,
@@ -125,26 +133,50 @@ async fn serve_on_workers(
     .map_err(|e| CliError::Server(std::io::Error::other(e)))?
 }
 
-/// Re-reads the migration folder on SIGHUP, so a deploy that adds a
-/// migration the app needs is enforced without a restart.
-async fn reload_on_sighup(global: Global, guard: std::sync::Arc<tenantgate_http::GuardState>) {
+/// Re-reads the migration folder on SIGHUP and on `tenantgate notify`, so
+/// a deploy that adds a migration the app needs is enforced without a
+/// restart.
+async fn reload_on_deploy(global: Global, guard: Arc<GuardState>) {
     let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
     else {
         return;
     };
-    while hangups.recv().await.is_some() {
+    loop {
+        let cause = tokio::select! {
+            hangup = hangups.recv() => match hangup {
+                Some(()) => "SIGHUP",
+                None => return,
+            },
+            () = guard.reload_requested() => "tenantgate notify",
+        };
         match super::folder(&global) {
             Ok(folder) => {
                 let required = RequiredSet::from_folder(&folder);
                 tracing::warn!(
                     digest = %required.digest(),
-                    "SIGHUP: the required set was re-read from the migration folder"
+                    "{cause}: the required set was re-read from the migration folder"
                 );
                 guard.set_required(required);
             }
             Err(e) => {
-                tracing::error!(error = %e, "SIGHUP: the migration folder cannot be read; the required set is unchanged")
+                tracing::error!(error = %e, "{cause}: the migration folder cannot be read; the required set is unchanged")
             }
+        }
+    }
+}
+
+/// Keeps the registry in step with ledgers another tool writes: reads
+/// them every `interval` and records what changed, which the watcher then
+/// hears like any registry change.
+async fn poll_ledgers(backend: Arc<dyn Backend>, guard: Arc<GuardState>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(e) =
+            tenantgate::ledger::refresh(backend.as_ref(), &guard.required().tenant).await
+        {
+            tracing::warn!(error = %e, "reading the tenants' ledgers failed; retrying");
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `tenantgate tenants create|list|show|drop`.
 
-use tenantgate::{provision, Domain, Error, TenantName};
+use tenantgate::{provision, Domain, Error, MigrationFolder, TenantName};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -35,8 +35,8 @@ pub(crate) async fn run(
             let backend = super::backend(global).await?;
             backend.prepare().await?;
             let mut tenants = backend.tenants().await?;
-            apply_effective_states(global, &mut tenants);
-            output::tenant_list(global, &tenants);
+            let folder = apply_effective_states(global, &mut tenants);
+            output::tenant_list(global, &tenants, &|v| key_of(folder.as_ref(), v));
             Ok(exit::OK)
         }
         TenantsCommand::Show { name } => {
@@ -45,9 +45,11 @@ pub(crate) async fn run(
             backend.prepare().await?;
             let mut tenants = backend.tenants().await?;
             tenants.retain(|t| t.name == tenant);
-            apply_effective_states(global, &mut tenants);
+            let folder = apply_effective_states(global, &mut tenants);
             let found = tenants.pop().ok_or(Error::UnknownTenant { tenant: name })?;
-            output::tenant_detail(global, &found, &backend.container(&tenant));
+            output::tenant_detail(global, &found, &backend.container(&tenant), &|v| {
+                key_of(folder.as_ref(), v)
+            });
             Ok(exit::OK)
         }
         TenantsCommand::Drop { name, yes } => {
@@ -66,14 +68,29 @@ pub(crate) async fn run(
 }
 
 /// Shows `pending` for ready tenants that lack a migration of the folder,
-/// when the folder loads; otherwise the registry's states stand.
-fn apply_effective_states(global: &Global, tenants: &mut [tenantgate::Tenant]) {
+/// when the folder loads (and returns it); otherwise the registry's states
+/// stand.
+fn apply_effective_states(
+    global: &Global,
+    tenants: &mut [tenantgate::Tenant],
+) -> Option<MigrationFolder> {
     match super::folder(global) {
         Ok(folder) => {
             for t in tenants.iter_mut() {
                 t.state = t.effective_state(&folder.tenant);
             }
+            Some(folder)
         }
-        Err(e) => tracing::warn!("showing registry states only: {e}"),
+        Err(e) => {
+            tracing::warn!("showing registry states only: {e}");
+            None
+        }
     }
+}
+
+/// The folder's name for an applied version (`app.name` for Django), else the number.
+fn key_of(folder: Option<&MigrationFolder>, version: i64) -> String {
+    folder
+        .and_then(|f| f.tenant.get(version))
+        .map_or_else(|| version.to_string(), |m| m.key.clone())
 }

@@ -37,7 +37,8 @@ impl ApplyFailure {
             FailureKind::ChecksumMismatch => Error::ChecksumChanged {
                 changed: vec![(
                     "shared".into(),
-                    *self.migration
+                    *self
+                        .migration
                         .expect("a checksum failure names its migration"),
                 )],
             },

@@ -28,13 +28,18 @@ pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 
 use crate::{
-    migrations::Backfill, AppliedMigration, Domain, Error, LedgerKind, MigrationSet, Tenant,
-    TenantFailure, TenantName, TenantState,
+    adopt::{AdoptSource, Adoptee, Candidate},
+    migrations::Backfill,
+    AppliedMigration, Domain, Error, LedgerKind, MigrationSet, Tenant, TenantFailure, TenantName,
+    TenantState,
 };
 
 /// Per-tenant time limits, so one tenant stuck behind application locks is
@@ -161,6 +166,52 @@ pub trait Backend: Send + Sync {
 
     /// Opens a session for migrating tenants one after another.
     async fn open_session(&self) -> Result<Box<dyn TenantSession>, Error>;
+
+    /// The schemas `source` names, one row each as it gave them (see
+    /// [`crate::adopt`]). Only the PostgreSQL store holds schemas to adopt.
+    async fn adoption_candidates(&self, source: &AdoptSource) -> Result<Vec<Candidate>, Error> {
+        let _ = source;
+        Err(not_adoptable())
+    }
+
+    /// Which of `schemas` exist.
+    async fn existing_schemas(&self, schemas: &[String]) -> Result<HashSet<String>, Error> {
+        let _ = schemas;
+        Err(not_adoptable())
+    }
+
+    /// Every registered domain with the tenant it routes to.
+    async fn domain_owners(&self) -> Result<HashMap<String, String>, Error> {
+        Err(not_adoptable())
+    }
+
+    /// Registers existing schemas as tenants in one transaction, with
+    /// their domains, states and ledger copies; with `baseline`, also
+    /// writes each one's tenantgate ledger with those migrations. Announces
+    /// the change after the commit.
+    async fn register_existing(
+        &self,
+        adoptees: &[Adoptee],
+        baseline: Option<&MigrationSet>,
+    ) -> Result<(), Error> {
+        let _ = (adoptees, baseline);
+        Err(not_adoptable())
+    }
+
+    /// Has every running guard re-read the registry and its required set
+    /// (`tenantgate notify`).
+    async fn announce_reload(&self) -> Result<(), Error> {
+        Err(Error::Config(
+            "notify reaches servers through PostgreSQL's LISTEN/NOTIFY; servers on the SQLite store see registry changes by themselves and re-read their migration folder on SIGHUP".into(),
+        ))
+    }
+}
+
+/// The error of a store that holds no schemas to adopt.
+fn not_adoptable() -> Error {
+    Error::Config(
+        "adopt registers existing PostgreSQL schemas; the SQLite store's tenants are created by tenantgate".into(),
+    )
 }
 
 /// A connection dedicated to migrating tenants, one transaction per tenant.
@@ -224,6 +275,9 @@ pub enum RegistryChange {
     Tenant(TenantName),
     /// Anything may have changed: re-read the whole registry.
     Everything,
+    /// A deploy changed what the application requires: re-read the
+    /// required set, then the whole registry.
+    Reload,
 }
 
 /// A subscription to registry state changes (`NOTIFY tenantgate`).

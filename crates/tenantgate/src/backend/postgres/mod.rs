@@ -5,6 +5,7 @@
 //! `search_path` with `SET LOCAL`, so commit or rollback releases both and
 //! no connection ever carries one tenant's search path into other work.
 
+mod adopt;
 mod apply;
 mod backfill;
 mod connect;
@@ -18,7 +19,7 @@ mod sql;
 mod watch;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::atomic::{AtomicBool, Ordering},
 };
 
@@ -33,6 +34,7 @@ use self::{
     sql::error_while,
 };
 use crate::{
+    adopt::{AdoptSource, Adoptee, Candidate},
     backend::{
         failure::{backfill_failure, tenant_failure},
         Backend, BackfillMode, BackfillOutcome, Ledgers, Limits, StateChange, TenantSession, Watch,
@@ -41,6 +43,9 @@ use crate::{
     migrations::Backfill,
     AppliedMigration, Domain, Error, LedgerKind, MigrationSet, Tenant, TenantFailure, TenantName,
 };
+
+/// The `NOTIFY tenantgate` payload asking servers to re-read their required set.
+const RELOAD_PAYLOAD: &str = "*reload";
 
 /// A PostgreSQL database holding the registry and the tenant schemas.
 pub struct PgBackend {
@@ -233,6 +238,38 @@ impl Backend for PgBackend {
         }
         pooled!(self, |client| registry::record_states(&mut client, changes)
             .await)
+    }
+
+    async fn adoption_candidates(&self, source: &AdoptSource) -> Result<Vec<Candidate>, Error> {
+        pooled!(self, |client| adopt::candidates(&client, source).await)
+    }
+
+    async fn existing_schemas(&self, schemas: &[String]) -> Result<HashSet<String>, Error> {
+        pooled!(self, |client| adopt::existing_schemas(&client, schemas)
+            .await)
+    }
+
+    async fn domain_owners(&self) -> Result<HashMap<String, String>, Error> {
+        pooled!(self, |client| adopt::domain_owners(&client).await)
+    }
+
+    async fn register_existing(
+        &self,
+        adoptees: &[Adoptee],
+        baseline: Option<&MigrationSet>,
+    ) -> Result<(), Error> {
+        pooled!(self, |client| adopt::register(
+            &mut client,
+            adoptees,
+            baseline
+        )
+        .await)
+    }
+
+    async fn announce_reload(&self) -> Result<(), Error> {
+        pooled!(self, |client| registry::notify(&*client, RELOAD_PAYLOAD)
+            .await
+            .map_err(|e| error_while("announcing the reload", &e)))
     }
 
     async fn open_session(&self) -> Result<Box<dyn TenantSession>, Error> {

@@ -33,8 +33,12 @@ impl PgWatch {
 }
 
 /// The change a `NOTIFY tenantgate` payload announces: a tenant's name,
-/// else (`*`, or anything unexpected) everything.
+/// `*reload` (a deploy: the required set too), else (`*`, or anything
+/// unexpected) everything.
 fn from_payload(payload: &str) -> RegistryChange {
+    if payload == super::RELOAD_PAYLOAD {
+        return RegistryChange::Reload;
+    }
     TenantName::parse(payload).map_or(RegistryChange::Everything, RegistryChange::Tenant)
 }
 
