@@ -5,11 +5,7 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use axum::Router;
-use tenantgate::{
-    backend::{ConnectOptions, WatchMode},
-    readiness::RequiredSet,
-    Backend, MigrationFolder,
-};
+use tenantgate::{backend::WatchMode, readiness::RequiredSet, Backend, MigrationFolder};
 use tenantgate_demo::Store;
 use tenantgate_http::{
     admin_router, health_router, startup_gate, watch_registry, AdminState, DetailPolicy,
@@ -41,15 +37,11 @@ pub(crate) async fn connect(
         (None, WatchArg::Poll) => WatchMode::Poll(args.poll_interval),
         (None, WatchArg::Listen) => WatchMode::Listen,
     };
-    Ok(tenantgate::backend::connect_with(
-        &url,
-        &ConnectOptions {
-            watch,
-            ledger: global.ledger,
-        },
+    Ok(
+        tenantgate::backend::connect_with(&url, &super::connect_options(global, watch))
+            .await?
+            .into(),
     )
-    .await?
-    .into())
 }
 
 /// The app's store for a URL, or a usage error.

@@ -12,7 +12,7 @@ mod tenants;
 mod verify;
 
 use tenantgate::{
-    backend::{ConnectOptions, Limits},
+    backend::{ConnectOptions, Limits, WatchMode},
     django::DjangoApp,
     fleet::FleetOptions,
     Backend, Error, FolderLayout, LedgerKind, MigrationFolder, TenantName,
@@ -78,12 +78,26 @@ async fn dispatch(
 pub(crate) async fn backend(global: &Global) -> Result<Box<dyn Backend>, Error> {
     tenantgate::backend::connect_with(
         &global.url(),
-        &ConnectOptions {
-            ledger: global.ledger,
-            ..ConnectOptions::default()
-        },
+        &connect_options(global, WatchMode::default()),
     )
     .await
+}
+
+/// How to open the store: `watch`, and the ledger the global options name.
+pub(crate) fn connect_options(global: &Global, watch: WatchMode) -> ConnectOptions {
+    ConnectOptions {
+        watch,
+        ledger: global.ledger,
+        django_apps: global
+            .django_apps
+            .iter()
+            .map(|spec| {
+                spec.split_once('=')
+                    .map_or(spec.as_str(), |(label, _)| label)
+                    .to_owned()
+            })
+            .collect(),
+    }
 }
 
 /// Refuses a command that works only on tenantgate's own ledger.

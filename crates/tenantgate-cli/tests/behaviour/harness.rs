@@ -263,6 +263,18 @@ impl Harness {
         Run::from(self.command(args).output().await.expect("run tenantgate"))
     }
 
+    /// Runs the binary with more environment (which may override the
+    /// harness's own `TENANTGATE_MIGRATIONS`).
+    pub(crate) async fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        Run::from(
+            self.command(args)
+                .envs(env.iter().copied())
+                .output()
+                .await
+                .expect("run tenantgate"),
+        )
+    }
+
     /// Runs the binary against another database URL.
     pub(crate) async fn run_with_url(&self, url: &str, args: &[&str]) -> Run {
         Run::from(

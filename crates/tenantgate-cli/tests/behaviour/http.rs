@@ -164,6 +164,16 @@ impl Harness {
     /// Starts `tenantgate proxy` in front of `upstream` on free ports (the
     /// app's and the admin one); expects it to start.
     pub(crate) async fn proxy(&self, upstream: SocketAddr, args: &[&str]) -> Server {
+        self.proxy_with_env(upstream, args, &[]).await
+    }
+
+    /// [`Self::proxy`] with more environment.
+    pub(crate) async fn proxy_with_env(
+        &self,
+        upstream: SocketAddr,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let upstream = format!("http://{upstream}");
         let mut all = vec![
             "proxy",
@@ -176,7 +186,7 @@ impl Harness {
         ];
         all.extend_from_slice(args);
         let url = self.url.clone();
-        self.start_server(&url, &all, &[])
+        self.start_server(&url, &all, env)
             .await
             .unwrap_or_else(|(code, stderr)| panic!("proxy exited {code}: {stderr}"))
     }

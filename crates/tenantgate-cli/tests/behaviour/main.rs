@@ -11,6 +11,7 @@ mod checksums;
 mod cli_errors;
 mod conventions;
 mod demo;
+mod django;
 mod files;
 mod fleet;
 mod pooler;

@@ -318,6 +318,9 @@ pub struct ConnectOptions {
     /// Which ledger each tenant schema holds. PostgreSQL only: the SQLite
     /// store keeps tenantgate's own, and refuses the others.
     pub ledger: LedgerKind,
+    /// With a Django ledger: the tenant apps whose rows count (Django also
+    /// records the shared apps' migrations in every schema).
+    pub django_apps: Vec<String>,
 }
 
 /// The data folder of the embedded default store.
@@ -338,7 +341,7 @@ pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<Box<dyn
         return Ok(Box::new(
             postgres::PgBackend::new(url)?
                 .watching(options.watch.clone())
-                .with_ledger(options.ledger),
+                .with_ledger(options.ledger, options.django_apps.clone()),
         ));
         #[cfg(not(feature = "postgres"))]
         return Err(not_built("postgres", url));

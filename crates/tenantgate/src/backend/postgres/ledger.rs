@@ -8,7 +8,7 @@ use tokio_postgres::{types::Type, Client, SimpleQueryMessage};
 
 use super::{
     connect::Connector,
-    sql::{db_error, tenant_ledger},
+    sql::{db_error, literal, tenant_ledger},
 };
 use crate::{backend::Ledgers, django, AppliedMigration, Error, LedgerKind, TenantName};
 
@@ -19,11 +19,21 @@ const PIPELINE_DEPTH: usize = 64;
 const READERS: usize = 4;
 
 /// Reads the ledgers of `tenants`; see [`crate::Backend::read_ledgers`].
+/// Which ledger each tenant schema holds and, for Django's, whose rows
+/// count.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LedgerScope {
+    pub(crate) kind: LedgerKind,
+    /// Django app labels; empty for every app.
+    pub(crate) apps: Vec<String>,
+}
+
 pub(crate) async fn read_ledgers(
     connector: &Connector,
     tenants: &[TenantName],
-    kind: LedgerKind,
+    scope: &LedgerScope,
 ) -> Result<Ledgers, Error> {
+    let kind = scope.kind;
     let mut first = connector.checkout().await?;
     let existing = schemas_with_ledger(&first, kind).await?;
     let mut ledgers: Ledgers = tenants
@@ -49,7 +59,7 @@ pub(crate) async fn read_ledgers(
         clients
             .iter()
             .zip(present.chunks(chunk))
-            .map(|(client, tenants)| read_chunk(client, tenants, kind)),
+            .map(|(client, tenants)| read_chunk(client, tenants, scope)),
     )
     .await?;
     for client in &mut clients {
@@ -68,13 +78,13 @@ type Read = Vec<(TenantName, Option<Vec<AppliedMigration>>)>;
 async fn read_chunk(
     client: &Client,
     tenants: &[&TenantName],
-    kind: LedgerKind,
+    scope: &LedgerScope,
 ) -> Result<Read, Error> {
     // Boxed up front: a closure inside the stream would not be `Send` for
     // every lifetime, which the backend trait's futures must be.
     let reads: Vec<BoxFuture<'_, Result<Read, Error>>> = tenants
         .chunks(LEDGERS_PER_STATEMENT)
-        .map(|group| read_group(client, group, kind).boxed())
+        .map(|group| read_group(client, group, scope).boxed())
         .collect();
     let groups: Vec<Read> = stream::iter(reads)
         .buffered(PIPELINE_DEPTH / 4)
@@ -89,24 +99,34 @@ async fn read_chunk(
 async fn read_group(
     client: &Client,
     group: &[&TenantName],
-    kind: LedgerKind,
+    scope: &LedgerScope,
 ) -> Result<Read, Error> {
+    let kind = scope.kind;
     let columns = match kind {
         LedgerKind::Django => "app, name, ''",
         LedgerKind::Tenantgate | LedgerKind::Sqlx => {
             "version::text, description, encode(checksum, 'hex')"
         }
     };
-    let only_successful = match kind {
-        LedgerKind::Django => "",
-        LedgerKind::Tenantgate | LedgerKind::Sqlx => " WHERE success",
+    let only_counted = match kind {
+        LedgerKind::Django if scope.apps.is_empty() => String::new(),
+        LedgerKind::Django => format!(
+            " WHERE app IN ({})",
+            scope
+                .apps
+                .iter()
+                .map(|a| literal(a))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        LedgerKind::Tenantgate | LedgerKind::Sqlx => " WHERE success".into(),
     };
     let sql = group
         .iter()
         .enumerate()
         .map(|(i, tenant)| {
             format!(
-                "SELECT {i}, {columns} FROM {}{only_successful}",
+                "SELECT {i}, {columns} FROM {}{only_counted}",
                 tenant_ledger(tenant, kind)
             )
         })
@@ -118,7 +138,7 @@ async fn read_group(
         Err(e) if !db_error(&e).connection_lost && group.len() > 1 => {
             let mut read = Vec::new();
             for tenant in group {
-                read.extend(Box::pin(read_group(client, &[tenant], kind)).await?);
+                read.extend(Box::pin(read_group(client, &[tenant], scope)).await?);
             }
             return Ok(read);
         }

@@ -31,6 +31,7 @@ pub use self::conninfo::{settings, ConnectionSettings, APPLICATION_NAME};
 use self::{
     apply::{apply_set, ApplyFailure, Target},
     connect::Connector,
+    ledger::LedgerScope,
     sql::error_while,
 };
 use crate::{
@@ -54,8 +55,8 @@ pub struct PgBackend {
     watch: WatchMode,
     /// Set once this process saw the registry installed at its version.
     prepared: AtomicBool,
-    /// Which ledger the tenant schemas hold.
-    ledger: LedgerKind,
+    /// Which ledger the tenant schemas hold, and (Django) whose rows count.
+    ledger: LedgerScope,
 }
 
 /// Runs `$op` with `$client` bound to a pooled connection, which goes back
@@ -76,13 +77,14 @@ impl PgBackend {
             connector: Connector::new(url)?,
             watch: WatchMode::Listen,
             prepared: AtomicBool::new(false),
-            ledger: LedgerKind::Tenantgate,
+            ledger: LedgerScope::default(),
         })
     }
 
-    /// The same store, reading (and, for sqlx, writing) `kind` ledgers.
-    pub fn with_ledger(mut self, kind: LedgerKind) -> Self {
-        self.ledger = kind;
+    /// The same store, reading (and, for sqlx, writing) `kind` ledgers; of
+    /// a Django ledger, only the rows of `apps`.
+    pub fn with_ledger(mut self, kind: LedgerKind, apps: Vec<String>) -> Self {
+        self.ledger = LedgerScope { kind, apps };
         self
     }
 
@@ -108,7 +110,7 @@ impl Backend for PgBackend {
     }
 
     fn ledger_kind(&self) -> LedgerKind {
-        self.ledger
+        self.ledger.kind
     }
 
     async fn prepare(&self) -> Result<(), Error> {
@@ -198,7 +200,7 @@ impl Backend for PgBackend {
     }
 
     async fn read_ledgers(&self, tenants: &[TenantName]) -> Result<Ledgers, Error> {
-        ledger::read_ledgers(&self.connector, tenants, self.ledger).await
+        ledger::read_ledgers(&self.connector, tenants, &self.ledger).await
     }
 
     async fn catalog_drift(
@@ -216,7 +218,7 @@ impl Backend for PgBackend {
         if tenants.is_empty() {
             return Ok(());
         }
-        if self.ledger == LedgerKind::Django {
+        if self.ledger.kind == LedgerKind::Django {
             let ledgers = self.read_ledgers(tenants).await?;
             return pooled!(self, |client| registry::write_ledgers(
                 &mut client,
@@ -227,7 +229,7 @@ impl Backend for PgBackend {
         pooled!(self, |client| registry::sync_registry(
             &mut client,
             tenants,
-            self.ledger
+            self.ledger.kind
         )
         .await)
     }
@@ -275,7 +277,7 @@ impl Backend for PgBackend {
     async fn open_session(&self) -> Result<Box<dyn TenantSession>, Error> {
         Ok(Box::new(PgSession {
             client: self.connector.connect().await?,
-            ledger: self.ledger,
+            ledger: self.ledger.kind,
         }))
     }
 }

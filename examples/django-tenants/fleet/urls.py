@@ -1,0 +1,6 @@
+"""Tenant sites."""
+from django.urls import path
+
+from shop import views
+
+urlpatterns = [path("", views.status)]
