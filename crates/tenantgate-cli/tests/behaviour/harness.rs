@@ -263,12 +263,22 @@ impl Harness {
         Run::from(self.command(args).output().await.expect("run tenantgate"))
     }
 
-    /// Runs the binary with more environment (which may override the
-    /// harness's own `TENANTGATE_MIGRATIONS`).
+    /// The binary's command with more environment (which may override the
+    /// harness's own `TENANTGATE_MIGRATIONS`), to start by hand.
+    pub(crate) fn command_with_env(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> tokio::process::Command {
+        let mut command = self.command(args);
+        command.envs(env.iter().copied());
+        command
+    }
+
+    /// Runs the binary with more environment (see [`Self::command_with_env`]).
     pub(crate) async fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         Run::from(
-            self.command(args)
-                .envs(env.iter().copied())
+            self.command_with_env(args, env)
                 .output()
                 .await
                 .expect("run tenantgate"),

@@ -6,6 +6,7 @@
 mod harness;
 mod http;
 
+mod adoption;
 mod backfills;
 mod checksums;
 mod cli_errors;
