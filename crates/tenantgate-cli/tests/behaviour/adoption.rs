@@ -117,7 +117,7 @@ async fn a_sqlx_fleet_is_adopted_and_migrated_as_sqlx_would(h: Harness) {
     };
     assert_eq!(rows("tenant_globex").await, rows("tenant_acme").await);
     // …so sqlx itself finds nothing to do and no checksum it disagrees with.
-    sqlx_migrate(&h, "tenant_globex", full.path()).await;
+    sqlx_migrate(h, "tenant_globex", full.path()).await;
     h.run_with_env(&["verify", "--deep"], &env).await.expect(0);
     // A migration sqlx applies later is read from its ledger, not assumed.
     std::fs::write(
@@ -125,7 +125,7 @@ async fn a_sqlx_fleet_is_adopted_and_migrated_as_sqlx_would(h: Harness) {
         "CREATE TABLE notes (body text);\n",
     )
     .unwrap();
-    sqlx_migrate(&h, "tenant_acme", full.path()).await;
+    sqlx_migrate(h, "tenant_acme", full.path()).await;
     let verified = h.run_with_env(&["--json", "verify"], &env).await;
     verified.expect(1);
     let report = verified.json();
@@ -355,11 +355,9 @@ async fn exec_decides_from_the_ledger_and_kills_what_it_started(h: Harness) {
     assert_eq!(h.state("globex").await, "failed");
 
     // Exit 3 but the ledger holds everything: ready.
-    let record = format!(
-        "psql \"$DATABASE_URL\" -qc \"INSERT INTO {{schema}}.django_migrations (app, name) VALUES ('shop', '0002_userstatus')\"; exit 3"
-    );
+    let record = "psql \"$DATABASE_URL\" -qc \"INSERT INTO {schema}.django_migrations (app, name) VALUES ('shop', '0002_userstatus')\"; exit 3";
     let healed = h
-        .run_with_env(&["--json", "migrate", "--shell", "--exec", &record], &env)
+        .run_with_env(&["--json", "migrate", "--shell", "--exec", record], &env)
         .await;
     healed.expect(0);
     let report = healed.json();
