@@ -308,8 +308,13 @@ pub(crate) struct VerifyArgs {
     #[command(flatten)]
     pub(crate) fleet: FleetArgs,
     /// Also compare each tenant's live catalog with what its ledger promises
+    /// (with --ledger django: with its peers', as --peers does)
     #[arg(long)]
     pub(crate) deep: bool,
+    /// Also compare the catalogs of tenants holding the same migrations with each other:
+    /// one differing from a strict majority of at least three is reported
+    #[arg(long)]
+    pub(crate) peers: bool,
     /// Apply missing migrations, then verify again
     #[arg(long)]
     pub(crate) fix: bool,

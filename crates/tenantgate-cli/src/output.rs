@@ -314,6 +314,15 @@ pub(crate) fn verify_report(global: &Global, report: &VerifyReport) {
         for d in &t.drift {
             println!("    drift: {d}");
         }
+        if let Some(outlier) = &t.outlier {
+            println!(
+                "    differs from the majority of the {} tenants holding its migrations (compared with {}):",
+                outlier.group, outlier.compared_with
+            );
+            for d in outlier.differences.iter().take(LISTED) {
+                println!("      {d}");
+            }
+        }
         if let Some(e) = &t.last_error {
             println!("    last error: {e}");
         }
@@ -321,14 +330,25 @@ pub(crate) fn verify_report(global: &Global, report: &VerifyReport) {
             println!("    to recover: {}", invocation.command(r));
         }
     }
+    for group in report.peers.iter().flat_map(|p| &p.undecided) {
+        println!(
+            "undecided ({}): {}",
+            match group.reason {
+                "fewer_than_three" => "fewer than three tenants hold these migrations",
+                _ => "no strict majority among their catalogs",
+            },
+            first_few(&group.tenants)
+        );
+    }
     println!(
         "{} of {} tenant(s) verified ok{}",
         report.tenants.len() - bad.len(),
         report.tenants.len(),
-        if report.deep {
-            " (deep: ledgers and catalogs)"
-        } else {
-            " (ledgers)"
+        match (report.deep, &report.peers) {
+            (_, Some(_)) if !report.deep => " (ledgers, catalogs against peers)",
+            (true, Some(_)) => " (deep: ledgers, catalogs against peers)",
+            (true, None) => " (deep: ledgers and catalogs)",
+            (false, _) => " (ledgers)",
         }
     );
 }

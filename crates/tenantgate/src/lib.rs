@@ -43,6 +43,7 @@ pub mod exec;
 pub mod fleet;
 pub mod ledger;
 pub mod migrations;
+pub mod peers;
 pub mod progress;
 pub mod provision;
 pub mod readiness;

@@ -35,9 +35,10 @@ use crate::{
     backend::StateChange,
     fleet::{self, FleetOptions, FleetReport},
     migrations::MigrationRef,
+    peers::{self, Outlier, PeerReport},
     progress::ProgressSink,
-    AppliedMigration, Backend, Error, MigrationFolder, MigrationSet, Recovery, Tenant, TenantName,
-    TenantState,
+    AppliedMigration, Backend, Error, LedgerKind, MigrationFolder, MigrationSet, Recovery, Tenant,
+    TenantName, TenantState,
 };
 
 /// How to verify.
@@ -47,6 +48,10 @@ pub struct VerifyOptions {
     pub deep: bool,
     /// Apply missing migrations, then verify again.
     pub fix: bool,
+    /// Also compare tenants holding the same applied set with each other
+    /// (see [`crate::peers`]); what `deep` does for Django ledgers, whose
+    /// migrations cannot be replayed.
+    pub peers: bool,
     /// Fleet settings used by `fix`; its `tenants` also limits verification.
     pub fleet: FleetOptions,
 }
@@ -70,6 +75,9 @@ pub struct TenantCheck {
     pub ledger_missing: bool,
     /// Differences between the live catalog and the ledger's promise (deep only).
     pub drift: Vec<String>,
+    /// How its catalog differs from the majority of its peers (`peers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<Outlier>,
     /// The error of its last failed attempt, while it is `failed`.
     pub last_error: Option<String>,
     /// What heals each problem.
@@ -98,6 +106,9 @@ pub struct VerifyReport {
     pub tenants: Vec<TenantCheck>,
     /// What `fix` did, when asked.
     pub fixed: Option<FleetReport>,
+    /// What comparing peers found, when asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers: Option<PeerReport>,
 }
 
 impl VerifyReport {
@@ -192,7 +203,22 @@ async fn check(
         })
         .collect();
 
-    if options.deep {
+    let by_peers = options.peers || (options.deep && backend.ledger_kind() == LedgerKind::Django);
+    let peers = if by_peers {
+        let report = peers::compare(backend, &ledgers).await?;
+        for outlier in &report.outliers {
+            if let Some(check) = checks.iter_mut().find(|c| c.tenant == outlier.tenant) {
+                check.recovery.push(Recovery::RepairDrift {
+                    tenant: outlier.tenant.clone(),
+                });
+                check.outlier = Some(outlier.clone());
+            }
+        }
+        Some(report)
+    } else {
+        None
+    };
+    if options.deep && backend.ledger_kind() != LedgerKind::Django {
         let comparable: Vec<(TenantName, Vec<i64>)> = checks
             .iter()
             .zip(&names)
@@ -249,6 +275,7 @@ async fn check(
             && check.unknown.is_empty()
             && !check.ledger_missing
             && check.drift.is_empty()
+            && check.outlier.is_none()
             && !matches!(check.state, TenantState::Failed | TenantState::Drift);
     }
     Ok(VerifyReport {
@@ -256,6 +283,7 @@ async fn check(
         shared,
         tenants: checks,
         fixed: None,
+        peers,
     })
 }
 
@@ -314,6 +342,7 @@ fn check_ledger(
         unknown: Vec::new(),
         ledger_missing: ledger.is_none(),
         drift: Vec::new(),
+        outlier: None,
         last_error: (tenant.state != TenantState::Ready)
             .then(|| tenant.last_error.clone())
             .flatten(),

@@ -20,6 +20,7 @@ pub(crate) async fn run(
     let options = VerifyOptions {
         deep: args.deep,
         fix: args.fix,
+        peers: args.peers,
         fleet: FleetOptions {
             allow_out_of_order: args.allow_out_of_order,
             ..super::fleet_options(&args.fleet)?

@@ -20,6 +20,7 @@ only_on!(postgres:
     a_baseline_is_written_only_where_the_catalog_matches,
     exec_decides_from_the_ledger_and_kills_what_it_started,
     notify_makes_running_proxies_enforce_a_deploy,
+    drift_among_peers_is_found_without_replaying,
 );
 // The SQLite store keeps tenantgate's own ledger and has no schemas to adopt.
 only_on!(sqlite: other_ledgers_and_adoption_need_postgres);
@@ -501,6 +502,100 @@ async fn notify_makes_running_proxies_enforce_a_deploy(h: Harness) {
     );
     let served = eventually(Duration::from_secs(10), || async { status().await == 200 }).await;
     assert!(served, "acme still blocked: {}", proxy.stderr());
+}
+
+async fn drift_among_peers_is_found_without_replaying(h: Harness) {
+    let project = django_project(&["0001_initial", "0002_userstatus"]);
+    let both = ["0001_initial", "0002_userstatus"];
+    // Four tenants hold both migrations; one lost a column by hand. Two hold
+    // only the first (too few to vote); two more split evenly.
+    for (schema, recorded, table) in [
+        (
+            "acme",
+            &both[..],
+            "CREATE TABLE t (id bigint PRIMARY KEY, note text)",
+        ),
+        (
+            "globex",
+            &both[..],
+            "CREATE TABLE t (id bigint PRIMARY KEY, note text)",
+        ),
+        (
+            "initech",
+            &both[..],
+            "CREATE TABLE t (id bigint PRIMARY KEY, note text)",
+        ),
+        (
+            "umbrella",
+            &both[..],
+            "CREATE TABLE t (id bigint PRIMARY KEY)",
+        ),
+        (
+            "hooli",
+            &both[..1],
+            "CREATE TABLE t (id bigint PRIMARY KEY)",
+        ),
+        ("pied", &both[..1], "CREATE TABLE t (id bigint PRIMARY KEY)"),
+    ] {
+        django_schema(&h, schema, recorded).await;
+        h.db()
+            .batch_execute(&format!(
+                "SET search_path TO {schema}; {table}; RESET search_path"
+            ))
+            .await
+            .unwrap();
+    }
+    let folder = project.path().display().to_string();
+    let env = [
+        ("TENANTGATE_LEDGER", "django"),
+        ("TENANTGATE_DJANGO_APPS", "shop"),
+        ("TENANTGATE_MIGRATIONS", folder.as_str()),
+    ];
+    h.run_with_env(&["adopt", "--schemas", "%", "--apply"], &env)
+        .await
+        .expect(0);
+    let verified = h.run_with_env(&["--json", "verify", "--deep"], &env).await;
+    verified.expect(1);
+    let report = verified.json();
+    let outliers = report["peers"]["outliers"].as_array().unwrap();
+    assert_eq!(outliers.len(), 1, "{report}");
+    assert_eq!(outliers[0]["tenant"], "umbrella");
+    assert_eq!(outliers[0]["group"], 4);
+    assert_eq!(
+        outliers[0]["differences"],
+        serde_json::json!(["missing column t.note text"])
+    );
+    let undecided = &report["peers"]["undecided"];
+    assert_eq!(
+        undecided[0]["tenants"],
+        serde_json::json!(["hooli", "pied"])
+    );
+    assert_eq!(undecided[0]["reason"], "fewer_than_three");
+    // Reported, not marked: the guard does not block on a vote.
+    assert_eq!(h.state("umbrella").await, "ready");
+    let text = h.run_with_env(&["verify", "--deep"], &env).await;
+    assert!(
+        text.stdout
+            .contains("differs from the majority of the 4 tenants"),
+        "{}",
+        text.stdout
+    );
+
+    // Two against two: no strict majority, so nobody is called an outlier.
+    h.db()
+        .batch_execute("ALTER TABLE initech.t DROP COLUMN note")
+        .await
+        .unwrap();
+    let split = h.run_with_env(&["--json", "verify", "--peers"], &env).await;
+    let report = split.json();
+    assert!(
+        report["peers"]["outliers"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
+    assert_eq!(
+        report["peers"]["undecided"][1]["reason"], "no_majority",
+        "{report}"
+    );
 }
 
 async fn other_ledgers_and_adoption_need_postgres(h: Harness) {

@@ -29,7 +29,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     time::Duration,
 };
 
@@ -167,6 +167,25 @@ pub trait Backend: Send + Sync {
     /// Opens a session for migrating tenants one after another.
     async fn open_session(&self) -> Result<Box<dyn TenantSession>, Error>;
 
+    /// A digest of each tenant's live catalog: equal digests, equal
+    /// catalogs (see [`crate::peers`]). PostgreSQL only.
+    async fn catalog_digests(
+        &self,
+        tenants: &[TenantName],
+    ) -> Result<HashMap<TenantName, String>, Error> {
+        let _ = tenants;
+        Err(no_peers())
+    }
+
+    /// Each tenant's live catalog, one readable line per object.
+    async fn catalog_lines(
+        &self,
+        tenants: &[TenantName],
+    ) -> Result<HashMap<TenantName, BTreeSet<String>>, Error> {
+        let _ = tenants;
+        Err(no_peers())
+    }
+
     /// The schemas `source` names, one row each as it gave them (see
     /// [`crate::adopt`]). Only the PostgreSQL store holds schemas to adopt.
     async fn adoption_candidates(&self, source: &AdoptSource) -> Result<Vec<Candidate>, Error> {
@@ -205,6 +224,13 @@ pub trait Backend: Send + Sync {
             "notify reaches servers through PostgreSQL's LISTEN/NOTIFY; servers on the SQLite store see registry changes by themselves and re-read their migration folder on SIGHUP".into(),
         ))
     }
+}
+
+/// The error of a store without catalog-wide digests.
+fn no_peers() -> Error {
+    Error::Config(
+        "comparing tenants with their peers reads PostgreSQL's catalog; on the SQLite store use verify --deep".into(),
+    )
 }
 
 /// The error of a store that holds no schemas to adopt.

@@ -108,14 +108,8 @@ pub(crate) async fn catalog_drift(
             .or_default()
             .push(tenant);
     }
-    let names: Vec<&str> = tenants.iter().map(|(t, _)| t.as_str()).collect();
-    let digests: HashMap<String, String> = client
-        .query_typed(DIGEST_SQL, &[(&names, Type::TEXT_ARRAY)])
-        .await
-        .map_err(|e| error_while("fingerprinting tenant schemas", &e))?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let names: Vec<TenantName> = tenants.iter().map(|(t, _)| t.clone()).collect();
+    let digests = digests(client, &names).await?;
     tracing::debug!(schemas = digests.len(), "catalog digests read");
     let mut drift = HashMap::new();
     for (applied, group) in by_applied {
@@ -124,43 +118,58 @@ pub(crate) async fn catalog_drift(
         let differing: Vec<&TenantName> = group
             .iter()
             .copied()
-            .filter(|t| digests.get(t.as_str()) != Some(&shape.digest))
+            .filter(|t| digests.get(*t) != Some(&shape.digest))
             .collect();
         if differing.is_empty() {
             continue;
         }
-        let mut live: HashMap<String, BTreeSet<String>> = HashMap::new();
-        for row in client
-            .query_typed(
-                LINES_SQL,
-                &[(
-                    &differing.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
-                    Type::TEXT_ARRAY,
-                )],
-            )
-            .await
-            .map_err(|e| error_while("reading drifted tenant schemas", &e))?
-        {
-            live.entry(row.get(0)).or_default().insert(row.get(1));
-        }
-        for tenant in differing {
-            let actual = live.remove(tenant.as_str()).unwrap_or_default();
-            let mut differences: Vec<String> = shape
-                .lines
-                .difference(&actual)
-                .map(|l| format!("missing {l}"))
-                .collect();
-            differences.extend(
-                actual
-                    .difference(&shape.lines)
-                    .map(|l| format!("unexpected {l}")),
-            );
+        let differing: Vec<TenantName> = differing.into_iter().cloned().collect();
+        let mut live = lines(client, &differing).await?;
+        for tenant in &differing {
+            let actual = live.remove(tenant).unwrap_or_default();
+            let differences = crate::peers::differences(&shape.lines, &actual);
             if !differences.is_empty() {
                 drift.insert(tenant.clone(), differences);
             }
         }
     }
     Ok(drift)
+}
+
+/// One catalog digest per schema of `tenants` (see `DIGEST_SQL`); schemas
+/// that hold no object, or do not exist, have none.
+pub(crate) async fn digests(
+    client: &Client,
+    tenants: &[TenantName],
+) -> Result<HashMap<TenantName, String>, Error> {
+    let names: Vec<&str> = tenants.iter().map(TenantName::as_str).collect();
+    let rows = client
+        .query_typed(DIGEST_SQL, &[(&names, Type::TEXT_ARRAY)])
+        .await
+        .map_err(|e| error_while("fingerprinting tenant schemas", &e))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| Some((TenantName::parse(r.get(0)).ok()?, r.get(1))))
+        .collect())
+}
+
+/// The catalog of each schema of `tenants`, one readable line per object.
+pub(crate) async fn lines(
+    client: &Client,
+    tenants: &[TenantName],
+) -> Result<HashMap<TenantName, BTreeSet<String>>, Error> {
+    let names: Vec<&str> = tenants.iter().map(TenantName::as_str).collect();
+    let mut live: HashMap<TenantName, BTreeSet<String>> = HashMap::new();
+    for row in client
+        .query_typed(LINES_SQL, &[(&names, Type::TEXT_ARRAY)])
+        .await
+        .map_err(|e| error_while("reading tenant schemas' catalogs", &e))?
+    {
+        if let Ok(tenant) = TenantName::parse(row.get(0)) {
+            live.entry(tenant).or_default().insert(row.get(1));
+        }
+    }
+    Ok(live)
 }
 
 /// Builds the shape `applied` promises in a scratch schema, reads it, rolls back.

@@ -19,7 +19,7 @@ mod sql;
 mod watch;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     sync::atomic::{AtomicBool, Ordering},
 };
 
@@ -240,6 +240,20 @@ impl Backend for PgBackend {
         }
         pooled!(self, |client| registry::record_states(&mut client, changes)
             .await)
+    }
+
+    async fn catalog_digests(
+        &self,
+        tenants: &[TenantName],
+    ) -> Result<HashMap<TenantName, String>, Error> {
+        pooled!(self, |client| fingerprint::digests(&client, tenants).await)
+    }
+
+    async fn catalog_lines(
+        &self,
+        tenants: &[TenantName],
+    ) -> Result<HashMap<TenantName, BTreeSet<String>>, Error> {
+        pooled!(self, |client| fingerprint::lines(&client, tenants).await)
     }
 
     async fn adoption_candidates(&self, source: &AdoptSource) -> Result<Vec<Candidate>, Error> {
