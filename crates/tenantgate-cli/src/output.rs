@@ -387,19 +387,24 @@ pub(crate) fn tenant_list(global: &Global, tenants: &[Tenant], key: KeyOf<'_>) {
         let list: Vec<serde_json::Value> = tenants.iter().map(|t| tenant_json(t, key)).collect();
         return json(&list);
     }
+    let versions: Vec<String> = tenants
+        .iter()
+        .map(|t| {
+            t.applied_versions
+                .last()
+                .map_or("-".to_owned(), |v| key(*v))
+        })
+        .collect();
+    let width = versions.iter().map(String::len).max().unwrap_or(0).max(8);
     println!(
-        "{:<24} {:<8} {:>8}  {:<30} last error",
+        "{:<24} {:<8} {:>width$}  {:<30} last error",
         "tenant", "state", "version", "domains"
     );
-    for t in tenants {
+    for (t, version) in tenants.iter().zip(&versions) {
         let domains: Vec<&str> = t.domains.iter().map(|d| d.as_str()).collect();
-        let version = t
-            .applied_versions
-            .last()
-            .map_or("-".to_owned(), |v| key(*v));
         let error = t.last_error.as_deref().unwrap_or("");
         println!(
-            "{:<24} {:<8} {version:>8}  {:<30} {error}",
+            "{:<24} {:<8} {version:>width$}  {:<30} {error}",
             t.name,
             t.state,
             domains.join(",")
