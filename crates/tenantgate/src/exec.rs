@@ -32,7 +32,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    fleet::{select_tenants, FleetReport, Outcome, TenantReport},
+    fleet::{quick_report, select_tenants, FleetReport, Outcome, TenantReport},
     ledger::bring_in_step,
     progress::ProgressSink,
     AppliedMigration, Backend, Error, FailureKind, MigrationSet, Progress, Recovery, Tenant,
@@ -149,9 +149,9 @@ pub async fn heal(
     let mut due = Vec::new();
     for tenant in tenants {
         match ledgers.get(&tenant.name) {
-            Some(Some(ledger)) if set.compare(ledger).missing.is_empty() => {
-                report.tenants.push(up_to_date(&tenant))
-            }
+            Some(Some(ledger)) if set.compare(ledger).missing.is_empty() => report
+                .tenants
+                .push(quick_report(&tenant, Outcome::UpToDate, Vec::new())),
             ledger => {
                 let before = ledger.cloned().flatten().unwrap_or_default();
                 due.push((tenant, before));
@@ -199,20 +199,6 @@ pub async fn heal(
     }
     report.finish(cancel, started);
     Ok(report)
-}
-
-fn up_to_date(tenant: &Tenant) -> TenantReport {
-    TenantReport {
-        tenant: tenant.name.clone(),
-        outcome: Outcome::UpToDate,
-        state: tenant.state,
-        applied: Vec::new(),
-        attempts: 0,
-        duration: Duration::ZERO,
-        error: None,
-        rows_changed: None,
-        command: None,
-    }
 }
 
 /// Runs the command for one tenant, then reads its ledger and records its state.

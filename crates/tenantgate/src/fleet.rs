@@ -484,7 +484,7 @@ fn refuse_out_of_order(set: &MigrationSet, ledgers: &Ledgers) -> Result<(), Erro
     })
 }
 
-fn quick_report(tenant: &Tenant, outcome: Outcome, applied: Vec<i64>) -> TenantReport {
+pub(crate) fn quick_report(tenant: &Tenant, outcome: Outcome, applied: Vec<i64>) -> TenantReport {
     TenantReport {
         tenant: tenant.name.clone(),
         outcome,

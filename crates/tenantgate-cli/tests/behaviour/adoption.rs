@@ -271,6 +271,15 @@ async fn django_schema(h: &Harness, schema: &str, recorded: &[&str]) {
     h.db().batch_execute(&sql).await.unwrap();
 }
 
+/// The options that read `shop`'s Django ledger, with the project in `folder`.
+fn django_env(folder: &str) -> [(&'static str, &str); 3] {
+    [
+        ("TENANTGATE_LEDGER", "django"),
+        ("TENANTGATE_DJANGO_APPS", "shop"),
+        ("TENANTGATE_MIGRATIONS", folder),
+    ]
+}
+
 /// A Django project folder whose `shop` app has these migrations.
 fn django_project(migrations: &[&str]) -> tempfile::TempDir {
     let project = tempfile::tempdir().unwrap();
@@ -297,11 +306,7 @@ async fn exec_decides_from_the_ledger_and_kills_what_it_started(h: Harness) {
         django_schema(&h, schema, recorded).await;
     }
     let folder = project.path().display().to_string();
-    let env = [
-        ("TENANTGATE_LEDGER", "django"),
-        ("TENANTGATE_DJANGO_APPS", "shop"),
-        ("TENANTGATE_MIGRATIONS", folder.as_str()),
-    ];
+    let env = django_env(&folder);
     h.run_with_env(&["adopt", "--schemas", "%", "--apply"], &env)
         .await
         .expect(0);
@@ -441,11 +446,7 @@ async fn notify_makes_running_proxies_enforce_a_deploy(h: Harness) {
     let project = django_project(&["0001_initial"]);
     django_schema(&h, "acme", &["0001_initial"]).await;
     let folder = project.path().display().to_string();
-    let env = [
-        ("TENANTGATE_LEDGER", "django"),
-        ("TENANTGATE_DJANGO_APPS", "shop"),
-        ("TENANTGATE_MIGRATIONS", folder.as_str()),
-    ];
+    let env = django_env(&folder);
     h.db()
         .batch_execute("CREATE TABLE public.hosts (s text, d text); INSERT INTO public.hosts VALUES ('acme', 'acme.localhost')")
         .await
@@ -546,11 +547,7 @@ async fn drift_among_peers_is_found_without_replaying(h: Harness) {
             .unwrap();
     }
     let folder = project.path().display().to_string();
-    let env = [
-        ("TENANTGATE_LEDGER", "django"),
-        ("TENANTGATE_DJANGO_APPS", "shop"),
-        ("TENANTGATE_MIGRATIONS", folder.as_str()),
-    ];
+    let env = django_env(&folder);
     h.run_with_env(&["adopt", "--schemas", "%", "--apply"], &env)
         .await
         .expect(0);
