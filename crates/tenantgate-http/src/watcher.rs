@@ -169,9 +169,10 @@ impl GuardState {
         self.required.load_full()
     }
 
-    /// Resolves when the store announces a deploy (`tenantgate notify`):
-    /// whoever knows where the required set comes from re-reads it and
-    /// calls [`Self::set_required`].
+    /// Resolves when the store announces a deploy (`tenantgate notify`), or
+    /// after the watcher (re)subscribed, since an announcement may have been
+    /// missed: whoever knows where the required set comes from re-reads it
+    /// and calls [`Self::set_required`] if it changed.
     pub async fn reload_requested(&self) {
         self.reload.notified().await;
     }
@@ -267,6 +268,9 @@ async fn subscribe(backend: &dyn Backend, state: &GuardState) -> Option<Box<dyn 
     match subscribed {
         Ok((watch, snapshot)) => {
             state.replace(snapshot);
+            // A deploy announced while unsubscribed was missed with the
+            // other notifications: whoever knows the required set re-reads it.
+            state.reload.notify_one();
             Some(watch)
         }
         Err(e) => {

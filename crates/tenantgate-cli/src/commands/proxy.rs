@@ -147,11 +147,15 @@ async fn reload_on_deploy(global: Global, guard: Arc<GuardState>) {
                 Some(()) => "SIGHUP",
                 None => return,
             },
-            () = guard.reload_requested() => "tenantgate notify",
+            () = guard.reload_requested() => "tenantgate notify (or a resubscription)",
         };
         match super::folder(&global) {
             Ok(folder) => {
                 let required = RequiredSet::from_folder(&folder);
+                if required.digest() == guard.required().digest() {
+                    tracing::debug!("{cause}: the required set is unchanged");
+                    continue;
+                }
                 tracing::warn!(
                     digest = %required.digest(),
                     "{cause}: the required set was re-read from the migration folder"
