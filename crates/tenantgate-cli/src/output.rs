@@ -330,6 +330,15 @@ pub(crate) fn verify_report(global: &Global, report: &VerifyReport) {
             println!("    to recover: {}", invocation.command(r));
         }
     }
+    if let Some(catalogs) = &report.catalogs {
+        match &catalogs.full_scan {
+            Some(reason) => println!("catalogs: {} read; {reason}", catalogs.scanned),
+            None => println!(
+                "catalogs: {} read, {} unchanged since verified clean (not read again)",
+                catalogs.scanned, catalogs.unchanged
+            ),
+        }
+    }
     for group in report.peers.iter().flat_map(|p| &p.undecided) {
         println!(
             "undecided ({}): {}",

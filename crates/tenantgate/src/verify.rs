@@ -32,7 +32,7 @@
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    backend::StateChange,
+    backend::{ChangeTracking, StateChange},
     fleet::{self, FleetOptions, FleetReport},
     migrations::MigrationRef,
     peers::{self, Outlier, PeerReport},
@@ -109,6 +109,21 @@ pub struct VerifyReport {
     /// What comparing peers found, when asked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peers: Option<PeerReport>,
+    /// How much of the catalogs a deep verification read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalogs: Option<CatalogScan>,
+}
+
+/// How much of the tenants' catalogs a deep verification read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CatalogScan {
+    /// Catalogs read and compared with what their ledgers promise.
+    pub scanned: usize,
+    /// Catalogs known unchanged since a deep verification found them clean
+    /// with the same migrations, and not read again.
+    pub unchanged: usize,
+    /// Why every catalog was read, when changes are not tracked.
+    pub full_scan: Option<String>,
 }
 
 impl VerifyReport {
@@ -218,6 +233,7 @@ async fn check(
     } else {
         None
     };
+    let mut catalogs = None;
     if options.deep && backend.ledger_kind() != LedgerKind::Django {
         let comparable: Vec<(TenantName, Vec<i64>)> = checks
             .iter()
@@ -232,13 +248,43 @@ async fn check(
                 (name.clone(), applied)
             })
             .collect();
+        let tracking = backend.catalog_tracking(&comparable).await?;
+        // Only a clean verdict is reused; a tenant marked drift is read again.
+        let in_drift = |t: &TenantName| {
+            tenants
+                .iter()
+                .any(|tenant| &tenant.name == t && tenant.state == TenantState::Drift)
+        };
+        let (unchanged, to_scan): (Vec<_>, Vec<_>) =
+            comparable
+                .iter()
+                .cloned()
+                .partition(|(t, _)| match &tracking {
+                    ChangeTracking::Tracked { unchanged, .. } => {
+                        unchanged.contains(t) && !in_drift(t)
+                    }
+                    ChangeTracking::Unavailable(_) => false,
+                });
         let started = std::time::Instant::now();
-        let drift = backend.catalog_drift(&folder.tenant, &comparable).await?;
+        let drift = backend.catalog_drift(&folder.tenant, &to_scan).await?;
         tracing::debug!(
-            tenants = comparable.len(),
+            tenants = to_scan.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "catalog compared"
         );
+        let verdicts: Vec<(TenantName, Vec<i64>, bool)> = to_scan
+            .iter()
+            .map(|(t, applied)| (t.clone(), applied.clone(), !drift.contains_key(t)))
+            .collect();
+        backend.record_verdicts(&verdicts, &tracking).await?;
+        catalogs = Some(CatalogScan {
+            scanned: to_scan.len(),
+            unchanged: unchanged.len(),
+            full_scan: match tracking {
+                ChangeTracking::Unavailable(reason) => Some(reason),
+                ChangeTracking::Tracked { .. } => None,
+            },
+        });
         let mut changes = Vec::new();
         for ((check, tenant), name) in checks.iter_mut().zip(&tenants).zip(&names) {
             if let Some(differences) = drift.get(&check.tenant) {
@@ -284,6 +330,7 @@ async fn check(
         tenants: checks,
         fixed: None,
         peers,
+        catalogs,
     })
 }
 

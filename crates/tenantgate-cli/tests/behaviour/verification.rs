@@ -1,11 +1,177 @@
 //! Verification: missing migrations, drift in the catalog, and --fix.
 
-use crate::{backend_tests, harness::Harness};
+use crate::{
+    backend_tests,
+    harness::{connect, Harness},
+    only_on,
+};
 
 backend_tests!(
     missing_migrations_are_reported_and_fixed,
     deep_verification_finds_the_missing_table
 );
+// Change tracking records DDL with PostgreSQL event triggers; SQLite reads
+// every tenant file's catalog each time.
+only_on!(postgres:
+    deep_verification_reads_only_what_changed_and_misses_no_change,
+    without_change_tracking_every_catalog_is_read_and_said_so,
+);
+
+/// The catalogs a deep verification read, and those it knew unchanged.
+fn scanned(report: &serde_json::Value) -> (u64, u64) {
+    let catalogs = &report["catalogs"];
+    (
+        catalogs["scanned"].as_u64().unwrap(),
+        catalogs["unchanged"].as_u64().unwrap(),
+    )
+}
+
+async fn deep_verification_reads_only_what_changed_and_misses_no_change(h: Harness) {
+    h.write(
+        "0001_shop.sql",
+        "CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, price int DEFAULT 0);
+         CREATE INDEX items_name ON items (name);
+         CREATE TABLE orders (id bigint PRIMARY KEY, item bigint REFERENCES items (id));",
+    );
+    let tenants = [
+        "t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8", "t9", "t10", "t11",
+    ];
+    h.create(&tenants).await;
+    let deep = || async {
+        let run = h.run(&["--json", "verify", "--deep"]).await;
+        (run.code, run.json())
+    };
+    let (code, first) = deep().await;
+    assert_eq!(code, 0, "{first}");
+    assert_eq!(scanned(&first), (12, 0), "{first}");
+    let (_, second) = deep().await;
+    assert_eq!(scanned(&second), (0, 12), "nothing changed: {second}");
+
+    // Every kind of change, each in its own tenant, each found.
+    let changes = [
+        "DROP TABLE orders",
+        "ALTER TABLE items DROP COLUMN price",
+        "ALTER TABLE items ADD COLUMN extra text",
+        "ALTER TABLE items ALTER COLUMN price TYPE bigint",
+        "DROP INDEX items_name",
+        "CREATE INDEX items_price ON items (price)",
+        "ALTER TABLE items ALTER COLUMN price DROP DEFAULT",
+        "ALTER TABLE items ALTER COLUMN price SET NOT NULL",
+        "ALTER TABLE orders DROP CONSTRAINT orders_item_fkey",
+        "ALTER TABLE items RENAME TO goods",
+        "CREATE VIEW cheap AS SELECT id FROM items",
+    ];
+    for (tenant, change) in tenants.iter().zip(changes) {
+        h.exec_in_tenant(tenant, change).await;
+    }
+    let (code, found) = deep().await;
+    assert_eq!(code, 1);
+    assert_eq!(scanned(&found), (11, 1), "only the changed ones: {found}");
+    for (tenant, change) in tenants.iter().zip(changes) {
+        let check = found["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["tenant"] == *tenant)
+            .unwrap();
+        assert_eq!(check["state"], "drift", "{change} not found: {check}");
+    }
+
+    // A change in flight while a verification reads is caught by the next.
+    let (_, before) = deep().await;
+    assert_eq!(
+        scanned(&before),
+        (11, 1),
+        "drifted ones are always read again"
+    );
+    let session = connect(&h.url).await;
+    session
+        .batch_execute("BEGIN; ALTER TABLE t11.items ADD COLUMN late text")
+        .await
+        .unwrap();
+    let (code, during) = deep().await;
+    assert_eq!(code, 1, "only the eleven drifted: {during}");
+    session.batch_execute("COMMIT").await.unwrap();
+    let (_, after) = deep().await;
+    let t11 = after["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tenant"] == "t11")
+        .unwrap();
+    assert_eq!(
+        t11["state"], "drift",
+        "the change committed after the snapshot: {after}"
+    );
+
+    // A session that turns triggers off for replication cannot hide a change.
+    let (_, _) = deep().await;
+    h.db()
+        .batch_execute("SET session_replication_role = replica; ALTER TABLE t0.items ADD COLUMN hidden text; RESET session_replication_role")
+        .await
+        .unwrap();
+    let (_, replica) = deep().await;
+    let t0 = replica["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tenant"] == "t0")
+        .unwrap();
+    assert!(
+        t0["drift"].to_string().contains("hidden"),
+        "a change in replica mode went unseen: {t0}"
+    );
+}
+
+async fn without_change_tracking_every_catalog_is_read_and_said_so(h: Harness) {
+    // A role that may not create event triggers (not a superuser), owning
+    // its own database.
+    let db = format!(
+        "plain_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    h.db()
+        .batch_execute(
+            "DO $$ BEGIN CREATE ROLE tenantgate_plain LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+        )
+        .await
+        .unwrap();
+    h.db()
+        .batch_execute(&format!("CREATE DATABASE {db} OWNER tenantgate_plain"))
+        .await
+        .unwrap();
+    let url =
+        crate::harness::with_database(&h.url, &db).replacen("postgres@", "tenantgate_plain@", 1);
+    h.write_tables(1);
+    for tenant in ["a", "b", "c"] {
+        h.run_with_url(&url, &["tenants", "create", tenant])
+            .await
+            .expect(0);
+    }
+    for _ in 0..2 {
+        let run = h.run_with_url(&url, &["--json", "verify", "--deep"]).await;
+        run.expect(0);
+        let report = run.json();
+        assert_eq!(report["catalogs"]["scanned"], 3, "{report}");
+        assert!(
+            report["catalogs"]["full_scan"]
+                .as_str()
+                .unwrap()
+                .contains("superuser"),
+            "{report}"
+        );
+    }
+    let text = h.run_with_url(&url, &["verify", "--deep"]).await;
+    assert!(
+        text.stdout.contains("every catalog is read"),
+        "{}",
+        text.stdout
+    );
+}
 
 async fn missing_migrations_are_reported_and_fixed(h: Harness) {
     h.write_tables(2);

@@ -157,6 +157,30 @@ pub trait Backend: Send + Sync {
         tenants: &[(TenantName, Vec<i64>)],
     ) -> Result<HashMap<TenantName, Vec<String>>, Error>;
 
+    /// Which of `tenants` (with their applied versions) are known unchanged
+    /// since a deep verification found them clean with the same versions,
+    /// or why that cannot be known (then every catalog is scanned).
+    async fn catalog_tracking(
+        &self,
+        tenants: &[(TenantName, Vec<i64>)],
+    ) -> Result<ChangeTracking, Error> {
+        let _ = tenants;
+        Ok(ChangeTracking::Unavailable(
+            "every tenant file's catalog is read (each is small and read in parallel)".into(),
+        ))
+    }
+
+    /// Keeps the verdicts of a deep verification (tenant, applied versions,
+    /// clean) under `tracking`, for the next one.
+    async fn record_verdicts(
+        &self,
+        verdicts: &[(TenantName, Vec<i64>, bool)],
+        tracking: &ChangeTracking,
+    ) -> Result<(), Error> {
+        let _ = (verdicts, tracking);
+        Ok(())
+    }
+
     /// Rewrites the registry's copy of each tenant's applied versions and
     /// checksums from its ledger (the truth), and announces the change.
     async fn sync_registry(&self, tenants: &[TenantName]) -> Result<(), Error>;
@@ -291,6 +315,23 @@ pub enum BackfillOutcome {
     Ran {
         /// Rows reported by its statements.
         rows: u64,
+    },
+}
+
+/// What a store knows of which catalogs changed since they were verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeTracking {
+    /// Nothing: every catalog must be read, for this reason.
+    Unavailable(String),
+    /// Changes are recorded: these tenants are unchanged since a clean verdict.
+    Tracked {
+        /// Tenants known unchanged, with the same applied versions, since clean.
+        unchanged: HashSet<TenantName>,
+        /// The store's snapshot taken before this scan (PostgreSQL's
+        /// `pg_current_snapshot()`), kept with the new verdicts.
+        since: String,
+        /// The recording mechanism's identity; verdicts under another are void.
+        tracker: i64,
     },
 }
 

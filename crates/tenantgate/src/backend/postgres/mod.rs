@@ -8,6 +8,7 @@
 mod adopt;
 mod apply;
 mod backfill;
+mod changes;
 mod connect;
 mod conninfo;
 mod fingerprint;
@@ -38,8 +39,8 @@ use crate::{
     adopt::{AdoptSource, Adoptee, Candidate},
     backend::{
         failure::{backfill_failure, tenant_failure},
-        Backend, BackfillMode, BackfillOutcome, Ledgers, Limits, StateChange, TenantSession, Watch,
-        WatchMode,
+        Backend, BackfillMode, BackfillOutcome, ChangeTracking, Ledgers, Limits, StateChange,
+        TenantSession, Watch, WatchMode,
     },
     migrations::Backfill,
     AppliedMigration, Domain, Error, LedgerKind, MigrationSet, Tenant, TenantFailure, TenantName,
@@ -210,6 +211,30 @@ impl Backend for PgBackend {
     ) -> Result<HashMap<TenantName, Vec<String>>, Error> {
         pooled!(self, |client| fingerprint::catalog_drift(
             &client, set, tenants
+        )
+        .await)
+    }
+
+    async fn catalog_tracking(
+        &self,
+        tenants: &[(TenantName, Vec<i64>)],
+    ) -> Result<ChangeTracking, Error> {
+        pooled!(self, |client| changes::tracking(&mut client, tenants).await)
+    }
+
+    async fn record_verdicts(
+        &self,
+        verdicts: &[(TenantName, Vec<i64>, bool)],
+        tracking: &ChangeTracking,
+    ) -> Result<(), Error> {
+        let ChangeTracking::Tracked { since, tracker, .. } = tracking else {
+            return Ok(());
+        };
+        pooled!(self, |client| changes::record(
+            &mut client,
+            verdicts,
+            since,
+            *tracker
         )
         .await)
     }

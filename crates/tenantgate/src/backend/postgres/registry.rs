@@ -11,7 +11,8 @@ use crate::{
 
 /// The registry's own migrations, applied in order; the index + 1 is the
 /// registry schema version recorded in `tenantgate.registry_version`.
-const REGISTRY_MIGRATIONS: &[&str] = &[r#"
+const REGISTRY_MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tenantgate.tenants (
     name              text PRIMARY KEY,
     placement         text NOT NULL DEFAULT 'default',
@@ -43,7 +44,22 @@ CREATE TABLE tenantgate._shared_migrations (
     checksum       bytea NOT NULL,
     execution_time bigint NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE tenantgate.catalog_changes (
+    id          bigserial PRIMARY KEY,
+    schema_name text NOT NULL,
+    xid         xid8 NOT NULL DEFAULT pg_current_xact_id()
+);
+CREATE INDEX catalog_changes_schema_idx ON tenantgate.catalog_changes (schema_name);
+CREATE TABLE tenantgate.catalog_verdicts (
+    tenant   text PRIMARY KEY REFERENCES tenantgate.tenants (name) ON DELETE CASCADE,
+    applied  bigint[] NOT NULL,
+    snapshot pg_snapshot NOT NULL,
+    tracker  bigint NOT NULL
+);
+"#,
+];
 
 /// The name the registry lock is taken on; no tenant can be named so.
 const REGISTRY_LOCK: &str = "tenantgate registry";
