@@ -252,8 +252,14 @@ async fn fleet_scenarios(
         .collect();
     let cancel = CancellationToken::new();
     let options = FleetOptions::default();
-    let mut samples: [(Vec<Duration>, Vec<Duration>); 3] = Default::default();
-    let [migrate, verify_ledgers, verify_deep] = &mut samples;
+    // 1 % of the tenants (at least one) change their catalog by hand.
+    let drifting: Vec<TenantName> = names(n).into_iter().step_by(100).collect();
+    let drift_script: String = drifting
+        .iter()
+        .map(|t| format!("CREATE TABLE {t}.bench_drift (id int);\n"))
+        .collect();
+    let mut samples: [(Vec<Duration>, Vec<Duration>); 5] = Default::default();
+    let [migrate, verify_ledgers, verify_deep, deep_unchanged, deep_one_percent] = &mut samples;
     for round in 1..=repeat {
         progress(&format!("fleet {n}: round {round}/{repeat}: floor"));
         let floor_url = cluster.clone_of(&template, "bench_fleet").await?;
@@ -263,9 +269,10 @@ async fn fleet_scenarios(
         verify_ledgers
             .1
             .push(floor::replay(psql, &floor_url, &ledger_script).await?);
-        verify_deep
-            .1
-            .push(floor::replay(psql, &floor_url, FINGERPRINT_FLOOR).await?);
+        let fingerprint = floor::replay(psql, &floor_url, FINGERPRINT_FLOOR).await?;
+        verify_deep.1.push(fingerprint);
+        deep_unchanged.1.push(fingerprint);
+        deep_one_percent.1.push(fingerprint);
         cluster.checkpoint().await?;
 
         progress(&format!("fleet {n}: round {round}/{repeat}: tenantgate"));
@@ -295,6 +302,33 @@ async fn fleet_scenarios(
             samples.push(started.elapsed());
             anyhow::ensure!(verified.all_ok(), "the benchmark fleet did not verify");
         }
+        // Again, with change tracking in place: nothing changed, then 1 %.
+        let deep = VerifyOptions {
+            deep: true,
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let verified = verify::verify(backend.as_ref(), full, &deep, &|_| {}, &cancel).await?;
+        deep_unchanged.0.push(started.elapsed());
+        anyhow::ensure!(
+            verified.catalogs.as_ref().is_some_and(|c| c.scanned == 0),
+            "nothing changed, yet catalogs were read: {:?}",
+            verified.catalogs
+        );
+        floor::replay(psql, &url, &drift_script).await?;
+        let started = Instant::now();
+        let verified = verify::verify(backend.as_ref(), full, &deep, &|_| {}, &cancel).await?;
+        deep_one_percent.0.push(started.elapsed());
+        let drifted = verified
+            .tenants
+            .iter()
+            .filter(|t| !t.drift.is_empty())
+            .count();
+        anyhow::ensure!(
+            drifted == drifting.len(),
+            "{drifted} drifted tenants found, {} changed",
+            drifting.len()
+        );
         drop(backend);
         cluster.drop("bench_fleet").await?;
         cluster.checkpoint().await?;
@@ -315,7 +349,27 @@ async fn fleet_scenarios(
         &verify_ledgers.1,
         peak.clone(),
     );
-    report("verify_deep", n, &verify_deep.0, &verify_deep.1, peak);
+    report(
+        "verify_deep",
+        n,
+        &verify_deep.0,
+        &verify_deep.1,
+        peak.clone(),
+    );
+    report(
+        "verify_deep_unchanged",
+        n,
+        &deep_unchanged.0,
+        &deep_unchanged.1,
+        peak.clone(),
+    );
+    report(
+        "verify_deep_one_percent_changed",
+        n,
+        &deep_one_percent.0,
+        &deep_one_percent.1,
+        json!({ "changed": drifting.len(), "bench_peak_rss_mb": crate::memory::peak_rss_mb() }),
+    );
     cluster.drop(&template).await?;
     Ok(())
 }
