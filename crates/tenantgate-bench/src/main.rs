@@ -11,6 +11,7 @@ mod cluster;
 mod floor;
 mod guard;
 mod memory;
+mod scale;
 mod scenarios;
 mod sqlite;
 mod synthetic;
@@ -44,6 +45,9 @@ struct Args {
     /// Tenants in the guard's snapshot (decision, throughput, memory)
     #[arg(long, value_delimiter = ',', default_value = "10,100000")]
     snapshot_sizes: Vec<usize>,
+    /// Tenants for the one-server scale scenario (`scale`)
+    #[arg(long, value_delimiter = ',', default_value = "100000")]
+    scale_sizes: Vec<usize>,
     /// Seconds per HTTP throughput run
     #[arg(long, default_value_t = 3.0)]
     http_seconds: f64,
@@ -76,6 +80,7 @@ fn main() -> anyhow::Result<()> {
         args.provision_sizes = vec![10];
         args.fleet_sizes = vec![10];
         args.snapshot_sizes = vec![10];
+        args.scale_sizes = vec![10];
         args.http_seconds = 0.3;
         args.http_runs = 1;
         args.repeat = 1;

@@ -107,6 +107,12 @@ pub(crate) async fn run_all(args: &Args) -> anyhow::Result<()> {
                     .map_err(|_| anyhow::anyhow!("the guard benchmark panicked"))??;
             }
             "http" => crate::guard::throughput(args, &full).await?,
+            "scale" => {
+                let cluster = Cluster::connect(&args.database_url).await?;
+                for &n in &args.scale_sizes {
+                    crate::scale::scale(&cluster, &psql, n).await?;
+                }
+            }
             "memory" => crate::guard::memory(&args.snapshot_sizes, &full),
             "sqlite-provision" => {
                 for &n in &args.provision_sizes {
