@@ -12,6 +12,7 @@ use tokio_postgres::{types::Type, Client};
 
 use super::{
     apply::rollback,
+    connect::Connector,
     sql::{db_error, error_while},
 };
 use crate::{Error, MigrationSet, TenantName};
@@ -97,7 +98,7 @@ struct Shape {
 /// Reports the tenants whose catalog differs from what their applied
 /// versions promise; see [`crate::Backend::catalog_drift`].
 pub(crate) async fn catalog_drift(
-    client: &Client,
+    connector: &Connector,
     set: &MigrationSet,
     tenants: &[(TenantName, Vec<i64>)],
 ) -> Result<HashMap<TenantName, Vec<String>>, Error> {
@@ -108,13 +109,25 @@ pub(crate) async fn catalog_drift(
             .or_default()
             .push(tenant);
     }
+    if tenants.is_empty() {
+        return Ok(HashMap::new());
+    }
     let names: Vec<TenantName> = tenants.iter().map(|(t, _)| t.clone()).collect();
-    let digests = digests(client, &names).await?;
+    // The live digests (over a few connections) while the expected shapes
+    // are built in a scratch schema on another: neither waits for the other.
+    let mut client = connector.checkout().await?;
+    let shapes = async {
+        let mut shapes = Vec::new();
+        for applied in by_applied.keys() {
+            shapes.push(expected_shape(&client, set, applied).await?);
+            tracing::debug!(versions = applied.len(), "expected shape built");
+        }
+        Ok::<_, Error>(shapes)
+    };
+    let (digests, shapes) = futures::try_join!(parallel_digests(connector, &names), shapes)?;
     tracing::debug!(schemas = digests.len(), "catalog digests read");
     let mut drift = HashMap::new();
-    for (applied, group) in by_applied {
-        let shape = expected_shape(client, set, applied).await?;
-        tracing::debug!(versions = applied.len(), "expected shape built");
+    for ((_, group), shape) in by_applied.into_iter().zip(shapes) {
         let differing: Vec<&TenantName> = group
             .iter()
             .copied()
@@ -124,7 +137,7 @@ pub(crate) async fn catalog_drift(
             continue;
         }
         let differing: Vec<TenantName> = differing.into_iter().cloned().collect();
-        let mut live = lines(client, &differing).await?;
+        let mut live = lines(&client, &differing).await?;
         for tenant in &differing {
             let actual = live.remove(tenant).unwrap_or_default();
             let differences = crate::peers::differences(&shape.lines, &actual);
@@ -133,7 +146,33 @@ pub(crate) async fn catalog_drift(
             }
         }
     }
+    client.keep(true);
     Ok(drift)
+}
+
+/// Schemas digested per statement when the work is split over connections.
+const DIGESTS_PER_CONNECTION: usize = 500;
+
+/// Connections the digests are split over, at most.
+const DIGEST_READERS: usize = 2;
+
+/// [`digests`] split over up to [`DIGEST_READERS`] pooled connections.
+async fn parallel_digests(
+    connector: &Connector,
+    tenants: &[TenantName],
+) -> Result<HashMap<TenantName, String>, Error> {
+    let readers = DIGEST_READERS
+        .min(tenants.len().div_ceil(DIGESTS_PER_CONNECTION))
+        .max(1);
+    let chunk = tenants.len().div_ceil(readers).max(1);
+    let parts = futures::future::try_join_all(tenants.chunks(chunk).map(|part| async move {
+        let mut client = connector.checkout().await?;
+        let read = digests(&client, part).await;
+        client.keep(read.is_ok());
+        read
+    }))
+    .await?;
+    Ok(parts.into_iter().flatten().collect())
 }
 
 /// One catalog digest per schema of `tenants` (see `DIGEST_SQL`); schemas

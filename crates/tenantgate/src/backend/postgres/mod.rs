@@ -209,10 +209,7 @@ impl Backend for PgBackend {
         set: &MigrationSet,
         tenants: &[(TenantName, Vec<i64>)],
     ) -> Result<HashMap<TenantName, Vec<String>>, Error> {
-        pooled!(self, |client| fingerprint::catalog_drift(
-            &client, set, tenants
-        )
-        .await)
+        fingerprint::catalog_drift(&self.connector, set, tenants).await
     }
 
     async fn catalog_tracking(
