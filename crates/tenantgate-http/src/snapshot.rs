@@ -22,8 +22,9 @@ pub struct TenantEntry {
     pub state: TenantState,
     /// Domains that route to it.
     pub domains: Vec<Domain>,
-    /// Why it may not be served; `None` when it may.
-    pub blocked: Option<Blocked>,
+    /// Why it may not be served; `None` when it may (boxed: most tenants
+    /// are served, and the snapshot holds one entry per tenant).
+    pub blocked: Option<Box<Blocked>>,
 }
 
 /// An immutable view of the registry, swapped whole when it changes.
@@ -85,7 +86,7 @@ impl Snapshot {
             name: tenant.name.clone(),
             state: tenant.effective_state(&required.tenant),
             domains: tenant.domains.clone(),
-            blocked: required.assess(tenant, &self.shared_missing),
+            blocked: required.assess(tenant, &self.shared_missing).map(Box::new),
         });
         for domain in &tenant.domains {
             self.by_domain
