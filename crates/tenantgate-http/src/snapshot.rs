@@ -1,11 +1,13 @@
 //! The in-memory view of the registry the guard decides from.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{hash_map::RandomState, BTreeMap, HashMap},
+    hash::{BuildHasher, BuildHasherDefault, Hasher},
     sync::Arc,
     time::SystemTime,
 };
 
+use smallvec::SmallVec;
 use tenantgate::{
     migrations::MigrationRef,
     readiness::{Blocked, RequiredSet},
@@ -20,20 +22,104 @@ pub struct TenantEntry {
     pub name: TenantName,
     /// Its registry state.
     pub state: TenantState,
-    /// Domains that route to it.
-    pub domains: Vec<Domain>,
+    /// Domains that route to it (up to two held inline, so a lookup reads
+    /// the entry and the domain's text, nothing between).
+    pub domains: SmallVec<[Domain; 2]>,
     /// Why it may not be served; `None` when it may (boxed: most tenants
     /// are served, and the snapshot holds one entry per tenant).
     pub blocked: Option<Box<Blocked>>,
 }
 
 /// An immutable view of the registry, swapped whole when it changes.
-#[derive(Debug, Default)]
+///
+/// Domains and names are indexed by a keyed 64-bit hash of the text (the
+/// text itself is kept once, in the entry, and compared on lookup), which
+/// keeps a million tenants in about a quarter of a gigabyte.
+#[derive(Debug, Default, Clone)]
 pub struct Snapshot {
-    by_domain: HashMap<String, Arc<TenantEntry>>,
-    by_name: HashMap<TenantName, Arc<TenantEntry>>,
+    hasher: RandomState,
+    by_domain: Index,
+    by_name: Index,
     shared_missing: Vec<MigrationRef>,
     refreshed_at: Option<SystemTime>,
+}
+
+/// Entries by the keyed hash of one of their keys. The rare second key
+/// with a hash already taken goes to `spill`, keyed by its text.
+#[derive(Debug, Default, Clone)]
+struct Index {
+    slots: HashMap<u64, Arc<TenantEntry>, BuildHasherDefault<PassThrough>>,
+    spill: HashMap<String, Arc<TenantEntry>>,
+}
+
+impl Index {
+    fn get(
+        &self,
+        hash: u64,
+        key: &str,
+        has_key: impl Fn(&TenantEntry, &str) -> bool,
+    ) -> Option<&Arc<TenantEntry>> {
+        match self.slots.get(&hash) {
+            Some(entry) if has_key(entry, key) => Some(entry),
+            _ if self.spill.is_empty() => None,
+            _ => self.spill.get(key),
+        }
+    }
+
+    fn insert(&mut self, hash: u64, key: &str, entry: &Arc<TenantEntry>) {
+        match self.slots.entry(hash) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(entry.clone());
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.spill.insert(key.to_owned(), entry.clone());
+            }
+        }
+    }
+
+    fn remove(&mut self, hash: u64, key: &str, entry: &Arc<TenantEntry>) {
+        if self
+            .slots
+            .get(&hash)
+            .is_some_and(|held| Arc::ptr_eq(held, entry))
+        {
+            self.slots.remove(&hash);
+        } else {
+            self.spill.remove(key);
+        }
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Arc<TenantEntry>> {
+        self.slots.values().chain(self.spill.values())
+    }
+}
+
+/// A hasher for keys that are already keyed hashes.
+#[derive(Debug, Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+fn has_domain(entry: &TenantEntry, host: &str) -> bool {
+    entry.domains.iter().any(|d| d.as_str() == host)
+}
+
+fn has_name(entry: &TenantEntry, name: &str) -> bool {
+    entry.name.as_str() == name
 }
 
 impl Snapshot {
@@ -63,15 +149,16 @@ impl Snapshot {
         required: &RequiredSet,
     ) -> Self {
         let mut next = Self {
-            by_domain: self.by_domain.clone(),
-            by_name: self.by_name.clone(),
-            shared_missing: self.shared_missing.clone(),
             refreshed_at: Some(SystemTime::now()),
+            ..self.clone()
         };
         for name in names {
-            if let Some(old) = next.by_name.remove(name) {
+            if let Some(old) = next.tenant(name).cloned() {
+                next.by_name
+                    .remove(next.hasher.hash_one(name.as_str()), name.as_str(), &old);
                 for domain in &old.domains {
-                    next.by_domain.remove(domain.as_str());
+                    let hash = next.hasher.hash_one(domain.as_str());
+                    next.by_domain.remove(hash, domain.as_str(), &old);
                 }
             }
         }
@@ -85,24 +172,27 @@ impl Snapshot {
         let entry = Arc::new(TenantEntry {
             name: tenant.name.clone(),
             state: tenant.effective_state(&required.tenant),
-            domains: tenant.domains.clone(),
+            domains: tenant.domains.iter().cloned().collect(),
             blocked: required.assess(tenant, &self.shared_missing).map(Box::new),
         });
-        for domain in &tenant.domains {
-            self.by_domain
-                .insert(domain.as_str().to_owned(), entry.clone());
+        for domain in &entry.domains {
+            let hash = self.hasher.hash_one(domain.as_str());
+            self.by_domain.insert(hash, domain.as_str(), &entry);
         }
-        self.by_name.insert(tenant.name.clone(), entry);
+        let hash = self.hasher.hash_one(entry.name.as_str());
+        self.by_name.insert(hash, entry.name.as_str(), &entry);
     }
 
     /// The tenant a normalised host routes to.
     pub fn lookup(&self, host: &str) -> Option<&Arc<TenantEntry>> {
-        self.by_domain.get(host)
+        self.by_domain
+            .get(self.hasher.hash_one(host), host, has_domain)
     }
 
     /// The tenant with this name.
     pub fn tenant(&self, name: &TenantName) -> Option<&Arc<TenantEntry>> {
-        self.by_name.get(name)
+        self.by_name
+            .get(self.hasher.hash_one(name.as_str()), name.as_str(), has_name)
     }
 
     /// Every tenant, in no particular order.
@@ -135,5 +225,46 @@ impl Snapshot {
     /// When the registry was last read into this snapshot.
     pub fn refreshed_at(&self) -> Option<SystemTime> {
         self.refreshed_at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, domains: &[&str]) -> Arc<TenantEntry> {
+        Arc::new(TenantEntry {
+            name: TenantName::parse(name).unwrap(),
+            state: TenantState::Ready,
+            domains: domains.iter().map(|d| Domain::parse(d).unwrap()).collect(),
+            blocked: None,
+        })
+    }
+
+    #[test]
+    fn a_key_whose_hash_is_taken_is_still_found_and_removed() {
+        let (acme, globex) = (
+            entry("acme", &["a.example"]),
+            entry("globex", &["g.example"]),
+        );
+        let mut index = Index::default();
+        // Both keys forced onto one hash: the second spills, both are found.
+        index.insert(7, "a.example", &acme);
+        index.insert(7, "g.example", &globex);
+        assert!(Arc::ptr_eq(
+            index.get(7, "a.example", has_domain).unwrap(),
+            &acme
+        ));
+        assert!(Arc::ptr_eq(
+            index.get(7, "g.example", has_domain).unwrap(),
+            &globex
+        ));
+        assert!(index.get(7, "x.example", has_domain).is_none());
+        assert_eq!(index.values().count(), 2);
+        index.remove(7, "g.example", &globex);
+        assert!(index.get(7, "g.example", has_domain).is_none());
+        assert!(index.get(7, "a.example", has_domain).is_some());
+        index.remove(7, "a.example", &acme);
+        assert_eq!(index.values().count(), 0);
     }
 }
