@@ -43,6 +43,13 @@ impl Cluster {
     /// A copy of `template` (which must have no open connections).
     pub(crate) async fn clone_of(&self, template: &str, db: &str) -> anyhow::Result<String> {
         self.drop(db).await?;
+        // Connections the last user of the template left closing.
+        self.admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                &[&template],
+            )
+            .await?;
         self.admin
             // FILE_COPY copies the files instead of WAL-logging every block
             // (PostgreSQL 15's default), minutes faster for a large fleet.

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     cluster::{self, Cluster},
     floor, memory,
-    scenarios::{names, progress, provision_all, report},
+    scenarios::{names, progress, provision_all, report, FINGERPRINT_FLOOR},
 };
 
 const SMALL_SCHEMA: [(&str, &str); 3] = [
@@ -94,11 +94,19 @@ pub(crate) async fn scale(cluster: &Cluster, psql: &Path, n: usize) -> anyhow::R
     let (elapsed, verified) = verify_once(false).await?;
     anyhow::ensure!(verified.all_ok(), "the scale fleet did not verify");
     once("scale_verify", elapsed, json!({}));
+    // The floor of a full deep scan: one catalog-wide digest query in psql.
+    let floor = floor::replay(psql, &url, FINGERPRINT_FLOOR).await?;
     for label in ["scale_verify_deep_full", "scale_verify_deep_unchanged"] {
         progress(&format!("scale {n}: {label}"));
         let (elapsed, verified) = verify_once(true).await?;
         anyhow::ensure!(verified.all_ok(), "the scale fleet did not verify deep");
-        once(label, elapsed, json!({ "catalogs": verified.catalogs }));
+        report(
+            label,
+            n,
+            &[elapsed],
+            &[floor],
+            json!({ "catalogs": verified.catalogs }),
+        );
     }
     let drifting: Vec<_> = names(n).into_iter().step_by(100).collect();
     let script: String = drifting
@@ -118,9 +126,11 @@ pub(crate) async fn scale(cluster: &Cluster, psql: &Path, n: usize) -> anyhow::R
         "{found} of {} changes found",
         drifting.len()
     );
-    once(
+    report(
         "scale_verify_deep_one_percent_changed",
-        elapsed,
+        n,
+        &[elapsed],
+        &[floor],
         json!({ "changed": drifting.len(), "catalogs": verified.catalogs }),
     );
 

@@ -386,7 +386,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The least a deep check must read: one digest of tables and columns per
 /// tenant schema, in one catalog-wide query.
-const FINGERPRINT_FLOOR: &str = "SELECT n.nspname, md5(string_agg(c.relname || '.' || a.attname || ':' || a.atttypid::text, ',' ORDER BY c.relname, a.attnum))
+pub(crate) const FINGERPRINT_FLOOR: &str = "SELECT n.nspname, md5(string_agg(c.relname || '.' || a.attname || ':' || a.atttypid::text, ',' ORDER BY c.relname, a.attnum))
   FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid JOIN pg_attribute a ON a.attrelid = c.oid
  WHERE n.nspname LIKE 't%' AND a.attnum > 0 AND NOT a.attisdropped
  GROUP BY n.nspname;\n";
