@@ -250,11 +250,12 @@ async fn check(
             .collect();
         let tracking = backend.catalog_tracking(&comparable).await?;
         // Only a clean verdict is reused; a tenant marked drift is read again.
-        let in_drift = |t: &TenantName| {
-            tenants
-                .iter()
-                .any(|tenant| &tenant.name == t && tenant.state == TenantState::Drift)
-        };
+        let drifted: std::collections::HashSet<&TenantName> = tenants
+            .iter()
+            .filter(|t| t.state == TenantState::Drift)
+            .map(|t| &t.name)
+            .collect();
+        let in_drift = |t: &TenantName| drifted.contains(t);
         let (unchanged, to_scan): (Vec<_>, Vec<_>) =
             comparable
                 .iter()

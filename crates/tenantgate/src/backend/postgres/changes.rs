@@ -11,7 +11,7 @@
 //! same, and the same triggers have been there since (their oid). Anything
 //! less is unknown, and unknown is scanned.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use tokio_postgres::{error::SqlState, types::Type, Client};
 
@@ -87,15 +87,14 @@ pub(crate) async fn tracking(
         )
         .await
         .map_err(|e| error_while("reading which catalogs changed", &e))?;
+    let applied_now: HashMap<&str, &Vec<i64>> =
+        tenants.iter().map(|(t, a)| (t.as_str(), a)).collect();
     let unchanged: HashSet<TenantName> = rows
         .iter()
         .filter_map(|r| {
             let tenant = TenantName::parse(r.get(0)).ok()?;
             let applied: Vec<i64> = r.get(1);
-            tenants
-                .iter()
-                .any(|(t, a)| *t == tenant && *a == applied)
-                .then_some(tenant)
+            (applied_now.get(tenant.as_str()) == Some(&&applied)).then_some(tenant)
         })
         .collect();
     Ok(ChangeTracking::Tracked {
