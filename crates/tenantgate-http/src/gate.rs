@@ -68,8 +68,7 @@ pub async fn startup_gate(
         backend.prepare().await?;
         let shared_missing = required.shared_missing(&backend.shared_ledger().await?);
         // The ledgers are the truth: correct registry rows that drifted from them.
-        tenantgate::ledger::refresh(backend, &required.tenant).await?;
-        let tenants = backend.tenants().await?;
+        let tenants = tenantgate::ledger::refresh(backend, &required.tenant).await?;
         Ok::<_, Error>(
             tenants
                 .iter()

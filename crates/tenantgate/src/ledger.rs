@@ -139,14 +139,27 @@ pub async fn refresh(backend: &dyn Backend, set: &MigrationSet) -> Result<Vec<Te
 /// tenant's state from its ledger against `set`: `ready` once it holds the
 /// whole set, `pending` while it lacks some; `failed` stays until the ledger
 /// holds the set, `drift` until a deep verification clears it. Returns the
-/// tenants with their states as recorded.
+/// tenants as the registry now records them (rows it corrected read again).
 pub async fn bring_in_step(
     backend: &dyn Backend,
     set: &MigrationSet,
     mut tenants: Vec<Tenant>,
     ledgers: &Ledgers,
 ) -> Result<Vec<Tenant>, Error> {
-    reconcile(backend, &tenants, ledgers).await?;
+    let corrected = reconcile(backend, &tenants, ledgers).await?;
+    if !corrected.is_empty() {
+        let mut fresh: std::collections::HashMap<TenantName, Tenant> = backend
+            .tenants_named(&corrected)
+            .await?
+            .into_iter()
+            .map(|t| (t.name.clone(), t))
+            .collect();
+        for tenant in &mut tenants {
+            if let Some(row) = fresh.remove(&tenant.name) {
+                *tenant = row;
+            }
+        }
+    }
     if !backend.ledger_kind().is_foreign() {
         return Ok(tenants);
     }

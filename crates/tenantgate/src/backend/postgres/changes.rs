@@ -19,26 +19,31 @@ use super::sql::error_while;
 use crate::{backend::ChangeTracking, Error, TenantName};
 
 /// The functions and triggers; creating event triggers takes a superuser.
-const INSTALL_SQL: &str = r#"
-CREATE OR REPLACE FUNCTION tenantgate.record_ddl() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+fn install_sql() -> String {
+    let recorder = |name: &str, source: &str| {
+        format!(
+            r#"CREATE OR REPLACE FUNCTION tenantgate.{name}() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN
   INSERT INTO tenantgate.catalog_changes (schema_name)
-  SELECT DISTINCT schema_name FROM pg_event_trigger_ddl_commands()
+  SELECT DISTINCT schema_name FROM {source}()
    WHERE schema_name IS NOT NULL AND schema_name NOT LIKE 'pg\_temp%' AND schema_name NOT LIKE '\_tenantgate\_scratch%';
 END $$;
-CREATE OR REPLACE FUNCTION tenantgate.record_drop() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
-BEGIN
-  INSERT INTO tenantgate.catalog_changes (schema_name)
-  SELECT DISTINCT schema_name FROM pg_event_trigger_dropped_objects()
-   WHERE schema_name IS NOT NULL AND schema_name NOT LIKE 'pg\_temp%' AND schema_name NOT LIKE '\_tenantgate\_scratch%';
-END $$;
+"#
+        )
+    };
+    format!(
+        "{}{}
 DROP EVENT TRIGGER IF EXISTS tenantgate_ddl;
 DROP EVENT TRIGGER IF EXISTS tenantgate_drop;
 CREATE EVENT TRIGGER tenantgate_ddl ON ddl_command_end EXECUTE FUNCTION tenantgate.record_ddl();
 CREATE EVENT TRIGGER tenantgate_drop ON sql_drop EXECUTE FUNCTION tenantgate.record_drop();
 ALTER EVENT TRIGGER tenantgate_ddl ENABLE ALWAYS;
 ALTER EVENT TRIGGER tenantgate_drop ENABLE ALWAYS;
-"#;
+",
+        recorder("record_ddl", "pg_event_trigger_ddl_commands"),
+        recorder("record_drop", "pg_event_trigger_dropped_objects"),
+    )
+}
 
 /// The triggers' identity while both are installed and enabled always.
 const TRACKER_SQL: &str = "SELECT (SELECT oid FROM pg_catalog.pg_event_trigger WHERE evtname = 'tenantgate_ddl' AND evtenabled = 'A')::bigint * 4294967296
@@ -110,7 +115,7 @@ async fn install(client: &mut Client) -> Result<Option<String>, Error> {
         .transaction()
         .await
         .map_err(|e| error_while("installing change tracking", &e))?;
-    match tx.batch_execute(INSTALL_SQL).await {
+    match tx.batch_execute(&install_sql()).await {
         Ok(()) => {
             tx.commit()
                 .await
