@@ -40,7 +40,12 @@ pub(crate) fn live_bytes() -> usize {
 
 /// The process's peak resident memory in MiB (Linux `VmHWM`), when known.
 pub(crate) fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    peak_rss_mb_of("self")
+}
+
+/// [`peak_rss_mb`] of the process `pid` (a number, or `self`).
+pub(crate) fn peak_rss_mb_of(pid: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: f64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))?

@@ -184,15 +184,7 @@ async fn server_facts(url: &str) -> anyhow::Result<serde_json::Value> {
                END LOOP; END $$;",
         )
         .await?;
-    let backend_rss_mb = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map(|kib| (kib / 1024.0).round());
+    let backend_rss_mb = memory::peak_rss_mb_of(&pid.to_string());
     Ok(json!({
         "database_mb": row.get::<_, i64>(0) / 1_048_576,
         "pg_class_rows": row.get::<_, i64>(1),
