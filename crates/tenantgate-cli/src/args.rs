@@ -102,6 +102,9 @@ pub(crate) enum Command {
     /// After a deploy: bring the registry in step with the ledgers and have every running
     /// proxy re-read its migration folder
     Notify,
+    /// Add, list and remove placements: the PostgreSQL servers tenants live on
+    #[command(subcommand)]
+    Placements(PlacementsCommand),
     /// Print a shell completion script (e.g. `tenantgate completions bash > /etc/bash_completion.d/tenantgate`)
     Completions {
         /// The shell
@@ -332,6 +335,9 @@ pub(crate) enum TenantsCommand {
         /// A domain that routes to it (repeatable)
         #[arg(long = "domain", value_name = "HOST")]
         domains: Vec<String>,
+        /// The placement to create it on [default: the one holding the fewest tenants]
+        #[arg(long, value_name = "NAME")]
+        placement: Option<String>,
     },
     /// List tenants with their state, applied version and domains
     List,
@@ -347,6 +353,25 @@ pub(crate) enum TenantsCommand {
         /// Confirm: the tenant's data is deleted
         #[arg(long)]
         yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PlacementsCommand {
+    /// Add a placement: a PostgreSQL server and database, by a URL without a password
+    /// (passwords come from the password file, PGPASSFILE or ~/.pgpass)
+    Add {
+        /// Its name: lowercase letters, digits, '-' or '_'
+        name: String,
+        /// postgres://USER@HOST:PORT/DB or host=… dbname=… (no password)
+        url: String,
+    },
+    /// List placements with the tenants each holds
+    List,
+    /// Remove a placement that holds no tenants
+    Remove {
+        /// Its name
+        name: String,
     },
 }
 

@@ -39,7 +39,8 @@ fn for_engine_error(error: &Error) -> u8 {
         | Error::MigrationEntry { .. }
         | Error::OutOfOrder { .. }
         | Error::UnknownBackfill { .. }
-        | Error::CommandUnstartable { .. } => USAGE,
+        | Error::CommandUnstartable { .. }
+        | Error::UnknownPlacement { .. } => USAGE,
         Error::DatabaseUnavailable { .. } => UNAVAILABLE,
         Error::Interrupted => INTERRUPTED,
         _ => TENANT_FAILED,
@@ -63,6 +64,18 @@ pub(crate) fn for_fleet(report: &FleetReport) -> u8 {
         });
     }
     code
+}
+
+/// The exit code for a verification's report: 3 when a placement could
+/// not be read, 1 when anything is not clean.
+pub(crate) fn for_verify(report: &tenantgate::verify::VerifyReport) -> u8 {
+    if report.any_unreachable() {
+        UNAVAILABLE
+    } else if report.all_ok() {
+        OK
+    } else {
+        TENANT_FAILED
+    }
 }
 
 /// Combines codes: interrupted first, then the highest of 3 > 2 > 1.

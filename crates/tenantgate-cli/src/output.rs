@@ -249,6 +249,29 @@ pub(crate) fn fleet_report(global: &Global, report: &FleetReport) {
         report.not_started.len(),
         seconds(report.duration)
     );
+    let placements: std::collections::BTreeSet<&str> = report
+        .tenants
+        .iter()
+        .map(|t| t.placement.as_str())
+        .collect();
+    if placements.len() > 1 {
+        for placement in placements {
+            let here = |o: Outcome| {
+                report
+                    .tenants
+                    .iter()
+                    .filter(|t| t.placement == placement && t.outcome == o)
+                    .count()
+            };
+            println!(
+                "  placement {placement}: {} migrated, {} backfilled, {} up to date, {} failed",
+                here(Outcome::Migrated) + here(Outcome::FinishedElsewhere),
+                here(Outcome::Backfilled),
+                here(Outcome::UpToDate),
+                here(Outcome::Failed)
+            );
+        }
+    }
     if let Some(e) = &report.database_error {
         println!("database unavailable: {e}");
     }
@@ -326,9 +349,19 @@ pub(crate) fn verify_report(global: &Global, report: &VerifyReport) {
         if let Some(e) = &t.last_error {
             println!("    last error: {e}");
         }
+        if let Some(why) = &t.unreachable {
+            println!("    its placement cannot be read: {why}");
+        }
         for r in &t.recovery {
             println!("    to recover: {}", invocation.command(r));
         }
+    }
+    for u in &report.unregistered {
+        println!(
+            "{:<24} unregistered: placement {} holds it, the registry does not (never served)",
+            u.tenant, u.placement
+        );
+        println!("    to recover: {}", invocation.command(&u.recovery));
     }
     if let Some(catalogs) = &report.catalogs {
         match &catalogs.full_scan {
@@ -367,8 +400,13 @@ pub(crate) fn provisioned(global: &Global, created: &Provisioned, container: &st
         return json(created);
     }
     let domains: Vec<&str> = created.domains.iter().map(|d| d.as_str()).collect();
+    let placed = if created.placement == tenantgate::placement::DEFAULT_PLACEMENT {
+        String::new()
+    } else {
+        format!(" on placement {}", created.placement)
+    };
     println!(
-        "created tenant {} ({container}) with {} migration(s) in {}{}",
+        "created tenant {} ({container}{placed}) with {} migration(s) in {}{}",
         created.tenant,
         created.applied.len(),
         seconds(created.duration),
@@ -405,17 +443,33 @@ pub(crate) fn tenant_list(global: &Global, tenants: &[Tenant], key: KeyOf<'_>) {
         })
         .collect();
     let width = versions.iter().map(String::len).max().unwrap_or(0).max(8);
+    // The placement column appears once a tenant lives off the registry's server.
+    let placed = tenants
+        .iter()
+        .any(|t| t.placement != tenantgate::placement::DEFAULT_PLACEMENT);
+    let placement = |name: &str| {
+        if placed {
+            format!("{name:<12} ")
+        } else {
+            String::new()
+        }
+    };
     println!(
-        "{:<24} {:<8} {:>width$}  {:<30} last error",
-        "tenant", "state", "version", "domains"
+        "{:<24} {:<8} {}{:>width$}  {:<30} last error",
+        "tenant",
+        "state",
+        placement("placement"),
+        "version",
+        "domains"
     );
     for (t, version) in tenants.iter().zip(&versions) {
         let domains: Vec<&str> = t.domains.iter().map(|d| d.as_str()).collect();
         let error = t.last_error.as_deref().unwrap_or("");
         println!(
-            "{:<24} {:<8} {version:>width$}  {:<30} {error}",
+            "{:<24} {:<8} {}{version:>width$}  {:<30} {error}",
             t.name,
             t.state,
+            placement(&t.placement),
             domains.join(",")
         );
     }
@@ -438,6 +492,30 @@ pub(crate) fn tenant_detail(global: &Global, t: &Tenant, container: &str, key: K
     println!("updated:    {}", t.updated_at);
     if let Some(e) = &t.last_error {
         println!("last error: {e}");
+    }
+}
+
+pub(crate) fn placement_added(global: &Global, name: &str) {
+    if global.json {
+        return json(&serde_json::json!({ "added": name }));
+    }
+    println!("added placement {name}: it answers and holds tenantgate's record of its tenants");
+}
+
+pub(crate) fn placement_removed(global: &Global, name: &str) {
+    if global.json {
+        return json(&serde_json::json!({ "removed": name }));
+    }
+    println!("removed placement {name}");
+}
+
+pub(crate) fn placement_list(global: &Global, placements: &[tenantgate::placement::Placement]) {
+    if global.json {
+        return json(&placements);
+    }
+    println!("{:<16} {:>8}  url", "placement", "tenants");
+    for p in placements {
+        println!("{:<16} {:>8}  {}", p.name, p.tenants, p.url);
     }
 }
 

@@ -116,6 +116,10 @@ impl Invocation {
                 };
                 format!("end {holders}, then run: {}", migrate(tenant))
             }
+            Recovery::FinishCreate { tenant, placement } => format!(
+                "placement {placement} holds tenant {tenant}, which was never registered; to register it, run: {}",
+                self.run(&format!("tenants create {tenant} --placement {placement}"))
+            ),
             Recovery::RetryWhenReachable { tenant } => {
                 format!("once the database answers, run: {}", migrate(tenant))
             }

@@ -55,9 +55,11 @@ pub const PROXY_FORWARDED: &str = "tenantgate_proxy_forwarded_total";
 pub const PROXY_UPSTREAM_ERRORS: &str = "tenantgate_proxy_upstream_errors_total";
 /// Time until the upstream's response headers, in seconds.
 pub const PROXY_UPSTREAM_SECONDS: &str = "tenantgate_proxy_upstream_duration_seconds";
+/// Whether each placement's server answered its last check: 1 or 0, labelled by placement name.
+pub const PLACEMENT_UP: &str = "tenantgate_placement_up";
 
 /// Every metric with its help text, as `/metrics` describes it.
-pub const DESCRIPTIONS: [(&str, &str); 15] = [
+pub const DESCRIPTIONS: [(&str, &str); 16] = [
     (
         TENANTS,
         "Registered tenants by state, fleet-wide (whoever changed them).",
@@ -112,6 +114,10 @@ pub const DESCRIPTIONS: [(&str, &str); 15] = [
         PROXY_UPSTREAM_SECONDS,
         "Time until the upstream's response headers.",
     ),
+    (
+        PLACEMENT_UP,
+        "Whether each placement's server answered its last check (1) or not (0).",
+    ),
 ];
 
 /// The reasons the guard answers a request itself.
@@ -149,7 +155,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
             PROVISION_SECONDS | HTTP_SECONDS | PROXY_UPSTREAM_SECONDS => {
                 describe_histogram!(name, metrics::Unit::Seconds, help)
             }
-            TENANTS | SNAPSHOT_AGE | BUILD_INFO => describe_gauge!(name, help),
+            TENANTS | SNAPSHOT_AGE | BUILD_INFO | PLACEMENT_UP => describe_gauge!(name, help),
             _ => describe_counter!(name, help),
         }
     }
@@ -179,6 +185,11 @@ pub fn install() -> Result<PrometheusHandle, String> {
 
 pub(crate) fn blocked(reason: &'static str) {
     counter!(REQUESTS_BLOCKED, "reason" => reason).increment(1);
+}
+
+/// Whether `placement`'s server answered its last check (1) or not (0).
+pub(crate) fn placement_up(placement: &str, up: bool) {
+    gauge!(PLACEMENT_UP, "placement" => placement.to_owned()).set(if up { 1.0 } else { 0.0 });
 }
 
 pub(crate) fn bypassed() {

@@ -127,6 +127,15 @@ async fn health(State(state): State<AdminState>, headers: HeaderMap) -> Response
         "snapshot_age_seconds": guard.age().as_secs_f64(),
         "migration_check": if bypass { "disabled" } else { "enabled" },
     });
+    let unreachable = snapshot.unreachable_placements();
+    if !unreachable.is_empty() {
+        let mut down: Vec<_> = unreachable.iter().collect();
+        down.sort();
+        body["placements_unreachable"] = json!(down
+            .into_iter()
+            .map(|(placement, why)| json!({ "placement": placement, "error": why }))
+            .collect::<Vec<_>>());
+    }
     if authorized(&state, &headers) {
         body["tenants_not_served"] = json!(not_served
             .iter()

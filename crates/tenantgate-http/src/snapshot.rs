@@ -42,6 +42,9 @@ pub struct Snapshot {
     by_name: Index,
     shared_missing: Vec<MigrationRef>,
     refreshed_at: Option<SystemTime>,
+    /// Placements whose server does not answer, with why: their tenants
+    /// are blocked with "state unknown".
+    unreachable: Arc<HashMap<String, String>>,
 }
 
 /// Entries by the keyed hash of one of their keys. The rare second key
@@ -129,9 +132,22 @@ impl Snapshot {
         shared_ledger: &[AppliedMigration],
         required: &RequiredSet,
     ) -> Self {
+        Self::build_placed(tenants, shared_ledger, required, HashMap::new())
+    }
+
+    /// [`Self::build`] with the placements that do not answer (and why):
+    /// their tenants are blocked with "state unknown", the others decided
+    /// as usual.
+    pub fn build_placed(
+        tenants: Vec<Tenant>,
+        shared_ledger: &[AppliedMigration],
+        required: &RequiredSet,
+        unreachable: HashMap<String, String>,
+    ) -> Self {
         let mut snapshot = Self {
             shared_missing: required.shared_missing(shared_ledger),
             refreshed_at: Some(SystemTime::now()),
+            unreachable: Arc::new(unreachable),
             ..Self::default()
         };
         for tenant in tenants {
@@ -173,7 +189,10 @@ impl Snapshot {
             name: tenant.name.clone(),
             state: tenant.effective_state(&required.tenant),
             domains: tenant.domains.iter().cloned().collect(),
-            blocked: required.assess(tenant, &self.shared_missing).map(Box::new),
+            blocked: match self.unreachable.get(&tenant.placement) {
+                Some(why) => Some(Box::new(Blocked::unreachable(tenant, why))),
+                None => required.assess(tenant, &self.shared_missing).map(Box::new),
+            },
         });
         for domain in &entry.domains {
             let hash = self.hasher.hash_one(domain.as_str());
@@ -220,6 +239,12 @@ impl Snapshot {
     /// Required shared migrations the shared schema lacks.
     pub fn shared_missing(&self) -> &[MigrationRef] {
         &self.shared_missing
+    }
+
+    /// Placements whose server did not answer when this snapshot was
+    /// built, with why.
+    pub fn unreachable_placements(&self) -> &HashMap<String, String> {
+        &self.unreachable
     }
 
     /// When the registry was last read into this snapshot.

@@ -75,6 +75,8 @@ pub struct GuardState {
     /// Set when the store announced a deploy (`tenantgate notify`).
     reload: tokio::sync::Notify,
     container: Container,
+    /// Placements whose server did not answer the last check, with why.
+    unreachable: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// Names where a tenant lives, for the 503 page.
@@ -94,6 +96,7 @@ impl GuardState {
             reread: tokio::sync::Notify::new(),
             reload: tokio::sync::Notify::new(),
             container: Box::new(|name| format!("schema \"{name}\"")),
+            unreachable: std::sync::Mutex::new(std::collections::HashMap::new()),
         };
         state.publish_counts();
         state
@@ -193,19 +196,80 @@ pub async fn watch_registry(
     required: RequiredSet,
     config: GuardConfig,
 ) -> Result<Arc<GuardState>, Error> {
-    let snapshot = full_snapshot(backend.as_ref(), &required).await?;
+    let unreachable = check_placements(backend.as_ref(), config.heartbeat_interval).await?;
+    let tenants = backend.tenants().await?;
+    let shared = backend.shared_ledger().await?;
+    let snapshot = Snapshot::build_placed(tenants, &shared, &required, unreachable.clone());
     let state = Arc::new(
         GuardState::new(snapshot, required, config).describing_storage_with(backend.clone()),
     );
+    *state.unreachable.lock().expect("placements lock") = unreachable;
     state.confirm();
-    tokio::spawn(watch_loop(backend, state.clone()));
+    tokio::spawn(watch_loop(backend.clone(), state.clone()));
+    tokio::spawn(placement_loop(backend, state.clone()));
     Ok(state)
 }
 
-async fn full_snapshot(backend: &dyn Backend, required: &RequiredSet) -> Result<Snapshot, Error> {
+async fn full_snapshot(backend: &dyn Backend, state: &GuardState) -> Result<Snapshot, Error> {
     let tenants = backend.tenants().await?;
     let shared = backend.shared_ledger().await?;
-    Ok(Snapshot::build(tenants, &shared, required))
+    let unreachable = state.unreachable.lock().expect("placements lock").clone();
+    Ok(Snapshot::build_placed(
+        tenants,
+        &shared,
+        &state.required(),
+        unreachable,
+    ))
+}
+
+/// Which placements do not answer within `timeout`, with why; each one's
+/// state is published as a metric.
+async fn check_placements(
+    backend: &dyn Backend,
+    timeout: Duration,
+) -> Result<std::collections::HashMap<String, String>, Error> {
+    // Reading the placements is a query on the registry's own server.
+    let health = backend.placement_health(timeout).await;
+    metrics::placement_up(tenantgate::placement::DEFAULT_PLACEMENT, health.is_ok());
+    let health = health?;
+    for (placement, error) in &health {
+        metrics::placement_up(placement, error.is_none());
+    }
+    Ok(health
+        .into_iter()
+        .filter_map(|(placement, error)| Some((placement, error?)))
+        .collect())
+}
+
+/// Checks every placement at each heartbeat; when the set that does not
+/// answer changes, has the watcher re-read the registry, so only the
+/// tenants of a placement that went down are blocked ("state unknown") and
+/// they are served again once it answers.
+async fn placement_loop(backend: Arc<dyn Backend>, state: Arc<GuardState>) {
+    let interval = state.config.heartbeat_interval;
+    loop {
+        tokio::time::sleep(interval).await;
+        let Ok(now) = check_placements(backend.as_ref(), interval).await else {
+            // The registry itself does not answer: the watcher fails closed.
+            continue;
+        };
+        let changed = {
+            let mut known = state.unreachable.lock().expect("placements lock");
+            let changed = *known != now;
+            if changed {
+                for (placement, why) in &now {
+                    if !known.contains_key(placement) {
+                        tracing::error!(placement = %placement, error = %why, "a placement does not answer; its tenants answer 503 until it does");
+                    }
+                }
+                *known = now;
+            }
+            changed
+        };
+        if changed {
+            state.reread.notify_one();
+        }
+    }
 }
 
 async fn watch_loop(backend: Arc<dyn Backend>, state: Arc<GuardState>) {
@@ -244,7 +308,7 @@ async fn watch_loop(backend: Arc<dyn Backend>, state: Arc<GuardState>) {
         }
         state.confirm();
         if last_full.elapsed() >= config.refresh_interval {
-            match full_snapshot(backend.as_ref(), &state.required()).await {
+            match full_snapshot(backend.as_ref(), &state).await {
                 Ok(snapshot) => state.replace(snapshot),
                 Err(e) => {
                     tracing::warn!(error = %e, "periodic registry refresh failed");
@@ -260,7 +324,7 @@ async fn watch_loop(backend: Arc<dyn Backend>, state: Arc<GuardState>) {
 /// unsubscribed).
 async fn subscribe(backend: &dyn Backend, state: &GuardState) -> Option<Box<dyn Watch>> {
     let subscribed = match backend.watch().await {
-        Ok(watch) => full_snapshot(backend, &state.required())
+        Ok(watch) => full_snapshot(backend, state)
             .await
             .map(|snapshot| (watch, snapshot)),
         Err(e) => Err(e),
@@ -307,7 +371,7 @@ async fn apply_changes(
         })
         .collect();
     let Some(names) = names else {
-        return match full_snapshot(backend, &state.required()).await {
+        return match full_snapshot(backend, state).await {
             Ok(snapshot) => {
                 state.replace(snapshot);
                 true

@@ -153,6 +153,22 @@ pub enum Error {
         /// The name asked for.
         tenant: String,
     },
+    /// No placement by that name exists.
+    #[error("unknown placement {placement}: the registry knows {}", known.join(", "))]
+    UnknownPlacement {
+        /// The name asked for.
+        placement: String,
+        /// The placements that exist.
+        known: Vec<String>,
+    },
+    /// A placement cannot be removed while tenants live there.
+    #[error("placement {placement} still holds {tenants} tenant(s); move or drop them first; nothing was changed")]
+    PlacementInUse {
+        /// The placement.
+        placement: String,
+        /// How many tenants live there.
+        tenants: usize,
+    },
     /// Provisioning failed; the whole transaction was rolled back and nothing of the tenant exists.
     #[error(
         "provisioning tenant {tenant} failed and was rolled back, nothing of it exists: {failure}"
@@ -268,6 +284,8 @@ impl Error {
             Error::TenantExists { .. } => "tenant_exists",
             Error::DomainTaken { .. } => "domain_taken",
             Error::UnknownTenant { .. } => "unknown_tenant",
+            Error::UnknownPlacement { .. } => "unknown_placement",
+            Error::PlacementInUse { .. } => "placement_in_use",
             Error::ProvisionFailed { .. } => "provision_failed",
             Error::ChecksumChanged { .. } => "checksum_changed",
             Error::SharedMigrationFailed { .. } => "shared_migration_failed",

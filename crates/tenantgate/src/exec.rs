@@ -265,6 +265,7 @@ async fn run_one(
     };
     Ok(TenantReport {
         tenant: tenant.name.clone(),
+        placement: tenant.placement.clone(),
         outcome: match (&error, interrupted) {
             (None, _) => Outcome::Migrated,
             (Some(_), true) => Outcome::Interrupted,

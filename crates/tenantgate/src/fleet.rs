@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     backend::{BackfillMode, BackfillOutcome, Ledgers, Limits},
     migrations::{Backfill, MigrationRef},
+    placement::DEFAULT_PLACEMENT,
     progress::ProgressSink,
     Backend, Error, FailureKind, MigrationFolder, MigrationSet, Progress, Tenant, TenantFailure,
     TenantName, TenantSession, TenantState,
@@ -109,6 +110,8 @@ pub enum Outcome {
 pub struct TenantReport {
     /// The tenant.
     pub tenant: TenantName,
+    /// The placement it lives on.
+    pub placement: String,
     /// What happened.
     pub outcome: Outcome,
     /// Its state afterwards.
@@ -246,6 +249,7 @@ pub async fn migrate(
             let expects_work = pending.as_ref().is_none_or(|p| !p.is_empty());
             due.push(Due {
                 tenant: tenant.name.clone(),
+                placement: tenant.placement.clone(),
                 state: tenant.state,
                 expects_work,
             });
@@ -289,6 +293,7 @@ pub async fn backfill(
         .iter()
         .map(|t| Due {
             tenant: t.name.clone(),
+            placement: t.placement.clone(),
             state: t.state,
             expects_work: true,
         })
@@ -307,7 +312,8 @@ pub async fn backfill(
     Ok(report)
 }
 
-/// Runs `job` on the `due` tenants with bounded workers, adding their reports.
+/// Runs `job` on the `due` tenants with up to `options.jobs` workers per
+/// placement (the placements in parallel), adding their reports.
 async fn execute(
     backend: &dyn Backend,
     job: Job<'_>,
@@ -320,7 +326,17 @@ async fn execute(
     if due.is_empty() {
         return;
     }
-    let workers = options.jobs.max(1).min(due.len());
+    let mut queues: BTreeMap<String, VecDeque<Due>> = BTreeMap::new();
+    for tenant in due {
+        queues
+            .entry(tenant.placement.clone())
+            .or_default()
+            .push_back(tenant);
+    }
+    let workers: Vec<(String, usize)> = queues
+        .iter()
+        .map(|(placement, queue)| (placement.clone(), options.jobs.max(1).min(queue.len())))
+        .collect();
     let run = Run {
         backend,
         job,
@@ -328,21 +344,29 @@ async fn execute(
         progress,
         cancel,
         stop: cancel.child_token(),
-        queue: Mutex::new(due.into()),
+        queues: queues
+            .into_iter()
+            .map(|(placement, queue)| (placement, Mutex::new(queue)))
+            .collect(),
         reports: Mutex::new(Vec::new()),
         database_error: Mutex::new(None),
     };
-    futures::future::join_all((0..workers).map(|_| run.worker())).await;
+    futures::future::join_all(
+        workers
+            .iter()
+            .flat_map(|(placement, count)| (0..*count).map(|_| run.worker(placement))),
+    )
+    .await;
     report
         .tenants
         .extend(run.reports.into_inner().expect("reports lock"));
     report.not_started = run
-        .queue
-        .into_inner()
-        .expect("queue lock")
-        .iter()
-        .map(|due| due.tenant.clone())
+        .queues
+        .into_values()
+        .flat_map(|queue| queue.into_inner().expect("queue lock"))
+        .map(|due| due.tenant)
         .collect();
+    report.not_started.sort();
     report.database_error = run.database_error.into_inner().expect("error lock");
 }
 
@@ -400,13 +424,14 @@ async fn plan_ledgers(
     exact: bool,
 ) -> Result<Ledgers, Error> {
     let claims_all = |t: &Tenant| set.iter().all(|m| t.applied_versions.contains(&m.version));
-    let to_read: Vec<TenantName> = tenants
-        .iter()
-        .filter(|t| exact || claims_all(t))
-        .map(|t| t.name.clone())
-        .collect();
-    let mut ledgers = backend.read_ledgers(&to_read).await?;
-    for tenant in tenants.iter().filter(|t| !(exact || claims_all(t))) {
+    let to_read: Vec<&Tenant> = tenants.iter().filter(|t| exact || claims_all(t)).collect();
+    let (mut ledgers, unreachable) = read_ledgers_by_placement(backend, &to_read).await?;
+    // A placement that cannot be read is planned from the registry's
+    // copies too: its tenants fail when the run reaches for them.
+    let from_copy = |t: &&Tenant| {
+        !(exact || claims_all(t)) || unreachable.iter().any(|(p, _)| *p == t.placement)
+    };
+    for tenant in tenants.iter().filter(from_copy) {
         let copy = tenant
             .applied_versions
             .iter()
@@ -420,6 +445,40 @@ async fn plan_ledgers(
         ledgers.insert(tenant.name.clone(), Some(copy));
     }
     Ok(ledgers)
+}
+
+/// Reads the ledgers of `tenants`, each placement's in parallel. A
+/// placement other than `default` that cannot be reached is returned apart
+/// with its error, so the others' work goes on; the registry's own server
+/// failing fails the whole read.
+pub(crate) async fn read_ledgers_by_placement(
+    backend: &dyn Backend,
+    tenants: &[&Tenant],
+) -> Result<(Ledgers, Vec<(String, Error)>), Error> {
+    let mut groups: BTreeMap<&str, Vec<TenantName>> = BTreeMap::new();
+    for tenant in tenants {
+        groups
+            .entry(tenant.placement.as_str())
+            .or_default()
+            .push(tenant.name.clone());
+    }
+    let reads =
+        futures::future::join_all(groups.into_iter().map(|(placement, names)| async move {
+            (placement, backend.read_ledgers(&names).await)
+        }))
+        .await;
+    let mut ledgers = Ledgers::new();
+    let mut unreachable = Vec::new();
+    for (placement, read) in reads {
+        match read {
+            Ok(read) => ledgers.extend(read),
+            Err(e) if e.is_unavailable() && placement != DEFAULT_PLACEMENT => {
+                unreachable.push((placement.to_owned(), e));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((ledgers, unreachable))
 }
 
 /// Applied migrations whose file changed, across all ledgers.
@@ -487,6 +546,7 @@ fn refuse_out_of_order(set: &MigrationSet, ledgers: &Ledgers) -> Result<(), Erro
 pub(crate) fn quick_report(tenant: &Tenant, outcome: Outcome, applied: Vec<i64>) -> TenantReport {
     TenantReport {
         tenant: tenant.name.clone(),
+        placement: tenant.placement.clone(),
         outcome,
         state: tenant.state,
         applied,
@@ -544,6 +604,8 @@ impl Job<'_> {
 /// A tenant a run will work on.
 struct Due {
     tenant: TenantName,
+    /// Where it lives.
+    placement: String,
     /// Its registry state when planned.
     state: TenantState,
     /// Whether migrations were missing when planned (false when only its
@@ -560,25 +622,30 @@ struct Run<'a> {
     cancel: &'a CancellationToken,
     /// Stops scheduling: interruption, fail-fast, or the database gone.
     stop: CancellationToken,
-    queue: Mutex<VecDeque<Due>>,
+    /// Tenants yet to start, by placement.
+    queues: BTreeMap<String, Mutex<VecDeque<Due>>>,
     reports: Mutex<Vec<TenantReport>>,
     database_error: Mutex<Option<String>>,
 }
 
 impl Run<'_> {
-    /// Takes tenants from the queue until it is empty or the run stops,
-    /// replacing its connection every `recycle_after` tenants.
-    async fn worker(&self) {
+    /// Takes `placement`'s tenants from its queue until it is empty or the
+    /// run stops, replacing its connection every `recycle_after` tenants.
+    async fn worker(&self, placement: &str) {
+        let queue = &self.queues[placement];
         let mut session: Option<Box<dyn TenantSession>> = None;
         let mut used = 0;
         while !self.stop.is_cancelled() {
             if session.is_none() || used >= self.options.recycle_after {
-                match self.backend.open_session().await {
+                match self.backend.open_session_on(placement).await {
                     Ok(s) => (session, used) = (Some(s), 0),
-                    Err(e) => return self.database_gone(e.to_string()),
+                    Err(e) if placement == DEFAULT_PLACEMENT => {
+                        return self.database_gone(e.to_string())
+                    }
+                    Err(e) => return self.placement_gone(queue, &e),
                 }
             }
-            let Some(due) = self.queue.lock().expect("queue lock").pop_front() else {
+            let Some(due) = queue.lock().expect("queue lock").pop_front() else {
                 return;
             };
             let active = session.as_mut().expect("a session was just opened");
@@ -624,6 +691,7 @@ impl Run<'_> {
         };
         let mut report = TenantReport {
             tenant: tenant.clone(),
+            placement: due.placement.clone(),
             outcome: Outcome::Failed,
             state,
             applied: Vec::new(),
@@ -670,6 +738,36 @@ impl Run<'_> {
         }
         report.duration = started.elapsed();
         report
+    }
+
+    /// Fails every tenant left in a placement's queue: its server cannot
+    /// be reached. The other placements go on.
+    fn placement_gone(&self, queue: &Mutex<VecDeque<Due>>, error: &Error) {
+        let left: Vec<Due> = queue.lock().expect("queue lock").drain(..).collect();
+        for due in left {
+            let failure = TenantFailure {
+                kind: FailureKind::ConnectionLost,
+                migration: None,
+                message: error.to_string(),
+                recovery: crate::Recovery::RetryWhenReachable {
+                    tenant: due.tenant.clone(),
+                },
+            };
+            let report = TenantReport {
+                tenant: due.tenant,
+                placement: due.placement,
+                outcome: Outcome::Failed,
+                state: due.state,
+                applied: Vec::new(),
+                attempts: 1,
+                duration: Duration::ZERO,
+                error: Some(failure),
+                rows_changed: None,
+                command: None,
+            };
+            (self.progress)(Progress::TenantFinished(Box::new(report.clone())));
+            self.reports.lock().expect("reports lock").push(report);
+        }
     }
 
     fn database_gone(&self, message: String) {

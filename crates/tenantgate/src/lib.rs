@@ -44,6 +44,7 @@ pub mod fleet;
 pub mod ledger;
 pub mod migrations;
 pub mod peers;
+pub mod placement;
 pub mod progress;
 pub mod provision;
 pub mod readiness;

@@ -38,6 +38,8 @@ pub struct Provisioned {
     pub tenant: TenantName,
     /// Domains that now route to it.
     pub domains: Vec<Domain>,
+    /// The placement it lives on.
+    pub placement: String,
     /// Versions applied, in order.
     pub applied: Vec<i64>,
     /// Its state afterwards (always `ready`).
@@ -63,6 +65,19 @@ pub async fn create_tenant(
     domains: &[Domain],
     limits: &Limits,
 ) -> Result<Provisioned, Error> {
+    create_tenant_on(backend, folder, None, tenant, domains, limits).await
+}
+
+/// [`create_tenant`] on `placement` (`None`: the placement holding the
+/// fewest tenants; see [`crate::placement`]).
+pub async fn create_tenant_on(
+    backend: &dyn Backend,
+    folder: &MigrationFolder,
+    placement: Option<&str>,
+    tenant: &TenantName,
+    domains: &[Domain],
+    limits: &Limits,
+) -> Result<Provisioned, Error> {
     let started = Instant::now();
     let mut domains = domains.to_vec();
     domains.sort();
@@ -70,11 +85,11 @@ pub async fn create_tenant(
     folder.refuse_transaction_control(backend.dialect())?;
     backend.prepare().await?;
     backend.apply_shared(&folder.shared, limits).await?;
-    let mut applied = backend
-        .create_tenant(tenant, &domains, &folder.tenant, limits)
+    let (placement, mut applied) = backend
+        .create_tenant_on(placement, tenant, &domains, &folder.tenant, limits)
         .await?;
     if applied.len() < folder.tenant.len() {
-        let mut session = backend.open_session().await?;
+        let mut session = backend.open_session_on(&placement).await?;
         match session.migrate_tenant(tenant, &folder.tenant, limits).await {
             Ok(more) => applied.extend(more),
             Err(failure) => {
@@ -89,6 +104,7 @@ pub async fn create_tenant(
     Ok(Provisioned {
         tenant: tenant.clone(),
         domains,
+        placement,
         applied,
         state: TenantState::Ready,
         duration: started.elapsed(),

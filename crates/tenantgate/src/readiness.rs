@@ -122,6 +122,7 @@ impl RequiredSet {
             },
             BlockReason::SharedMissing => Recovery::MigrateShared,
             BlockReason::Missing | BlockReason::Failed => Recovery::MigrateTenant { tenant: name },
+            BlockReason::StateUnknown => Recovery::RetryWhenReachable { tenant: name },
         };
         Some(Blocked {
             reason,
@@ -150,6 +151,9 @@ pub enum BlockReason {
     ChecksumChanged,
     /// The shared schema lacks required shared migrations.
     SharedMissing,
+    /// The server of its placement does not answer: whether it is ready
+    /// is unknown.
+    StateUnknown,
 }
 
 impl BlockReason {
@@ -161,6 +165,7 @@ impl BlockReason {
             BlockReason::Drift => "drift",
             BlockReason::ChecksumChanged => "checksum_changed",
             BlockReason::SharedMissing => "shared_missing",
+            BlockReason::StateUnknown => "state_unknown",
         }
     }
 }
@@ -178,6 +183,24 @@ pub struct Blocked {
     pub error: Option<String>,
     /// The step that heals it.
     pub recovery: Recovery,
+}
+
+impl Blocked {
+    /// The block of a tenant whose placement does not answer (`why`).
+    pub fn unreachable(tenant: &Tenant, why: &str) -> Self {
+        Blocked {
+            reason: BlockReason::StateUnknown,
+            missing: Vec::new(),
+            changed: Vec::new(),
+            error: Some(format!(
+                "placement {} does not answer: {why}",
+                tenant.placement
+            )),
+            recovery: Recovery::RetryWhenReachable {
+                tenant: tenant.name.clone(),
+            },
+        }
+    }
 }
 
 #[cfg(test)]

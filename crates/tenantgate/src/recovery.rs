@@ -97,6 +97,15 @@ pub enum Recovery {
         /// The tenant.
         tenant: TenantName,
     },
+    /// A placement holds the tenant, built completely, but its registry row
+    /// was never written (the run stopped between the two commits): create
+    /// it again on that placement, which registers what is there.
+    FinishCreate {
+        /// The tenant.
+        tenant: TenantName,
+        /// The placement holding it.
+        placement: String,
+    },
 }
 
 impl fmt::Display for Recovery {
@@ -145,6 +154,10 @@ impl fmt::Display for Recovery {
             Recovery::VerifyDeep { tenant } => {
                 write!(f, "compare tenant {tenant}'s catalog with its ledger again")
             }
+            Recovery::FinishCreate { tenant, placement } => write!(
+                f,
+                "placement {placement} holds tenant {tenant} but the registry does not: create it again on {placement} to register it"
+            ),
         }
     }
 }

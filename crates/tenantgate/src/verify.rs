@@ -29,6 +29,8 @@
 //! # }).unwrap();
 //! ```
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -36,6 +38,7 @@ use crate::{
     fleet::{self, FleetOptions, FleetReport},
     migrations::MigrationRef,
     peers::{self, Outlier, PeerReport},
+    placement::DEFAULT_PLACEMENT,
     progress::ProgressSink,
     AppliedMigration, Backend, Error, LedgerKind, MigrationFolder, MigrationSet, Recovery, Tenant,
     TenantName, TenantState,
@@ -80,6 +83,9 @@ pub struct TenantCheck {
     pub outlier: Option<Outlier>,
     /// The error of its last failed attempt, while it is `failed`.
     pub last_error: Option<String>,
+    /// Why its placement could not be read: nothing else about it is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<String>,
     /// What heals each problem.
     pub recovery: Vec<Recovery>,
 }
@@ -112,6 +118,22 @@ pub struct VerifyReport {
     /// How much of the catalogs a deep verification read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catalogs: Option<CatalogScan>,
+    /// Tenants a placement holds that the registry does not know.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unregistered: Vec<Unregistered>,
+}
+
+/// A tenant a placement holds and the registry does not know: a
+/// provisioning that stopped between the placement's commit and the
+/// registry's. It is never served.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Unregistered {
+    /// The tenant (its schema's name).
+    pub tenant: TenantName,
+    /// The placement holding it.
+    pub placement: String,
+    /// What registers it.
+    pub recovery: Recovery,
 }
 
 /// How much of the tenants' catalogs a deep verification read.
@@ -133,6 +155,12 @@ impl VerifyReport {
             && self.shared.changed.is_empty()
             && self.shared.unknown.is_empty()
             && self.tenants.iter().all(|t| t.ok)
+            && self.unregistered.is_empty()
+    }
+
+    /// True when a placement could not be read for some tenant.
+    pub fn any_unreachable(&self) -> bool {
+        self.tenants.iter().any(|t| t.unreachable.is_some())
     }
 }
 
@@ -200,7 +228,12 @@ async fn check(
     let tenants = fleet::select_tenants(backend.tenants().await?, &options.fleet.tenants)?;
     let names: Vec<TenantName> = tenants.iter().map(|t| t.name.clone()).collect();
     let started = std::time::Instant::now();
-    let ledgers = backend.read_ledgers(&names).await?;
+    let everyone: Vec<&Tenant> = tenants.iter().collect();
+    let (ledgers, unreachable) = fleet::read_ledgers_by_placement(backend, &everyone).await?;
+    let mut cut_off: HashMap<String, String> = unreachable
+        .into_iter()
+        .map(|(placement, e)| (placement, e.to_string()))
+        .collect();
     tracing::debug!(
         tenants = names.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -209,12 +242,13 @@ async fn check(
     let tenants = crate::ledger::bring_in_step(backend, &folder.tenant, tenants, &ledgers).await?;
     let mut checks: Vec<TenantCheck> = tenants
         .iter()
-        .map(|t| {
-            check_ledger(
+        .map(|t| match cut_off.get(&t.placement) {
+            Some(reason) => unreachable_check(t, reason),
+            None => check_ledger(
                 t,
                 &folder.tenant,
                 ledgers.get(&t.name).and_then(Option::as_ref),
-            )
+            ),
         })
         .collect();
 
@@ -238,7 +272,12 @@ async fn check(
         let comparable: Vec<(TenantName, Vec<i64>)> = checks
             .iter()
             .zip(&names)
-            .filter(|(c, _)| !c.ledger_missing && c.changed.is_empty() && c.unknown.is_empty())
+            .filter(|(c, _)| {
+                !c.ledger_missing
+                    && c.unreachable.is_none()
+                    && c.changed.is_empty()
+                    && c.unknown.is_empty()
+            })
             .map(|(c, name)| {
                 let applied = ledgers[&c.tenant]
                     .iter()
@@ -248,44 +287,62 @@ async fn check(
                 (name.clone(), applied)
             })
             .collect();
-        let tracking = backend.catalog_tracking(&comparable).await?;
         // Only a clean verdict is reused; a tenant marked drift is read again.
-        let drifted: std::collections::HashSet<&TenantName> = tenants
+        let drifted: HashSet<&TenantName> = tenants
             .iter()
             .filter(|t| t.state == TenantState::Drift)
             .map(|t| &t.name)
             .collect();
-        let in_drift = |t: &TenantName| drifted.contains(t);
-        let (unchanged, to_scan): (Vec<_>, Vec<_>) =
-            comparable
-                .iter()
-                .cloned()
-                .partition(|(t, _)| match &tracking {
-                    ChangeTracking::Tracked { unchanged, .. } => {
-                        unchanged.contains(t) && !in_drift(t)
-                    }
-                    ChangeTracking::Unavailable(_) => false,
-                });
-        let started = std::time::Instant::now();
-        let drift = backend.catalog_drift(&folder.tenant, &to_scan).await?;
-        tracing::debug!(
-            tenants = to_scan.len(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "catalog compared"
-        );
-        let verdicts: Vec<(TenantName, Vec<i64>, bool)> = to_scan
+        let placement_of: HashMap<&TenantName, &str> = tenants
             .iter()
-            .map(|(t, applied)| (t.clone(), applied.clone(), !drift.contains_key(t)))
+            .map(|t| (&t.name, t.placement.as_str()))
             .collect();
-        backend.record_verdicts(&verdicts, &tracking).await?;
-        catalogs = Some(CatalogScan {
-            scanned: to_scan.len(),
-            unchanged: unchanged.len(),
-            full_scan: match tracking {
-                ChangeTracking::Unavailable(reason) => Some(reason),
-                ChangeTracking::Tracked { .. } => None,
-            },
-        });
+        let mut by_placement: BTreeMap<&str, Vec<(TenantName, Vec<i64>)>> = BTreeMap::new();
+        for entry in &comparable {
+            by_placement
+                .entry(placement_of[&entry.0])
+                .or_default()
+                .push(entry.clone());
+        }
+        let scans =
+            futures::future::join_all(by_placement.into_iter().map(|(placement, share)| {
+                let drifted = &drifted;
+                async move {
+                    let scan = scan_catalogs(backend, &folder.tenant, &share, drifted).await;
+                    (placement, share, scan)
+                }
+            }))
+            .await;
+        let mut drift = HashMap::new();
+        let mut scan_total = CatalogScan {
+            scanned: 0,
+            unchanged: 0,
+            full_scan: None,
+        };
+        for (placement, share, scan) in scans {
+            match scan {
+                Ok((found, scan)) => {
+                    drift.extend(found);
+                    scan_total.scanned += scan.scanned;
+                    scan_total.unchanged += scan.unchanged;
+                    scan_total.full_scan = scan_total.full_scan.or(scan.full_scan);
+                }
+                Err(e) if e.is_unavailable() && placement != DEFAULT_PLACEMENT => {
+                    cut_off.insert(placement.to_owned(), e.to_string());
+                    for check in checks.iter_mut() {
+                        if share.iter().any(|(t, _)| *t == check.tenant) {
+                            *check = unreachable_check_from(check, &e.to_string());
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        catalogs = Some(scan_total);
+        let comparable: Vec<(TenantName, Vec<i64>)> = comparable
+            .into_iter()
+            .filter(|(t, _)| !cut_off.contains_key(placement_of[t]))
+            .collect();
         let mut changes = Vec::new();
         for ((check, tenant), name) in checks.iter_mut().zip(&tenants).zip(&names) {
             if let Some(differences) = drift.get(&check.tenant) {
@@ -323,8 +380,22 @@ async fn check(
             && !check.ledger_missing
             && check.drift.is_empty()
             && check.outlier.is_none()
+            && check.unreachable.is_none()
             && !matches!(check.state, TenantState::Failed | TenantState::Drift);
     }
+    let unregistered = backend
+        .unregistered()
+        .await?
+        .into_iter()
+        .map(|(placement, tenant)| Unregistered {
+            recovery: Recovery::FinishCreate {
+                tenant: tenant.clone(),
+                placement: placement.clone(),
+            },
+            tenant,
+            placement,
+        })
+        .collect();
     Ok(VerifyReport {
         deep: options.deep,
         shared,
@@ -332,7 +403,79 @@ async fn check(
         fixed: None,
         peers,
         catalogs,
+        unregistered,
     })
+}
+
+/// Compares the catalogs of `share` (tenants of one placement, with their
+/// applied versions) with what their ledgers promise, skipping those known
+/// unchanged since a clean verdict, and keeps the new verdicts.
+async fn scan_catalogs(
+    backend: &dyn Backend,
+    set: &MigrationSet,
+    share: &[(TenantName, Vec<i64>)],
+    drifted: &HashSet<&TenantName>,
+) -> Result<(HashMap<TenantName, Vec<String>>, CatalogScan), Error> {
+    let tracking = backend.catalog_tracking(share).await?;
+    let (unchanged, to_scan): (Vec<_>, Vec<_>) =
+        share.iter().cloned().partition(|(t, _)| match &tracking {
+            ChangeTracking::Tracked { unchanged, .. } => {
+                unchanged.contains(t) && !drifted.contains(t)
+            }
+            ChangeTracking::Unavailable(_) => false,
+        });
+    let started = std::time::Instant::now();
+    let drift = backend.catalog_drift(set, &to_scan).await?;
+    tracing::debug!(
+        tenants = to_scan.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "catalog compared"
+    );
+    let verdicts: Vec<(TenantName, Vec<i64>, bool)> = to_scan
+        .iter()
+        .map(|(t, applied)| (t.clone(), applied.clone(), !drift.contains_key(t)))
+        .collect();
+    backend.record_verdicts(&verdicts, &tracking).await?;
+    let scan = CatalogScan {
+        scanned: to_scan.len(),
+        unchanged: unchanged.len(),
+        full_scan: match tracking {
+            ChangeTracking::Unavailable(reason) => Some(reason),
+            ChangeTracking::Tracked { .. } => None,
+        },
+    };
+    Ok((drift, scan))
+}
+
+/// The check of a tenant whose placement could not be read.
+fn unreachable_check(tenant: &Tenant, reason: &str) -> TenantCheck {
+    TenantCheck {
+        tenant: tenant.name.clone(),
+        state: tenant.state,
+        ok: false,
+        missing: Vec::new(),
+        changed: Vec::new(),
+        unknown: Vec::new(),
+        ledger_missing: false,
+        drift: Vec::new(),
+        outlier: None,
+        last_error: None,
+        unreachable: Some(reason.to_owned()),
+        recovery: vec![Recovery::RetryWhenReachable {
+            tenant: tenant.name.clone(),
+        }],
+    }
+}
+
+/// `check` once its placement stopped answering part-way.
+fn unreachable_check_from(check: &TenantCheck, reason: &str) -> TenantCheck {
+    TenantCheck {
+        unreachable: Some(reason.to_owned()),
+        recovery: vec![Recovery::RetryWhenReachable {
+            tenant: check.tenant.clone(),
+        }],
+        ..check.clone()
+    }
 }
 
 /// A one-line summary of drift for the registry: whole relations first.
@@ -391,6 +534,7 @@ fn check_ledger(
         ledger_missing: ledger.is_none(),
         drift: Vec::new(),
         outlier: None,
+        unreachable: None,
         last_error: (tenant.state != TenantState::Ready)
             .then(|| tenant.last_error.clone())
             .flatten(),

@@ -6,6 +6,7 @@ mod demo;
 mod guarded;
 mod migrate;
 mod notify;
+mod placements;
 mod proxy;
 mod serve;
 mod tenants;
@@ -65,6 +66,7 @@ async fn dispatch(
         Command::Demo(args) => demo::run(global, args, &cancel).await,
         Command::Adopt(args) => adopt::run(global, args).await,
         Command::Notify => notify::run(global).await,
+        Command::Placements(command) => placements::run(global, command).await,
         Command::Completions { shell } => {
             let mut command = <crate::args::Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "tenantgate", &mut std::io::stdout());

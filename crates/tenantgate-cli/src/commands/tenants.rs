@@ -15,7 +15,11 @@ pub(crate) async fn run(
     cancel: &CancellationToken,
 ) -> Result<u8, CliError> {
     match command {
-        TenantsCommand::Create { name, domains } => {
+        TenantsCommand::Create {
+            name,
+            domains,
+            placement,
+        } => {
             let tenant = TenantName::parse(&name)?;
             let domains = domains
                 .iter()
@@ -25,7 +29,7 @@ pub(crate) async fn run(
             let backend = super::backend(global).await?;
             let limits = tenantgate::fleet::FleetOptions::default().limits;
             let created = tokio::select! {
-                created = provision::create_tenant(backend.as_ref(), &folder, &tenant, &domains, &limits) => created?,
+                created = provision::create_tenant_on(backend.as_ref(), &folder, placement.as_deref(), &tenant, &domains, &limits) => created?,
                 () = cancel.cancelled() => return Err(Error::Interrupted.into()),
             };
             output::provisioned(global, &created, &backend.container(&tenant));

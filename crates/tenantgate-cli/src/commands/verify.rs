@@ -32,11 +32,7 @@ pub(crate) async fn run(
         verify::verify(backend.as_ref(), &folder, &options, &|p| bars.on(p), cancel).await?;
     bars.finish();
     output::verify_report(global, &report);
-    let mut code = if report.all_ok() {
-        exit::OK
-    } else {
-        exit::TENANT_FAILED
-    };
+    let mut code = exit::for_verify(&report);
     if let Some(fixed) = &report.fixed {
         code = exit::worst(code, exit::for_fleet(fixed));
     }

@@ -685,3 +685,81 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A PostgreSQL cluster of a scenario's own (`scripts/pg-cluster`), for
+/// scenarios that need several servers or stop one; removed when dropped.
+pub(crate) struct Cluster {
+    /// Its URL (database `postgres`, no password: the cluster trusts local users).
+    pub(crate) url: String,
+    dir: String,
+}
+
+impl Cluster {
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/pg-cluster")
+    }
+
+    /// Starts a fresh cluster on a free local port.
+    pub(crate) async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// A cluster that keeps every commit through a crash ([`Self::pause`]):
+    /// the shared test clusters trade that for speed.
+    pub(crate) async fn durable() -> Self {
+        Self::start_with(&[("TENANTGATE_PG_DURABLE", "1")]).await
+    }
+
+    async fn start_with(env: &[(&str, &str)]) -> Self {
+        let output = tokio::process::Command::new(Self::script())
+            .arg("start")
+            .envs(env.iter().copied())
+            .output()
+            .await
+            .expect("run scripts/pg-cluster");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "scripts/pg-cluster start failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let export = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(&format!("export {name}='")))
+                .and_then(|rest| rest.strip_suffix('\''))
+                .unwrap_or_else(|| panic!("scripts/pg-cluster printed no {name}: {text}"))
+                .to_owned()
+        };
+        Self {
+            url: export("TENANTGATE_TEST_PG_URL"),
+            dir: export("TENANTGATE_PG_DIR"),
+        }
+    }
+
+    async fn script_on(&self, action: &str) {
+        let status = tokio::process::Command::new(Self::script())
+            .args([action, &self.dir])
+            .status()
+            .await
+            .expect("run scripts/pg-cluster");
+        assert!(status.success(), "scripts/pg-cluster {action} failed");
+    }
+
+    /// Stops the server at once, as an outage would (its data kept).
+    pub(crate) async fn pause(&self) {
+        self.script_on("pause").await;
+    }
+
+    /// Starts it again after [`Self::pause`].
+    pub(crate) async fn resume(&self) {
+        self.script_on("resume").await;
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(Self::script())
+            .args(["stop", &self.dir])
+            .status();
+    }
+}

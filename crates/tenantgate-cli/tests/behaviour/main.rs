@@ -15,6 +15,7 @@ mod demo;
 mod django;
 mod files;
 mod fleet;
+mod placements;
 mod pooler;
 mod provisioning;
 mod proxy;

@@ -38,6 +38,7 @@ use async_trait::async_trait;
 use crate::{
     adopt::{AdoptSource, Adoptee, Candidate},
     migrations::Backfill,
+    placement::{Placement, DEFAULT_PLACEMENT},
     AppliedMigration, Domain, Error, LedgerKind, MigrationSet, Tenant, TenantFailure, TenantName,
     TenantState,
 };
@@ -143,6 +144,27 @@ pub trait Backend: Send + Sync {
         limits: &Limits,
     ) -> Result<Vec<i64>, Error>;
 
+    /// [`Self::create_tenant`] on `placement` (`None`: the placement holding
+    /// the fewest tenants). On a placement other than `default` the tenant's
+    /// transaction commits there and its registry row after that commit;
+    /// see [`crate::placement`]. Returns the placement and the versions applied.
+    async fn create_tenant_on(
+        &self,
+        placement: Option<&str>,
+        tenant: &TenantName,
+        domains: &[Domain],
+        set: &MigrationSet,
+        limits: &Limits,
+    ) -> Result<(String, Vec<i64>), Error> {
+        match placement {
+            None | Some(DEFAULT_PLACEMENT) => Ok((
+                DEFAULT_PLACEMENT.to_owned(),
+                self.create_tenant(tenant, domains, set, limits).await?,
+            )),
+            Some(_) => Err(no_placements()),
+        }
+    }
+
     /// Removes a tenant's schema, ledger, registry and domain rows in one transaction.
     async fn drop_tenant(&self, tenant: &TenantName) -> Result<(), Error>;
 
@@ -190,6 +212,54 @@ pub trait Backend: Send + Sync {
 
     /// Opens a session for migrating tenants one after another.
     async fn open_session(&self) -> Result<Box<dyn TenantSession>, Error>;
+
+    /// Opens a session for the tenants living on `placement`: their
+    /// transactions commit there, and the registry records each after its
+    /// commit.
+    async fn open_session_on(&self, placement: &str) -> Result<Box<dyn TenantSession>, Error> {
+        if placement == DEFAULT_PLACEMENT {
+            self.open_session().await
+        } else {
+            Err(no_placements())
+        }
+    }
+
+    /// Every placement with its tenant count, `default` first.
+    async fn placements(&self) -> Result<Vec<Placement>, Error> {
+        Err(no_placements())
+    }
+
+    /// Adds placement `name` at `url` (checked with
+    /// [`crate::placement::check_name`] and [`crate::placement::check_url`])
+    /// once it answers and holds tenantgate's record of its tenants.
+    async fn add_placement(&self, name: &str, url: &str) -> Result<(), Error> {
+        let _ = (name, url);
+        Err(no_placements())
+    }
+
+    /// Removes placement `name`; refused while tenants live there.
+    async fn remove_placement(&self, name: &str) -> Result<(), Error> {
+        let _ = name;
+        Err(no_placements())
+    }
+
+    /// Checks each placement other than `default` answers within
+    /// `timeout`: its name and, when it does not, why.
+    async fn placement_health(
+        &self,
+        timeout: Duration,
+    ) -> Result<Vec<(String, Option<String>)>, Error> {
+        let _ = timeout;
+        Ok(Vec::new())
+    }
+
+    /// Tenants a placement holds that the registry does not know (a
+    /// provisioning stopped between the placement's commit and the
+    /// registry's), by placement; placements that cannot be read are left
+    /// out.
+    async fn unregistered(&self) -> Result<Vec<(String, TenantName)>, Error> {
+        Ok(Vec::new())
+    }
 
     /// A digest of each tenant's live catalog: equal digests, equal
     /// catalogs (see [`crate::peers`]). PostgreSQL only.
@@ -254,6 +324,13 @@ pub trait Backend: Send + Sync {
 fn no_peers() -> Error {
     Error::Config(
         "comparing tenants with their peers reads PostgreSQL's catalog; on the SQLite store use verify --deep".into(),
+    )
+}
+
+/// The error of a store without placements.
+fn no_placements() -> Error {
+    Error::Config(
+        "placements are PostgreSQL servers behind one PostgreSQL registry; the SQLite store keeps every tenant in its data folder".into(),
     )
 }
 

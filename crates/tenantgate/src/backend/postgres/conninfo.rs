@@ -88,7 +88,8 @@ pub fn settings(conninfo: &str) -> Result<ConnectionSettings, Error> {
     if params.get("application_name").is_none() {
         params.set("application_name", APPLICATION_NAME);
     }
-    let config = Config::from_str(&params.render()).map_err(|e| invalid(e.to_string()))?;
+    let mut config = Config::from_str(&params.render()).map_err(|e| invalid(e.to_string()))?;
+    add_password_from_file(&mut config);
     let chain = match verify {
         Verify::Nothing => None,
         Verify::Chain | Verify::ChainAndHost => {
@@ -106,6 +107,35 @@ pub fn settings(conninfo: &str) -> Result<ConnectionSettings, Error> {
         check_host: verify == Verify::ChainAndHost,
     }));
     Ok(ConnectionSettings { config, tls })
+}
+
+/// Without a password in the connection string, takes the password file's
+/// (see [`super::pgpass`]) for the first host, as libpq does.
+fn add_password_from_file(config: &mut Config) {
+    if config.get_password().is_some() {
+        return;
+    }
+    let Some(file) = super::pgpass::location() else {
+        return;
+    };
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => "localhost".to_owned(),
+    };
+    let user = config
+        .get_user()
+        .map(str::to_owned)
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_default();
+    let target = super::pgpass::Target {
+        host: &host,
+        port: config.get_ports().first().copied().unwrap_or(5432),
+        database: config.get_dbname().unwrap_or(&user),
+        user: &user,
+    };
+    if let Some(password) = super::pgpass::password_for(&file, &target) {
+        config.password(password);
+    }
 }
 
 fn provider() -> Arc<CryptoProvider> {

@@ -13,6 +13,9 @@ mod connect;
 mod conninfo;
 mod fingerprint;
 mod ledger;
+mod pgpass;
+mod placed;
+mod placements;
 mod poll;
 mod provision;
 mod registry;
@@ -21,7 +24,12 @@ mod watch;
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
-    sync::atomic::{AtomicBool, Ordering},
+    future::Future,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
 };
 
 use async_trait::async_trait;
@@ -33,6 +41,7 @@ use self::{
     apply::{apply_set, ApplyFailure, Target},
     connect::Connector,
     ledger::LedgerScope,
+    placements::{in_placement, Placements},
     sql::error_while,
 };
 use crate::{
@@ -43,6 +52,7 @@ use crate::{
         TenantSession, Watch, WatchMode,
     },
     migrations::Backfill,
+    placement::{Placement, DEFAULT_PLACEMENT},
     AppliedMigration, Domain, Error, LedgerKind, MigrationSet, Tenant, TenantFailure, TenantName,
 };
 
@@ -58,6 +68,18 @@ pub struct PgBackend {
     prepared: AtomicBool,
     /// Which ledger the tenant schemas hold, and (Django) whose rows count.
     ledger: LedgerScope,
+    /// The other placements, read from the registry on first use.
+    placements: tokio::sync::RwLock<Option<Arc<Placements>>>,
+    /// Placements whose shared migrations could not be applied this run
+    /// (unreachable), with why: no tenant work runs there.
+    shared_behind: Mutex<HashMap<String, String>>,
+}
+
+/// Tenants of one placement, with the way to reach it.
+struct Group {
+    placement: String,
+    connector: Connector,
+    tenants: Vec<TenantName>,
 }
 
 /// Runs `$op` with `$client` bound to a pooled connection, which goes back
@@ -79,7 +101,120 @@ impl PgBackend {
             watch: WatchMode::Listen,
             prepared: AtomicBool::new(false),
             ledger: LedgerScope::default(),
+            placements: tokio::sync::RwLock::new(None),
+            shared_behind: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The placements other than `default`, read once per process (again
+    /// with `fresh`).
+    async fn placements_now(&self, fresh: bool) -> Result<Arc<Placements>, Error> {
+        if !fresh {
+            if let Some(loaded) = self.placements.read().await.clone() {
+                return Ok(loaded);
+            }
+        }
+        let loaded = Arc::new(pooled!(self, |client| Placements::load(&*client).await)?);
+        *self.placements.write().await = Some(loaded.clone());
+        Ok(loaded)
+    }
+
+    /// How to reach `placement`.
+    async fn connector_of(&self, placement: &str) -> Result<Connector, Error> {
+        if placement == DEFAULT_PLACEMENT {
+            return Ok(self.connector.clone());
+        }
+        for fresh in [false, true] {
+            if let Some(connector) = self.placements_now(fresh).await?.get(placement) {
+                return Ok(connector.clone());
+            }
+        }
+        Err(self.placements_now(false).await?.unknown(placement))
+    }
+
+    /// `tenants` grouped by the placement they live on.
+    async fn route(&self, tenants: &[TenantName]) -> Result<Vec<Group>, Error> {
+        let local = |tenants: Vec<TenantName>| Group {
+            placement: DEFAULT_PLACEMENT.to_owned(),
+            connector: self.connector.clone(),
+            tenants,
+        };
+        if self.placements_now(false).await?.is_empty() {
+            return Ok(vec![local(tenants.to_vec())]);
+        }
+        let located = pooled!(self, |client| placements::locate(&client, tenants).await)?;
+        let mut groups: HashMap<&str, Vec<TenantName>> = HashMap::new();
+        for tenant in tenants {
+            let placement = located
+                .get(tenant)
+                .map_or(DEFAULT_PLACEMENT, String::as_str);
+            groups.entry(placement).or_default().push(tenant.clone());
+        }
+        let mut routed = Vec::with_capacity(groups.len());
+        for (placement, tenants) in groups {
+            routed.push(Group {
+                placement: placement.to_owned(),
+                connector: self.connector_of(placement).await?,
+                tenants,
+            });
+        }
+        Ok(routed)
+    }
+
+    /// Runs `work` on each placement's share of `tenants`, in parallel,
+    /// naming the placement in its errors.
+    async fn on_each<T, W, F>(&self, tenants: &[TenantName], work: W) -> Result<Vec<T>, Error>
+    where
+        W: Fn(Connector, Vec<TenantName>) -> F,
+        F: Future<Output = Result<T, Error>>,
+    {
+        let groups = self.route(tenants).await?;
+        futures::future::try_join_all(groups.into_iter().map(|group| {
+            let done = work(group.connector, group.tenants);
+            async move { done.await.map_err(|e| in_placement(&group.placement, e)) }
+        }))
+        .await
+    }
+
+    /// Like [`Self::on_each`], merging each placement's map into one.
+    async fn merged<K, V, W, F>(
+        &self,
+        tenants: &[TenantName],
+        work: W,
+    ) -> Result<HashMap<K, V>, Error>
+    where
+        K: std::hash::Hash + Eq,
+        W: Fn(Connector, Vec<TenantName>) -> F,
+        F: Future<Output = Result<HashMap<K, V>, Error>>,
+    {
+        Ok(self
+            .on_each(tenants, work)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
+    /// Brings one placement's registry and shared set up.
+    async fn bring_shared_up(
+        &self,
+        connector: &Connector,
+        set: &MigrationSet,
+        limits: &Limits,
+    ) -> Result<Vec<i64>, Error> {
+        let mut client = connector.checkout().await?;
+        let result = async {
+            registry::prepare(&mut client).await?;
+            if crate::backend::plan::holds_all(set, &shared_ledger(&client).await?) {
+                return Ok(Vec::new());
+            }
+            apply_set(&client, &Target::shared(), set, limits)
+                .await
+                .map_err(ApplyFailure::into_shared_error)
+        }
+        .await;
+        client.keep(result.is_ok());
+        result
     }
 
     /// The same store, reading (and, for sqlx, writing) `kind` ledgers; of
@@ -138,24 +273,35 @@ impl Backend for PgBackend {
         .map_err(ApplyFailure::into_shared_error)
     }
 
+    async fn apply_shared(&self, set: &MigrationSet, limits: &Limits) -> Result<Vec<i64>, Error> {
+        let mut applied = self.bring_shared_up(&self.connector, set, limits).await?;
+        let placements = self.placements_now(true).await?;
+        let results =
+            futures::future::join_all(placements.iter().map(|(name, connector)| async move {
+                (name, self.bring_shared_up(connector, set, limits).await)
+            }))
+            .await;
+        let mut behind = self.shared_behind.lock().expect("shared lock");
+        for (name, result) in results {
+            match result {
+                Ok(versions) => {
+                    behind.remove(name);
+                    applied.extend(versions);
+                }
+                // Its tenants fail with this reason; the others go on.
+                Err(e) if e.is_unavailable() => {
+                    behind.insert(name.clone(), in_placement(name, e).to_string());
+                }
+                Err(e) => return Err(in_placement(name, e)),
+            }
+        }
+        applied.sort_unstable();
+        applied.dedup();
+        Ok(applied)
+    }
+
     async fn shared_ledger(&self) -> Result<Vec<AppliedMigration>, Error> {
-        let rows = pooled!(self, |client| {
-            client
-            .query_typed(
-                "SELECT version, description, checksum FROM tenantgate._shared_migrations WHERE success ORDER BY version",
-                &[],
-            )
-            .await
-            .map_err(|e| error_while("reading the shared ledger", &e))
-        })?;
-        Ok(rows
-            .iter()
-            .map(|r| AppliedMigration {
-                version: r.get(0),
-                description: r.get(1),
-                checksum: r.get(2),
-            })
-            .collect())
+        pooled!(self, |client| shared_ledger(&client).await)
     }
 
     async fn tenants(&self) -> Result<Vec<Tenant>, Error> {
@@ -191,7 +337,47 @@ impl Backend for PgBackend {
         .await)
     }
 
+    async fn create_tenant_on(
+        &self,
+        placement: Option<&str>,
+        tenant: &TenantName,
+        domains: &[Domain],
+        set: &MigrationSet,
+        limits: &Limits,
+    ) -> Result<(String, Vec<i64>), Error> {
+        let placement = match placement {
+            Some(placement) => placement.to_owned(),
+            None if self.placements_now(false).await?.is_empty() => DEFAULT_PLACEMENT.to_owned(),
+            None => pooled!(self, |client| placements::least_used(&client).await)?,
+        };
+        if placement == DEFAULT_PLACEMENT {
+            return Ok((
+                placement,
+                self.create_tenant(tenant, domains, set, limits).await?,
+            ));
+        }
+        let remote = self.connector_of(&placement).await?;
+        let applied = placed::create_tenant(
+            &self.connector,
+            &placement,
+            &remote,
+            tenant,
+            domains,
+            set,
+            limits,
+        )
+        .await
+        .map_err(|e| in_placement(&placement, e))?;
+        Ok((placement, applied))
+    }
+
     async fn drop_tenant(&self, tenant: &TenantName) -> Result<(), Error> {
+        let group = self.route(std::slice::from_ref(tenant)).await?.remove(0);
+        if group.placement != DEFAULT_PLACEMENT {
+            return placed::drop_tenant(&self.connector, &group.connector, tenant)
+                .await
+                .map_err(|e| in_placement(&group.placement, e));
+        }
         pooled!(self, |client| provision::drop_tenant(
             &client,
             tenant,
@@ -201,7 +387,11 @@ impl Backend for PgBackend {
     }
 
     async fn read_ledgers(&self, tenants: &[TenantName]) -> Result<Ledgers, Error> {
-        ledger::read_ledgers(&self.connector, tenants, &self.ledger).await
+        let scope = &self.ledger;
+        self.merged(tenants, |connector, tenants| async move {
+            ledger::read_ledgers(&connector, &tenants, scope).await
+        })
+        .await
     }
 
     async fn catalog_drift(
@@ -209,14 +399,41 @@ impl Backend for PgBackend {
         set: &MigrationSet,
         tenants: &[(TenantName, Vec<i64>)],
     ) -> Result<HashMap<TenantName, Vec<String>>, Error> {
-        fingerprint::catalog_drift(&self.connector, set, tenants).await
+        let applied: HashMap<&TenantName, &Vec<i64>> =
+            tenants.iter().map(|(t, a)| (t, a)).collect();
+        let names: Vec<TenantName> = tenants.iter().map(|(t, _)| t.clone()).collect();
+        let applied = &applied;
+        self.merged(&names, |connector, names| async move {
+            let share: Vec<(TenantName, Vec<i64>)> = names
+                .into_iter()
+                .map(|t| {
+                    let versions = applied[&t].clone();
+                    (t, versions)
+                })
+                .collect();
+            fingerprint::catalog_drift(&connector, set, &share).await
+        })
+        .await
     }
 
     async fn catalog_tracking(
         &self,
         tenants: &[(TenantName, Vec<i64>)],
     ) -> Result<ChangeTracking, Error> {
-        pooled!(self, |client| changes::tracking(&mut client, tenants).await)
+        let names: Vec<TenantName> = tenants.iter().map(|(t, _)| t.clone()).collect();
+        let mut groups = self.route(&names).await?;
+        if groups.len() > 1 {
+            return Ok(ChangeTracking::Unavailable(
+                "the tenants live on several placements; each placement's changes are tracked on its own server".into(),
+            ));
+        }
+        let Some(group) = groups.pop() else {
+            return Ok(ChangeTracking::Unavailable("no tenants".into()));
+        };
+        let mut client = group.connector.checkout().await?;
+        let tracking = changes::tracking(&mut client, tenants).await;
+        client.keep(tracking.is_ok());
+        tracking.map_err(|e| in_placement(&group.placement, e))
     }
 
     async fn record_verdicts(
@@ -227,19 +444,39 @@ impl Backend for PgBackend {
         let ChangeTracking::Tracked { since, tracker, .. } = tracking else {
             return Ok(());
         };
-        pooled!(self, |client| changes::record(
-            &mut client,
-            verdicts,
-            since,
-            *tracker
-        )
-        .await)
+        let names: Vec<TenantName> = verdicts.iter().map(|(t, _, _)| t.clone()).collect();
+        self.on_each(&names, |connector, _| async move {
+            let mut client = connector.checkout().await?;
+            let recorded = changes::record(&mut client, verdicts, since, *tracker).await;
+            client.keep(recorded.is_ok());
+            recorded
+        })
+        .await
+        .map(drop)
     }
 
     async fn sync_registry(&self, tenants: &[TenantName]) -> Result<(), Error> {
         if tenants.is_empty() {
             return Ok(());
         }
+        let groups = self.route(tenants).await?;
+        let (local, placed): (Vec<Group>, Vec<Group>) = groups
+            .into_iter()
+            .partition(|g| g.placement == DEFAULT_PLACEMENT);
+        for group in placed {
+            let ledgers = ledger::read_ledgers(&group.connector, &group.tenants, &self.ledger)
+                .await
+                .map_err(|e| in_placement(&group.placement, e))?;
+            pooled!(self, |client| registry::write_ledgers(
+                &mut client,
+                &ledgers
+            )
+            .await)?;
+        }
+        let Some(Group { tenants, .. }) = local.into_iter().next() else {
+            return Ok(());
+        };
+        let tenants = tenants.as_slice();
         if self.ledger.kind == LedgerKind::Django {
             let ledgers = self.read_ledgers(tenants).await?;
             return pooled!(self, |client| registry::write_ledgers(
@@ -268,14 +505,26 @@ impl Backend for PgBackend {
         &self,
         tenants: &[TenantName],
     ) -> Result<HashMap<TenantName, String>, Error> {
-        pooled!(self, |client| fingerprint::digests(&client, tenants).await)
+        self.merged(tenants, |connector, tenants| async move {
+            let mut client = connector.checkout().await?;
+            let digests = fingerprint::digests(&client, &tenants).await;
+            client.keep(digests.is_ok());
+            digests
+        })
+        .await
     }
 
     async fn catalog_lines(
         &self,
         tenants: &[TenantName],
     ) -> Result<HashMap<TenantName, BTreeSet<String>>, Error> {
-        pooled!(self, |client| fingerprint::lines(&client, tenants).await)
+        self.merged(tenants, |connector, tenants| async move {
+            let mut client = connector.checkout().await?;
+            let lines = fingerprint::lines(&client, &tenants).await;
+            client.keep(lines.is_ok());
+            lines
+        })
+        .await
     }
 
     async fn adoption_candidates(&self, source: &AdoptSource) -> Result<Vec<Candidate>, Error> {
@@ -314,14 +563,110 @@ impl Backend for PgBackend {
         Ok(Box::new(PgSession {
             client: self.connector.connect().await?,
             ledger: self.ledger.kind,
+            registry: None,
         }))
+    }
+
+    async fn open_session_on(&self, placement: &str) -> Result<Box<dyn TenantSession>, Error> {
+        if placement == DEFAULT_PLACEMENT {
+            return self.open_session().await;
+        }
+        let behind = self
+            .shared_behind
+            .lock()
+            .expect("shared lock")
+            .get(placement)
+            .cloned();
+        if let Some(reason) = behind {
+            return Err(Error::DatabaseUnavailable {
+                context: format!("opening a session on placement {placement}, whose shared migrations could not be applied"),
+                source: crate::DbError {
+                    code: None,
+                    message: reason,
+                    connection_lost: true,
+                },
+            });
+        }
+        let connector = self.connector_of(placement).await?;
+        let client = connector
+            .connect()
+            .await
+            .map_err(|e| in_placement(placement, e))?;
+        Ok(Box::new(PgSession {
+            client,
+            ledger: self.ledger.kind,
+            registry: Some((placement.to_owned(), self.connector.connect().await?)),
+        }))
+    }
+
+    async fn placements(&self) -> Result<Vec<Placement>, Error> {
+        let here = self.connector.describe();
+        pooled!(self, |client| placements::list(&client, &here).await)
+    }
+
+    async fn add_placement(&self, name: &str, url: &str) -> Result<(), Error> {
+        crate::placement::check_name(name)?;
+        crate::placement::check_url(url)?;
+        let connector = Connector::new(url)?;
+        let mut client = connector
+            .checkout()
+            .await
+            .map_err(|e| in_placement(name, e))?;
+        let prepared = registry::prepare(&mut client).await;
+        client.keep(prepared.is_ok());
+        prepared.map_err(|e| in_placement(name, e))?;
+        pooled!(self, |client| placements::add(&mut client, name, url).await)?;
+        self.placements_now(true).await.map(drop)
+    }
+
+    async fn remove_placement(&self, name: &str) -> Result<(), Error> {
+        pooled!(self, |client| placements::remove(&mut client, name).await)?;
+        self.placements_now(true).await.map(drop)
+    }
+
+    async fn placement_health(
+        &self,
+        timeout: Duration,
+    ) -> Result<Vec<(String, Option<String>)>, Error> {
+        let placements = self.placements_now(true).await?;
+        Ok(
+            futures::future::join_all(placements.iter().map(|(name, connector)| async move {
+                let answer = placements::heartbeat(connector, timeout).await;
+                (name.clone(), answer.err().map(|e| e.to_string()))
+            }))
+            .await,
+        )
+    }
+
+    async fn unregistered(&self) -> Result<Vec<(String, TenantName)>, Error> {
+        let placements = self.placements_now(false).await?;
+        let found =
+            futures::future::join_all(placements.iter().map(|(name, connector)| async move {
+                let mut client = connector.checkout().await.ok()?;
+                let registry = self.connector.checkout().await.ok()?;
+                let names = placed::unregistered(&client, &registry).await.ok()?;
+                client.keep(true);
+                Some(
+                    names
+                        .into_iter()
+                        .map(|t| (name.clone(), t))
+                        .collect::<Vec<_>>(),
+                )
+            }))
+            .await;
+        let mut found: Vec<(String, TenantName)> = found.into_iter().flatten().flatten().collect();
+        found.sort();
+        Ok(found)
     }
 }
 
-/// One dedicated connection migrating tenants one after another.
+/// One dedicated connection migrating tenants one after another; on a
+/// placement other than `default`, with a connection to the registry that
+/// records each tenant after its commit there.
 struct PgSession {
     client: Client,
     ledger: LedgerKind,
+    registry: Option<(String, Client)>,
 }
 
 #[async_trait]
@@ -332,14 +677,18 @@ impl TenantSession for PgSession {
         set: &MigrationSet,
         limits: &Limits,
     ) -> Result<Vec<i64>, TenantFailure> {
-        apply_set(
+        let applied = apply_set(
             &self.client,
             &Target::tenant(tenant, self.ledger),
             set,
             limits,
         )
         .await
-        .map_err(|f| tenant_failure(tenant, f))
+        .map_err(|f| tenant_failure(tenant, f))?;
+        if let Some((placement, registry)) = &self.registry {
+            placed::copy_to_registry(&self.client, registry, placement, tenant).await?;
+        }
+        Ok(applied)
     }
 
     async fn record_failure(
@@ -347,7 +696,11 @@ impl TenantSession for PgSession {
         tenant: &TenantName,
         failure: &TenantFailure,
     ) -> Result<(), Error> {
-        registry::record_failure(&mut self.client, tenant, failure).await
+        let registry = match &mut self.registry {
+            Some((_, registry)) => registry,
+            None => &mut self.client,
+        };
+        registry::record_failure(registry, tenant, failure).await
     }
 
     async fn run_backfill(
@@ -367,6 +720,25 @@ impl TenantSession for PgSession {
         .await
         .map_err(|f| backfill_failure(tenant, backfill, f))
     }
+}
+
+/// The shared ledger of the server `client` is connected to.
+async fn shared_ledger(client: &Client) -> Result<Vec<AppliedMigration>, Error> {
+    let rows = client
+        .query_typed(
+            "SELECT version, description, checksum FROM tenantgate._shared_migrations WHERE success ORDER BY version",
+            &[],
+        )
+        .await
+        .map_err(|e| error_while("reading the shared ledger", &e))?;
+    Ok(rows
+        .iter()
+        .map(|r| AppliedMigration {
+            version: r.get(0),
+            description: r.get(1),
+            checksum: r.get(2),
+        })
+        .collect())
 }
 
 /// Where a tenant lives, for messages.

@@ -59,6 +59,14 @@ CREATE TABLE tenantgate.catalog_verdicts (
     tracker  bigint NOT NULL
 );
 "#,
+    r#"
+CREATE TABLE tenantgate.placements (
+    name     text PRIMARY KEY CHECK (name <> 'default'),
+    url      text NOT NULL,
+    added_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX tenants_placement_idx ON tenantgate.tenants (placement) WHERE placement <> 'default';
+"#,
 ];
 
 /// The name the registry lock is taken on; no tenant can be named so.
