@@ -17,6 +17,7 @@ pub(crate) fn tenants(n: usize, set: &MigrationSet) -> Vec<Tenant> {
             Tenant {
                 name: tenantgate::TenantName::parse(&format!("t{i:06}")).expect("a valid name"),
                 placement: "default".into(),
+                moving_to: None,
                 state: TenantState::Ready,
                 applied_versions: set.iter().map(|m| m.version).collect(),
                 applied_checksums: set.iter().map(|m| m.checksum.clone()).collect(),

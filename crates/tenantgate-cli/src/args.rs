@@ -339,6 +339,18 @@ pub(crate) enum TenantsCommand {
         #[arg(long, value_name = "NAME")]
         placement: Option<String>,
     },
+    /// Move a tenant to another placement: unserved (503 "being moved") and its tables locked
+    /// against writes while it is copied, checked, and switched; nothing lost if interrupted
+    Move {
+        /// The tenant's name
+        name: String,
+        /// The placement to move it to
+        #[arg(long, value_name = "PLACEMENT")]
+        to: String,
+        /// Keep the source schema, renamed <name>_moved_<unix time>, instead of dropping it
+        #[arg(long)]
+        keep_source: bool,
+    },
     /// List tenants with their state, applied version and domains
     List,
     /// Show one tenant

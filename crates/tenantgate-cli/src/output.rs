@@ -8,6 +8,7 @@ use serde::Serialize;
 use tenantgate::{
     adopt::AdoptReport,
     fleet::{FleetReport, Outcome},
+    moves::Settled,
     provision::Provisioned,
     verify::VerifyReport,
     Error, Progress, Recovery, Tenant, TenantFailure, TenantName,
@@ -356,6 +357,31 @@ pub(crate) fn verify_report(global: &Global, report: &VerifyReport) {
             println!("    to recover: {}", invocation.command(r));
         }
     }
+    for settled in &report.moves {
+        match settled {
+            Settled::Undone { tenant, to } => println!(
+                "{tenant:<24} interrupted move to placement {to} undone: served from where it was"
+            ),
+            Settled::Finished { tenant, to } => println!(
+                "{tenant:<24} interrupted move to placement {to} finished: served from {to}"
+            ),
+            Settled::InProgress { tenant, to } => {
+                println!("{tenant:<24} being moved to placement {to} by another process")
+            }
+            Settled::Stuck { tenant, to, reason } => {
+                println!(
+                    "{tenant:<24} interrupted move to placement {to} cannot be settled: {reason}"
+                );
+                println!(
+                    "    to recover: {}",
+                    invocation.command(&Recovery::FinishMove {
+                        tenant: tenant.clone(),
+                        to: to.clone()
+                    })
+                );
+            }
+        }
+    }
     for u in &report.unregistered {
         println!(
             "{:<24} unregistered: placement {} holds it, the registry does not (never served)",
@@ -493,6 +519,28 @@ pub(crate) fn tenant_detail(global: &Global, t: &Tenant, container: &str, key: K
     if let Some(e) = &t.last_error {
         println!("last error: {e}");
     }
+}
+
+pub(crate) fn moved(global: &Global, moved: &tenantgate::moves::MoveReport) {
+    if global.json {
+        return json(moved);
+    }
+    let megabytes = moved.bytes as f64 / 1e6;
+    println!(
+        "moved tenant {} from placement {} to {}: {} table(s), {} row(s), {megabytes:.1} MB in {} ({:.1} MB/s){}",
+        moved.tenant,
+        moved.from,
+        moved.to,
+        moved.tables,
+        moved.rows,
+        seconds(moved.duration),
+        megabytes / moved.duration.as_secs_f64().max(1e-6),
+        moved
+            .kept_source
+            .as_ref()
+            .map(|kept| format!("; the source is kept as schema {kept}"))
+            .unwrap_or_default()
+    );
 }
 
 pub(crate) fn placement_added(global: &Global, name: &str) {

@@ -116,6 +116,10 @@ impl Invocation {
                 };
                 format!("end {holders}, then run: {}", migrate(tenant))
             }
+            Recovery::FinishMove { tenant, to } => format!(
+                "tenant {tenant} is being moved to placement {to}; if no move is running, run: {}",
+                self.run(&format!("tenants move {tenant} --to {to}"))
+            ),
             Recovery::FinishCreate { tenant, placement } => format!(
                 "placement {placement} holds tenant {tenant}, which was never registered; to register it, run: {}",
                 self.run(&format!("tenants create {tenant} --placement {placement}"))

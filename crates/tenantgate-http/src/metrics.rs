@@ -121,13 +121,14 @@ pub const DESCRIPTIONS: [(&str, &str); 16] = [
 ];
 
 /// The reasons the guard answers a request itself.
-const BLOCK_REASONS: [&str; 6] = [
+const BLOCK_REASONS: [&str; 7] = [
     "missing",
     "failed",
     "drift",
     "checksum_changed",
     "shared_missing",
     "state_unknown",
+    "being_moved",
 ];
 
 /// Installs the Prometheus recorder for this process, with every metric

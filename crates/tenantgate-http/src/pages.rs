@@ -10,7 +10,7 @@ use axum::{
 };
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use serde_json::json;
-use tenantgate::migrations::MigrationRef;
+use tenantgate::{migrations::MigrationRef, readiness::BlockReason};
 
 use crate::{recovery_text::RecoveryText, snapshot::TenantEntry};
 
@@ -121,8 +121,8 @@ pub(crate) fn blocked(page_data: &BlockedPage<'_>, wants_json: bool) -> Response
             p { span.tag { "503 Service Unavailable" } }
             h1 { "This workspace is being updated" }
             p {
-                "The database of " strong { (entry.name) } " does not yet hold every migration this "
-                "version of the application needs, so requests are paused instead of failing. Nothing was lost."
+                "The database of " strong { (entry.name) } (explanation(blocked.reason))
+                " Nothing was lost."
             }
             div.card {
                 dl {
@@ -156,6 +156,19 @@ pub(crate) fn blocked(page_data: &BlockedPage<'_>, wants_json: bool) -> Response
 }
 
 /// 503 when the registry cannot be read, or went unconfirmed too long.
+/// Why requests to a blocked tenant pause, after its name.
+fn explanation(reason: BlockReason) -> &'static str {
+    match reason {
+        BlockReason::BeingMoved => {
+            " is being moved to another database server, so requests are paused until the move finishes."
+        }
+        BlockReason::StateUnknown => {
+            " is on a database server that does not answer, so whether it holds every migration this version of the application needs is unknown; requests are paused instead of failing."
+        }
+        _ => " does not yet hold every migration this version of the application needs, so requests are paused instead of failing.",
+    }
+}
+
 pub(crate) fn state_unknown(reference: &str, retry_after: u64, wants_json: bool) -> Response {
     let response = if wants_json {
         json_response(

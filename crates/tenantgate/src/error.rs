@@ -169,6 +169,17 @@ pub enum Error {
         /// How many tenants live there.
         tenants: usize,
     },
+    /// A move could not be made or did not check out; the tenant stays
+    /// where it was.
+    #[error("moving tenant {tenant} failed: {reason}; it stays on placement {from}")]
+    MoveFailed {
+        /// The tenant.
+        tenant: String,
+        /// The placement it stays on.
+        from: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// Provisioning failed; the whole transaction was rolled back and nothing of the tenant exists.
     #[error(
         "provisioning tenant {tenant} failed and was rolled back, nothing of it exists: {failure}"
@@ -286,6 +297,7 @@ impl Error {
             Error::UnknownTenant { .. } => "unknown_tenant",
             Error::UnknownPlacement { .. } => "unknown_placement",
             Error::PlacementInUse { .. } => "placement_in_use",
+            Error::MoveFailed { .. } => "move_failed",
             Error::ProvisionFailed { .. } => "provision_failed",
             Error::ChecksumChanged { .. } => "checksum_changed",
             Error::SharedMigrationFailed { .. } => "shared_migration_failed",

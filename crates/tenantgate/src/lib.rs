@@ -43,6 +43,7 @@ pub mod exec;
 pub mod fleet;
 pub mod ledger;
 pub mod migrations;
+pub mod moves;
 pub mod peers;
 pub mod placement;
 pub mod progress;

@@ -101,6 +101,18 @@ impl RequiredSet {
                 _ => {}
             }
         }
+        if let Some(to) = &tenant.moving_to {
+            return Some(Blocked {
+                reason: BlockReason::BeingMoved,
+                missing,
+                changed,
+                error: None,
+                recovery: Recovery::FinishMove {
+                    tenant: name,
+                    to: to.clone(),
+                },
+            });
+        }
         let reason = if tenant.state == TenantState::Drift {
             BlockReason::Drift
         } else if !changed.is_empty() {
@@ -122,7 +134,9 @@ impl RequiredSet {
             },
             BlockReason::SharedMissing => Recovery::MigrateShared,
             BlockReason::Missing | BlockReason::Failed => Recovery::MigrateTenant { tenant: name },
-            BlockReason::StateUnknown => Recovery::RetryWhenReachable { tenant: name },
+            BlockReason::StateUnknown | BlockReason::BeingMoved => {
+                Recovery::RetryWhenReachable { tenant: name }
+            }
         };
         Some(Blocked {
             reason,
@@ -154,6 +168,8 @@ pub enum BlockReason {
     /// The server of its placement does not answer: whether it is ready
     /// is unknown.
     StateUnknown,
+    /// It is being moved to another placement.
+    BeingMoved,
 }
 
 impl BlockReason {
@@ -166,6 +182,7 @@ impl BlockReason {
             BlockReason::ChecksumChanged => "checksum_changed",
             BlockReason::SharedMissing => "shared_missing",
             BlockReason::StateUnknown => "state_unknown",
+            BlockReason::BeingMoved => "being_moved",
         }
     }
 }
@@ -211,6 +228,7 @@ mod tests {
         Tenant {
             name: crate::TenantName::parse("acme").unwrap(),
             placement: "default".into(),
+            moving_to: None,
             state,
             applied_versions: applied.iter().map(|m| m.version).collect(),
             applied_checksums: applied.iter().map(|m| m.checksum.clone()).collect(),

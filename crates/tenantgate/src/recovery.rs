@@ -97,6 +97,14 @@ pub enum Recovery {
         /// The tenant.
         tenant: TenantName,
     },
+    /// The tenant is being moved to another placement: wait for the move,
+    /// or, if it was interrupted, run it again, which finishes or undoes it.
+    FinishMove {
+        /// The tenant.
+        tenant: TenantName,
+        /// Where it is being moved.
+        to: String,
+    },
     /// A placement holds the tenant, built completely, but its registry row
     /// was never written (the run stopped between the two commits): create
     /// it again on that placement, which registers what is there.
@@ -154,6 +162,10 @@ impl fmt::Display for Recovery {
             Recovery::VerifyDeep { tenant } => {
                 write!(f, "compare tenant {tenant}'s catalog with its ledger again")
             }
+            Recovery::FinishMove { tenant, to } => write!(
+                f,
+                "tenant {tenant} is being moved to placement {to}: wait for the move, or if it was interrupted, move it again (which finishes or undoes it)"
+            ),
             Recovery::FinishCreate { tenant, placement } => write!(
                 f,
                 "placement {placement} holds tenant {tenant} but the registry does not: create it again on {placement} to register it"

@@ -81,6 +81,9 @@ pub struct Tenant {
     pub name: TenantName,
     /// Which database server holds it.
     pub placement: String,
+    /// The placement it is being moved to, while a move is under way (or
+    /// was interrupted): it is not served until the move is finished or undone.
+    pub moving_to: Option<String>,
     /// The state the registry records.
     pub state: TenantState,
     /// Versions its ledger held when the registry row was last written.

@@ -37,6 +37,7 @@ use crate::{
     backend::{ChangeTracking, StateChange},
     fleet::{self, FleetOptions, FleetReport},
     migrations::MigrationRef,
+    moves::Settled,
     peers::{self, Outlier, PeerReport},
     placement::DEFAULT_PLACEMENT,
     progress::ProgressSink,
@@ -121,6 +122,9 @@ pub struct VerifyReport {
     /// Tenants a placement holds that the registry does not know.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unregistered: Vec<Unregistered>,
+    /// Moves an earlier run left unfinished, and what became of each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub moves: Vec<Settled>,
 }
 
 /// A tenant a placement holds and the registry does not know: a
@@ -156,6 +160,7 @@ impl VerifyReport {
             && self.shared.unknown.is_empty()
             && self.tenants.iter().all(|t| t.ok)
             && self.unregistered.is_empty()
+            && self.moves.iter().all(Settled::is_settled)
     }
 
     /// True when a placement could not be read for some tenant.
@@ -217,6 +222,8 @@ async fn check(
     folder: &MigrationFolder,
     options: &VerifyOptions,
 ) -> Result<VerifyReport, Error> {
+    // Interrupted moves first: each tenant is then read where it lives.
+    let moves = backend.settle_moves().await?;
     let shared_ledger = backend.shared_ledger().await?;
     let (missing, changed, unknown) = compare(&folder.shared, &shared_ledger);
     let shared = SharedCheck {
@@ -404,6 +411,7 @@ async fn check(
         peers,
         catalogs,
         unregistered,
+        moves,
     })
 }
 

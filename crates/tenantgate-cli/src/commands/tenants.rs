@@ -35,6 +35,30 @@ pub(crate) async fn run(
             output::provisioned(global, &created, &backend.container(&tenant));
             Ok(exit::OK)
         }
+        TenantsCommand::Move {
+            name,
+            to,
+            keep_source,
+        } => {
+            let tenant = TenantName::parse(&name)?;
+            let folder = super::folder(global)?;
+            let backend = super::backend(global).await?;
+            let limits = tenantgate::fleet::FleetOptions::default().limits;
+            let options = tenantgate::moves::MoveOptions { keep_source };
+            // Not cancelled mid-way: an interrupted move is settled by the
+            // next one, but a finished one needs no settling.
+            let moved = tenantgate::moves::move_tenant(
+                backend.as_ref(),
+                &folder,
+                &tenant,
+                &to,
+                options,
+                &limits,
+            )
+            .await?;
+            output::moved(global, &moved);
+            Ok(exit::OK)
+        }
         TenantsCommand::List => {
             let backend = super::backend(global).await?;
             backend.prepare().await?;

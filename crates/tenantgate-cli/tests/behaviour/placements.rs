@@ -21,6 +21,8 @@ only_on!(postgres:
     a_placement_that_goes_down_fails_only_its_tenants,
     a_crash_between_the_placement_and_registry_commits_is_finished_later,
     placement_passwords_come_from_the_password_file,
+    a_tenant_moves_between_servers_with_every_row,
+    a_killed_move_leaves_the_tenant_whole_in_one_place,
 );
 
 only_on!(sqlite: the_sqlite_store_has_no_placements);
@@ -517,4 +519,258 @@ async fn the_sqlite_store_has_no_placements(h: Harness) {
         run.expect(2);
         assert!(run.stderr.contains("SQLite store"), "{}", run.stderr);
     }
+}
+
+/// A tenant schema with a foreign key and a sequence, and rows in both tables.
+async fn seeded(h: &Harness, tenant: &str, placement: &str, url: &str) {
+    h.write(
+        "0001_accounts.sql",
+        "CREATE TABLE accounts (id bigserial PRIMARY KEY, name text NOT NULL);
+         CREATE TABLE t1 (id bigint PRIMARY KEY, account_id bigint NOT NULL REFERENCES accounts (id), note text);
+         CREATE INDEX t1_account_idx ON t1 (account_id);",
+    );
+    let domain = format!("{tenant}.localhost");
+    h.run(&[
+        "tenants",
+        "create",
+        tenant,
+        "--placement",
+        placement,
+        "--domain",
+        &domain,
+    ])
+    .await
+    .expect(0);
+    connect(url)
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO {tenant}.accounts (name) SELECT 'account ' || i FROM generate_series(1, 500) i;
+             INSERT INTO {tenant}.t1 SELECT i, 1 + i % 500, repeat('x', 100) FROM generate_series(1, 5000) i;"
+        ))
+        .await
+        .unwrap();
+}
+
+/// Rows of `tenant` on the server at `url`: (accounts, t1), or `None` without its schema.
+async fn rows(url: &str, tenant: &str) -> Option<(i64, i64)> {
+    if !has_schema(url, tenant).await {
+        return None;
+    }
+    Some((
+        scalar(url, &format!("SELECT count(*) FROM {tenant}.accounts")).await,
+        scalar(url, &format!("SELECT count(*) FROM {tenant}.t1")).await,
+    ))
+}
+
+/// Waits until a session on `url` waits for a lock in a statement like `pattern`.
+async fn blocked_at(url: &str, pattern: &str) -> bool {
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+            AND wait_event_type = 'Lock' AND query LIKE '{pattern}'"
+    );
+    eventually(Duration::from_secs(20), || async {
+        scalar(url, &sql).await >= 1
+    })
+    .await
+}
+
+async fn a_tenant_moves_between_servers_with_every_row(h: Harness) {
+    let (b, c) = tokio::join!(Cluster::start(), Cluster::start());
+    h.run(&["placements", "add", "b", &b.url]).await.expect(0);
+    h.run(&["placements", "add", "c", &c.url]).await.expect(0);
+    seeded(&h, "acme", "default", &h.url).await;
+    let app = Upstream::start().await;
+    let proxy = h.proxy(app.address, &[]).await;
+    assert_eq!(proxy.get("acme.localhost", "/", "").await.status, 200);
+
+    // A reader holds the source's table, so the move waits just before
+    // dropping the source: by then writers must be waiting on its locks.
+    let reader = connect(&h.url).await;
+    reader
+        .batch_execute("BEGIN; SELECT count(*) FROM acme.t1")
+        .await
+        .unwrap();
+    let mut moving = h.spawn(&["tenants", "move", "acme", "--to", "b", "--json"]);
+    assert!(
+        blocked_at(&h.url, "DROP SCHEMA%").await,
+        "the move never reached the source's drop"
+    );
+    assert!(
+        rows(&b.url, "acme").await.is_some(),
+        "the copy is committed before the source goes"
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            let page = proxy.page("acme.localhost", "/", true).await;
+            page.status == 503 && page.body.contains("being_moved")
+        })
+        .await,
+        "a tenant being moved is still served"
+    );
+    let html = proxy.page("acme.localhost", "/", false).await;
+    assert!(
+        html.body.contains("being moved to another database server"),
+        "{}",
+        html.body
+    );
+    let writer = connect(&h.url).await;
+    let write = tokio::spawn(async move {
+        writer
+            .batch_execute("INSERT INTO acme.accounts (name) VALUES ('late')")
+            .await
+    });
+    assert!(
+        blocked_at(&h.url, "INSERT INTO acme.accounts%").await,
+        "a writer got past the move's locks"
+    );
+    reader.batch_execute("COMMIT").await.unwrap();
+    let out = moving.wait().await.unwrap();
+    assert!(out.success());
+    let refused = write.await.unwrap();
+    assert!(
+        refused.is_err(),
+        "the writer failed loudly once the source was gone"
+    );
+    assert_eq!(rows(&h.url, "acme").await, None);
+    assert_eq!(rows(&b.url, "acme").await, Some((500, 5000)));
+    assert_eq!(placed(&h).await[0].1, "b");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            proxy.get("acme.localhost", "/", "").await.status == 200
+        })
+        .await,
+        "served again from its new placement"
+    );
+
+    // On to another server, then home, the source kept the second time.
+    let moved = h
+        .run(&["tenants", "move", "acme", "--to", "c", "--json"])
+        .await;
+    moved.expect(0);
+    let report = moved.json();
+    assert_eq!(
+        (report["from"].as_str(), report["to"].as_str()),
+        (Some("b"), Some("c"))
+    );
+    assert_eq!(
+        report["rows"],
+        5500 + 1,
+        "both tables and the ledger's row: {report}"
+    );
+    let home = h
+        .run(&[
+            "tenants",
+            "move",
+            "acme",
+            "--to",
+            "default",
+            "--keep-source",
+        ])
+        .await;
+    home.expect(0);
+    assert!(
+        home.stdout.contains("kept as schema acme_moved_"),
+        "{}",
+        home.stdout
+    );
+    assert_eq!(rows(&h.url, "acme").await, Some((500, 5000)));
+    let next: i64 = connect(&h.url)
+        .await
+        .query_one(
+            "INSERT INTO acme.accounts (name) VALUES ('new') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(next, 501, "the sequence moved with the rows");
+    h.run(&["verify", "--deep"]).await.expect(0);
+    let again = h.run(&["tenants", "move", "acme", "--to", "default"]).await;
+    again.expect(1);
+    assert!(
+        again.stderr.contains("already lives on placement default"),
+        "{}",
+        again.stderr
+    );
+}
+
+async fn a_killed_move_leaves_the_tenant_whole_in_one_place(h: Harness) {
+    let b = Cluster::start().await;
+    h.run(&["placements", "add", "b", &b.url]).await.expect(0);
+    seeded(&h, "acme", "default", &h.url).await;
+
+    // 1. Killed while waiting for the source's locks (a writer is busy):
+    // nothing was copied; verify undoes the move, the writer's row stays.
+    let writer = connect(&h.url).await;
+    writer
+        .batch_execute("BEGIN; INSERT INTO acme.accounts (name) VALUES ('in flight')")
+        .await
+        .unwrap();
+    let mut moving = h.spawn(&["tenants", "move", "acme", "--to", "b"]);
+    assert!(blocked_at(&h.url, "LOCK TABLE%").await);
+    moving.kill().await.unwrap();
+    writer.batch_execute("COMMIT").await.unwrap();
+    let verified = h.run(&["verify", "--json"]).await;
+    verified.expect(0);
+    assert_eq!(
+        verified.json()["moves"][0]["outcome"],
+        "undone",
+        "{}",
+        verified.stdout
+    );
+    assert_eq!(rows(&h.url, "acme").await, Some((501, 5000)));
+    assert_eq!(rows(&b.url, "acme").await, None);
+
+    // 2. Killed after the copy committed, before the source was dropped:
+    // the source is the truth (it may be written once its locks are gone);
+    // the next move drops the stale copy and moves again.
+    let reader = connect(&h.url).await;
+    reader
+        .batch_execute("BEGIN; SELECT count(*) FROM acme.t1")
+        .await
+        .unwrap();
+    let mut moving = h.spawn(&["tenants", "move", "acme", "--to", "b"]);
+    assert!(blocked_at(&h.url, "DROP SCHEMA%").await);
+    moving.kill().await.unwrap();
+    reader.batch_execute("COMMIT").await.unwrap();
+    assert!(rows(&b.url, "acme").await.is_some() && rows(&h.url, "acme").await.is_some());
+    connect(&h.url)
+        .await
+        .batch_execute("INSERT INTO acme.accounts (name) VALUES ('after the kill')")
+        .await
+        .unwrap();
+    assert_eq!(
+        placed(&h).await[0].1,
+        "default",
+        "still served from its source"
+    );
+    h.run(&["tenants", "move", "acme", "--to", "b"])
+        .await
+        .expect(0);
+    assert_eq!(rows(&b.url, "acme").await, Some((502, 5000)));
+    assert_eq!(rows(&h.url, "acme").await, None);
+
+    // 3. Killed after the source was dropped, before the registry switched:
+    // the copy is complete; verify finishes the move.
+    let registry = connect(&h.url).await;
+    registry
+        .batch_execute("BEGIN; LOCK TABLE tenantgate.events IN SHARE MODE")
+        .await
+        .unwrap();
+    let mut moving = h.spawn(&["tenants", "move", "acme", "--to", "default"]);
+    assert!(blocked_at(&h.url, "INSERT INTO tenantgate.events%").await);
+    moving.kill().await.unwrap();
+    registry.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(rows(&b.url, "acme").await, None, "the source was dropped");
+    assert_eq!(placed(&h).await[0].1, "b", "the registry had not switched");
+    let verified = h.run(&["verify", "--json"]).await;
+    verified.expect(0);
+    assert_eq!(
+        verified.json()["moves"][0]["outcome"],
+        "finished",
+        "{}",
+        verified.stdout
+    );
+    assert_eq!(placed(&h).await[0].1, "default");
+    assert_eq!(rows(&h.url, "acme").await, Some((502, 5000)));
 }

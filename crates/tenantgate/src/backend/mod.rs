@@ -38,6 +38,7 @@ use async_trait::async_trait;
 use crate::{
     adopt::{AdoptSource, Adoptee, Candidate},
     migrations::Backfill,
+    moves::{MoveOptions, MoveReport, Settled},
     placement::{Placement, DEFAULT_PLACEMENT},
     AppliedMigration, Domain, Error, LedgerKind, MigrationSet, Tenant, TenantFailure, TenantName,
     TenantState,
@@ -250,6 +251,25 @@ pub trait Backend: Send + Sync {
         timeout: Duration,
     ) -> Result<Vec<(String, Option<String>)>, Error> {
         let _ = timeout;
+        Ok(Vec::new())
+    }
+
+    /// Moves `tenant` to placement `to` (see [`crate::moves`]), first
+    /// settling a move of it an earlier run left unfinished.
+    async fn move_tenant(
+        &self,
+        tenant: &TenantName,
+        to: &str,
+        set: &MigrationSet,
+        options: MoveOptions,
+        limits: &Limits,
+    ) -> Result<MoveReport, Error> {
+        let _ = (tenant, to, set, options, limits);
+        Err(no_placements())
+    }
+
+    /// Finishes or undoes every move an earlier run left unfinished.
+    async fn settle_moves(&self) -> Result<Vec<Settled>, Error> {
         Ok(Vec::new())
     }
 

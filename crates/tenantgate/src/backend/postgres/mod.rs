@@ -13,6 +13,7 @@ mod connect;
 mod conninfo;
 mod fingerprint;
 mod ledger;
+mod mover;
 mod pgpass;
 mod placed;
 mod placements;
@@ -52,6 +53,7 @@ use crate::{
         TenantSession, Watch, WatchMode,
     },
     migrations::Backfill,
+    moves::{MoveOptions, MoveReport, Settled},
     placement::{Placement, DEFAULT_PLACEMENT},
     AppliedMigration, Domain, Error, LedgerKind, MigrationSet, Tenant, TenantFailure, TenantName,
 };
@@ -636,6 +638,21 @@ impl Backend for PgBackend {
             }))
             .await,
         )
+    }
+
+    async fn move_tenant(
+        &self,
+        tenant: &TenantName,
+        to: &str,
+        set: &MigrationSet,
+        options: MoveOptions,
+        limits: &Limits,
+    ) -> Result<MoveReport, Error> {
+        self.move_now(tenant, to, set, options, limits).await
+    }
+
+    async fn settle_moves(&self) -> Result<Vec<Settled>, Error> {
+        self.settle_all().await
     }
 
     async fn unregistered(&self) -> Result<Vec<(String, TenantName)>, Error> {

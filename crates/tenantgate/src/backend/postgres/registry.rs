@@ -66,6 +66,7 @@ CREATE TABLE tenantgate.placements (
     added_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX tenants_placement_idx ON tenantgate.tenants (placement) WHERE placement <> 'default';
+ALTER TABLE tenantgate.tenants ADD COLUMN moving_to text;
 "#,
 ];
 
@@ -135,7 +136,8 @@ pub(crate) async fn tenants(
             "SELECT t.name, t.placement, t.state, t.applied_versions, t.applied_checksums, t.last_error,
                     to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
                     to_char(t.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-                    coalesce(array_agg(d.domain ORDER BY d.domain) FILTER (WHERE d.domain IS NOT NULL), '{}')
+                    coalesce(array_agg(d.domain ORDER BY d.domain) FILTER (WHERE d.domain IS NOT NULL), '{}'),
+                    t.moving_to
                FROM tenantgate.tenants t LEFT JOIN tenantgate.domains d ON d.tenant = t.name
               WHERE $1::text[] IS NULL OR t.name = ANY($1)
               GROUP BY t.name ORDER BY t.name",
@@ -155,6 +157,7 @@ fn tenant_from_row(row: &tokio_postgres::Row) -> Result<Tenant, Error> {
     Ok(Tenant {
         name: read_back("the tenant name", row.get(0), TenantName::parse)?,
         placement: row.get(1),
+        moving_to: row.get(9),
         state: TenantState::parse(&state).ok_or_else(|| Error::Database {
             context: "reading the registry".into(),
             source: crate::DbError {

@@ -122,6 +122,7 @@ pub(crate) fn tenants(
         tenants.push(Tenant {
             name: read_back("the tenant name", &name, TenantName::parse)?,
             placement: row.get(1).map_err(err(context))?,
+            moving_to: None,
             state: TenantState::parse(&state).ok_or_else(|| {
                 error_while(
                     context,
