@@ -11,6 +11,7 @@ mod cluster;
 mod floor;
 mod guard;
 mod memory;
+mod moving;
 mod scale;
 mod scenarios;
 mod sqlite;
@@ -48,6 +49,9 @@ struct Args {
     /// Tenants for the one-server scale scenario (`scale`)
     #[arg(long, value_delimiter = ',', default_value = "100000")]
     scale_sizes: Vec<usize>,
+    /// Megabytes of data in the tenant the `move` scenario moves
+    #[arg(long, default_value_t = 200)]
+    move_mb: usize,
     /// Seconds per HTTP throughput run
     #[arg(long, default_value_t = 3.0)]
     http_seconds: f64,
@@ -81,6 +85,7 @@ fn main() -> anyhow::Result<()> {
         args.fleet_sizes = vec![10];
         args.snapshot_sizes = vec![10];
         args.scale_sizes = vec![10];
+        args.move_mb = 1;
         args.http_seconds = 0.3;
         args.http_runs = 1;
         args.repeat = 1;

@@ -114,6 +114,10 @@ pub(crate) async fn run_all(args: &Args) -> anyhow::Result<()> {
                 }
             }
             "memory" => crate::guard::memory(&args.snapshot_sizes, &full),
+            "move" => {
+                let cluster = Cluster::connect(&args.database_url).await?;
+                crate::moving::moving(&cluster, &folder(&full), args.move_mb, args.repeat).await?;
+            }
             "sqlite-provision" => {
                 for &n in &args.provision_sizes {
                     crate::sqlite::provision(args, n).await?;

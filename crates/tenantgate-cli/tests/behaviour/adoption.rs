@@ -8,7 +8,7 @@ use std::{path::Path, time::Duration};
 use sqlx::Connection;
 
 use crate::{
-    harness::{eventually, Harness},
+    harness::{eventually, tenants_where, Harness},
     only_on,
     upstream::Upstream,
 };
@@ -130,13 +130,7 @@ async fn a_sqlx_fleet_is_adopted_and_migrated_as_sqlx_would(h: Harness) {
     let verified = h.run_with_env(&["--json", "verify"], &env).await;
     verified.expect(1);
     let report = verified.json();
-    let not_ok: Vec<&str> = report["tenants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t["ok"] == false)
-        .map(|t| t["tenant"].as_str().unwrap())
-        .collect();
+    let not_ok = tenants_where(&report, |t| t["ok"] == false);
     assert_eq!(not_ok, ["tenant_globex"], "{report}");
 }
 

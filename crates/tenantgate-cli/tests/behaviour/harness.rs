@@ -668,6 +668,21 @@ impl Harness {
     }
 }
 
+/// The names of the tenants of a verify or fleet report (`--json`) that
+/// `keep` selects, in report order.
+pub(crate) fn tenants_where(
+    report: &serde_json::Value,
+    keep: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<String> {
+    report["tenants"]
+        .as_array()
+        .expect("a report with tenants")
+        .iter()
+        .filter(|t| keep(t))
+        .map(|t| t["tenant"].as_str().expect("a tenant name").to_owned())
+        .collect()
+}
+
 /// Polls `check` until it holds or `timeout` passes.
 pub(crate) async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
 where

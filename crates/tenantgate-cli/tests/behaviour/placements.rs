@@ -10,7 +10,7 @@
 use std::{os::unix::fs::PermissionsExt, time::Duration};
 
 use crate::{
-    harness::{connect, eventually, Cluster, Harness},
+    harness::{connect, eventually, tenants_where, Cluster, Harness},
     http::send,
     only_on,
     upstream::Upstream,
@@ -45,6 +45,30 @@ async fn has_schema(url: &str, name: &str) -> bool {
     )
     .await
         == 1
+}
+
+/// Waits until the guard answers `host` with 503 for `reason`.
+async fn blocked_for(proxy: &crate::http::Server, host: &str, reason: &str) -> bool {
+    eventually(Duration::from_secs(20), || async {
+        let page = proxy.page(host, "/", true).await;
+        page.status == 503 && page.body.contains(reason)
+    })
+    .await
+}
+
+/// Creates `tenant` on `placement`, routed from `<tenant>.localhost`.
+async fn create_on(h: &Harness, tenant: &str, placement: &str) {
+    let domain = format!("{tenant}.localhost");
+    let args = [
+        "tenants",
+        "create",
+        tenant,
+        "--placement",
+        placement,
+        "--domain",
+        &domain,
+    ];
+    h.run(&args).await.expect(0);
 }
 
 /// The tenants of `tenants list --json` with their placements and versions.
@@ -199,14 +223,7 @@ async fn tenants_live_on_three_servers_behind_one_registry(h: Harness) {
         .unwrap();
     let drifted = h.run(&["verify", "--deep", "--json"]).await;
     drifted.expect(1);
-    let report = drifted.json();
-    let bad: Vec<&str> = report["tenants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t["ok"] == false)
-        .map(|t| t["tenant"].as_str().unwrap())
-        .collect();
+    let bad = tenants_where(&drifted.json(), |t| t["ok"] == false);
     assert_eq!(bad, ["on_c"], "{}", drifted.stdout);
     connect(&c.url)
         .await
@@ -250,18 +267,7 @@ async fn a_placement_that_goes_down_fails_only_its_tenants(h: Harness) {
     h.write_tables(1);
     h.run(&["placements", "add", "c", &c.url]).await.expect(0);
     for (tenant, placement) in [("home", "default"), ("away", "c"), ("yonder", "c")] {
-        let domain = format!("{tenant}.localhost");
-        h.run(&[
-            "tenants",
-            "create",
-            tenant,
-            "--placement",
-            placement,
-            "--domain",
-            &domain,
-        ])
-        .await
-        .expect(0);
+        create_on(&h, tenant, placement).await;
     }
     let app = Upstream::start().await;
     let proxy = h.proxy(app.address, &["--allow-degraded"]).await;
@@ -307,23 +313,12 @@ async fn a_placement_that_goes_down_fails_only_its_tenants(h: Harness) {
     // Verification names what it could not read and exits 3.
     let verified = h.run(&["verify", "--json"]).await;
     verified.expect(3);
-    let checks = verified.json()["tenants"].clone();
-    let unreachable: Vec<&str> = checks
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t.get("unreachable").is_some())
-        .map(|t| t["tenant"].as_str().unwrap())
-        .collect();
+    let unreachable = tenants_where(&verified.json(), |t| t.get("unreachable").is_some());
     assert_eq!(unreachable, ["away", "yonder"], "{}", verified.stdout);
 
     // The guard blocks only c's tenants, as "state unknown".
     assert!(
-        eventually(Duration::from_secs(20), || async {
-            let page = proxy.page("away.localhost", "/", true).await;
-            page.status == 503 && page.body.contains("state_unknown")
-        })
-        .await,
+        blocked_for(&proxy, "away.localhost", "state_unknown").await,
         "a tenant of the stopped placement is not blocked as state unknown"
     );
     let blocked = proxy.page("yonder.localhost", "/", true).await;
@@ -374,12 +369,7 @@ async fn a_crash_between_the_placement_and_registry_commits_is_finished_later(h:
 
     // The registry's table is locked, so the create stops right after its
     // commit on b, where it is killed.
-    let blocker = connect(&h.url).await;
-    blocker
-        .batch_execute("BEGIN; LOCK TABLE tenantgate.tenants IN SHARE MODE")
-        .await
-        .unwrap();
-    let mut create = h.spawn(&[
+    let create = [
         "tenants",
         "create",
         "halfway",
@@ -387,22 +377,18 @@ async fn a_crash_between_the_placement_and_registry_commits_is_finished_later(h:
         "b",
         "--domain",
         "half.localhost",
-    ]);
-    let waiting = "SELECT count(*) FROM pg_stat_activity
-                    WHERE datname = current_database() AND wait_event_type = 'Lock'
-                      AND query LIKE 'INSERT INTO tenantgate.tenants%'";
-    assert!(
-        eventually(Duration::from_secs(20), || async {
-            scalar(&h.url, waiting).await >= 1
-        })
-        .await,
-        "the create never reached the registry"
-    );
+    ];
+    let blocker = kill_when_blocked(
+        &h,
+        "LOCK TABLE tenantgate.tenants IN SHARE MODE",
+        &create,
+        "INSERT INTO tenantgate.tenants%",
+    )
+    .await;
     assert!(
         has_schema(&b.url, "halfway").await,
-        "committed on its placement"
+        "committed on its placement before the registry row"
     );
-    create.kill().await.unwrap();
     blocker.batch_execute("ROLLBACK").await.unwrap();
 
     // Not registered, so never served; verify reports it with the step
@@ -426,17 +412,7 @@ async fn a_crash_between_the_placement_and_registry_commits_is_finished_later(h:
     );
 
     // The next create of that name registers what b holds.
-    h.run(&[
-        "tenants",
-        "create",
-        "halfway",
-        "--placement",
-        "b",
-        "--domain",
-        "half.localhost",
-    ])
-    .await
-    .expect(0);
+    h.run(&create).await.expect(0);
     assert_eq!(placed(&h).await, [("halfway".into(), "b".into(), vec![1])]);
     h.run(&["verify"]).await.expect(0);
 }
@@ -521,26 +497,20 @@ async fn the_sqlite_store_has_no_placements(h: Harness) {
     }
 }
 
-/// A tenant schema with a foreign key and a sequence, and rows in both tables.
+/// A tenant schema with a foreign key, sequences and a trigger that logs
+/// every new account, and rows in its tables.
 async fn seeded(h: &Harness, tenant: &str, placement: &str, url: &str) {
     h.write(
         "0001_accounts.sql",
         "CREATE TABLE accounts (id bigserial PRIMARY KEY, name text NOT NULL);
          CREATE TABLE t1 (id bigint PRIMARY KEY, account_id bigint NOT NULL REFERENCES accounts (id), note text);
-         CREATE INDEX t1_account_idx ON t1 (account_id);",
+         CREATE INDEX t1_account_idx ON t1 (account_id);
+         CREATE TABLE audit (id bigserial PRIMARY KEY, account_id bigint NOT NULL);
+         CREATE FUNCTION log_account() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT
+           AS $$ BEGIN INSERT INTO audit (account_id) VALUES (NEW.id); RETURN NEW; END $$;
+         CREATE TRIGGER accounts_audit AFTER INSERT ON accounts FOR EACH ROW EXECUTE FUNCTION log_account();",
     );
-    let domain = format!("{tenant}.localhost");
-    h.run(&[
-        "tenants",
-        "create",
-        tenant,
-        "--placement",
-        placement,
-        "--domain",
-        &domain,
-    ])
-    .await
-    .expect(0);
+    create_on(h, tenant, placement).await;
     connect(url)
         .await
         .batch_execute(&format!(
@@ -600,11 +570,7 @@ async fn a_tenant_moves_between_servers_with_every_row(h: Harness) {
         "the copy is committed before the source goes"
     );
     assert!(
-        eventually(Duration::from_secs(20), || async {
-            let page = proxy.page("acme.localhost", "/", true).await;
-            page.status == 503 && page.body.contains("being_moved")
-        })
-        .await,
+        blocked_for(&proxy, "acme.localhost", "being_moved").await,
         "a tenant being moved is still served"
     );
     let html = proxy.page("acme.localhost", "/", false).await;
@@ -654,8 +620,14 @@ async fn a_tenant_moves_between_servers_with_every_row(h: Harness) {
     );
     assert_eq!(
         report["rows"],
-        5500 + 1,
-        "both tables and the ledger's row: {report}"
+        5500 + 500 + 1,
+        "the tables, the audit log and the ledger's row: {report}"
+    );
+    let audited = "SELECT count(*) FROM acme.audit";
+    assert_eq!(
+        scalar(&c.url, audited).await,
+        500,
+        "no trigger fired for copied rows"
     );
     let home = h
         .run(&[
@@ -674,16 +646,17 @@ async fn a_tenant_moves_between_servers_with_every_row(h: Harness) {
         home.stdout
     );
     assert_eq!(rows(&h.url, "acme").await, Some((500, 5000)));
-    let next: i64 = connect(&h.url)
-        .await
-        .query_one(
-            "INSERT INTO acme.accounts (name) VALUES ('new') RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let next = scalar(
+        &h.url,
+        "INSERT INTO acme.accounts (name) VALUES ('new') RETURNING id",
+    )
+    .await;
     assert_eq!(next, 501, "the sequence moved with the rows");
+    assert_eq!(
+        scalar(&h.url, audited).await,
+        501,
+        "the trigger works after the move"
+    );
     h.run(&["verify", "--deep"]).await.expect(0);
     let again = h.run(&["tenants", "move", "acme", "--to", "default"]).await;
     again.expect(1);
@@ -694,6 +667,30 @@ async fn a_tenant_moves_between_servers_with_every_row(h: Harness) {
     );
 }
 
+/// Opens a transaction running `hold` on the registry's server, starts the
+/// binary with `args`, waits until it waits for a lock in a statement like
+/// `pattern`, and SIGKILLs it there; returns the holder, still in its
+/// transaction.
+async fn kill_when_blocked(
+    h: &Harness,
+    hold: &str,
+    args: &[&str],
+    pattern: &str,
+) -> tokio_postgres::Client {
+    let holder = connect(&h.url).await;
+    holder
+        .batch_execute(&format!("BEGIN; {hold}"))
+        .await
+        .unwrap();
+    let mut run = h.spawn(args);
+    assert!(
+        blocked_at(&h.url, pattern).await,
+        "{args:?} never waited at {pattern}"
+    );
+    run.kill().await.unwrap();
+    holder
+}
+
 async fn a_killed_move_leaves_the_tenant_whole_in_one_place(h: Harness) {
     let b = Cluster::start().await;
     h.run(&["placements", "add", "b", &b.url]).await.expect(0);
@@ -701,14 +698,14 @@ async fn a_killed_move_leaves_the_tenant_whole_in_one_place(h: Harness) {
 
     // 1. Killed while waiting for the source's locks (a writer is busy):
     // nothing was copied; verify undoes the move, the writer's row stays.
-    let writer = connect(&h.url).await;
-    writer
-        .batch_execute("BEGIN; INSERT INTO acme.accounts (name) VALUES ('in flight')")
-        .await
-        .unwrap();
-    let mut moving = h.spawn(&["tenants", "move", "acme", "--to", "b"]);
-    assert!(blocked_at(&h.url, "LOCK TABLE%").await);
-    moving.kill().await.unwrap();
+    let to_b = ["tenants", "move", "acme", "--to", "b"];
+    let writer = kill_when_blocked(
+        &h,
+        "INSERT INTO acme.accounts (name) VALUES ('in flight')",
+        &to_b,
+        "LOCK TABLE%",
+    )
+    .await;
     writer.batch_execute("COMMIT").await.unwrap();
     let verified = h.run(&["verify", "--json"]).await;
     verified.expect(0);
@@ -724,14 +721,7 @@ async fn a_killed_move_leaves_the_tenant_whole_in_one_place(h: Harness) {
     // 2. Killed after the copy committed, before the source was dropped:
     // the source is the truth (it may be written once its locks are gone);
     // the next move drops the stale copy and moves again.
-    let reader = connect(&h.url).await;
-    reader
-        .batch_execute("BEGIN; SELECT count(*) FROM acme.t1")
-        .await
-        .unwrap();
-    let mut moving = h.spawn(&["tenants", "move", "acme", "--to", "b"]);
-    assert!(blocked_at(&h.url, "DROP SCHEMA%").await);
-    moving.kill().await.unwrap();
+    let reader = kill_when_blocked(&h, "SELECT count(*) FROM acme.t1", &to_b, "DROP SCHEMA%").await;
     reader.batch_execute("COMMIT").await.unwrap();
     assert!(rows(&b.url, "acme").await.is_some() && rows(&h.url, "acme").await.is_some());
     connect(&h.url)
@@ -752,14 +742,13 @@ async fn a_killed_move_leaves_the_tenant_whole_in_one_place(h: Harness) {
 
     // 3. Killed after the source was dropped, before the registry switched:
     // the copy is complete; verify finishes the move.
-    let registry = connect(&h.url).await;
-    registry
-        .batch_execute("BEGIN; LOCK TABLE tenantgate.events IN SHARE MODE")
-        .await
-        .unwrap();
-    let mut moving = h.spawn(&["tenants", "move", "acme", "--to", "default"]);
-    assert!(blocked_at(&h.url, "INSERT INTO tenantgate.events%").await);
-    moving.kill().await.unwrap();
+    let registry = kill_when_blocked(
+        &h,
+        "LOCK TABLE tenantgate.events IN SHARE MODE",
+        &["tenants", "move", "acme", "--to", "default"],
+        "INSERT INTO tenantgate.events%",
+    )
+    .await;
     registry.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(rows(&b.url, "acme").await, None, "the source was dropped");
     assert_eq!(placed(&h).await[0].1, "b", "the registry had not switched");

@@ -392,6 +392,27 @@ impl PgBackend {
                     .await
                     .map_err(at_target)?;
             }
+            // The rows satisfied every constraint at the source, under its
+            // locks: load them without firing triggers (a user trigger
+            // would change or add rows; foreign-key checks would be repaid
+            // row by row). That takes a superuser; without one, user
+            // triggers are switched off table by table and keys checked.
+            // Plain indexes are built once after the load, as pg_restore
+            // does, instead of maintained row by row.
+            let deferred = deferred_indexes(&dst, tenant).await.map_err(at_target)?;
+            let drops: String = deferred
+                .iter()
+                .map(|(name, _)| format!("DROP INDEX {schema}.{};", ident(name)))
+                .collect();
+            dst.batch_execute(&drops).await.map_err(at_target)?;
+            let replica = dst
+                .batch_execute("SAVEPOINT load; SET LOCAL session_replication_role = replica;")
+                .await
+                .is_ok();
+            if !replica {
+                dst.batch_execute("ROLLBACK TO SAVEPOINT load").await.map_err(at_target)?;
+                switch_user_triggers(&dst, &schema, &built, "DISABLE").await.map_err(at_target)?;
+            }
             let mut copied = Copied::default();
             for table in load_order(&tables) {
                 let name = format!("{schema}.{}", ident(&table));
@@ -411,6 +432,15 @@ impl PgBackend {
                 copied.bytes += bytes;
             }
             copy_sequences(&src, &dst, tenant).await?;
+            let builds: String = deferred.iter().map(|(_, create)| format!("{create};")).collect();
+            dst.batch_execute(&builds).await.map_err(at_target)?;
+            if replica {
+                dst.batch_execute("SET LOCAL session_replication_role = origin")
+                    .await
+                    .map_err(at_target)?;
+            } else {
+                switch_user_triggers(&dst, &schema, &built, "ENABLE").await.map_err(at_target)?;
+            }
             let (before, after) = (
                 fingerprint::lines(&src, std::slice::from_ref(tenant)).await?,
                 fingerprint::lines(&dst, std::slice::from_ref(tenant)).await?,
@@ -482,6 +512,44 @@ impl PgBackend {
         }
         result
     }
+}
+
+/// The copy's indexes that back no constraint and belong to no partitioned
+/// index, with the statement that builds each.
+async fn deferred_indexes(
+    client: &Client,
+    tenant: &TenantName,
+) -> Result<Vec<(String, String)>, tokio_postgres::Error> {
+    let rows = client
+        .query_typed(
+            "SELECT i.relname::text, pg_get_indexdef(i.oid)
+               FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
+               JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+              WHERE n.nspname = $1 AND t.relkind = 'r' AND NOT i.relispartition
+                AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.oid)",
+            &[(&tenant.as_str(), Type::TEXT)],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+/// `ENABLE`s or `DISABLE`s the user triggers of every table of the copy.
+async fn switch_user_triggers(
+    client: &Client,
+    schema: &str,
+    tables: &[(String, Vec<String>)],
+    action: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let sql: String = tables
+        .iter()
+        .map(|(table, _)| {
+            format!(
+                "ALTER TABLE {schema}.{} {action} TRIGGER USER;",
+                ident(table)
+            )
+        })
+        .collect();
+    client.batch_execute(&sql).await
 }
 
 /// Whether the server at `connector` holds `tenant`'s schema.
