@@ -68,14 +68,20 @@ pub async fn startup_gate(
         backend.prepare().await?;
         let shared_missing = required.shared_missing(&backend.shared_ledger().await?);
         // The ledgers are the truth: correct registry rows that drifted from them.
-        let tenants = tenantgate::ledger::refresh(backend, &required.tenant).await?;
+        let refreshed = tenantgate::ledger::refresh(backend, &required.tenant).await?;
         Ok::<_, Error>(
-            tenants
+            refreshed
+                .tenants
                 .iter()
                 .filter_map(|t| {
+                    // A placement that does not answer: its tenants' state is unknown.
+                    let blocked = match refreshed.unreachable.get(&t.placement) {
+                        Some(why) => tenantgate::readiness::Blocked::unreachable(t, why),
+                        None => required.assess(t, &shared_missing)?,
+                    };
                     Some(NotServed {
                         tenant: t.name.clone(),
-                        blocked: required.assess(t, &shared_missing)?,
+                        blocked,
                     })
                 })
                 .collect::<Vec<_>>(),

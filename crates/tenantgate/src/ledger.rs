@@ -125,13 +125,29 @@ pub async fn reconcile(
 
 /// Reads every registered tenant's ledger and brings the registry in step
 /// with it (see [`bring_in_step`]): what a server does on each poll and
-/// what `notify` does before announcing. Returns the tenants as the
-/// registry now records them.
-pub async fn refresh(backend: &dyn Backend, set: &MigrationSet) -> Result<Vec<Tenant>, Error> {
+/// what `notify` does before announcing.
+pub async fn refresh(backend: &dyn Backend, set: &MigrationSet) -> Result<Refreshed, Error> {
     let tenants = backend.tenants().await?;
-    let names: Vec<TenantName> = tenants.iter().map(|t| t.name.clone()).collect();
-    let ledgers = backend.read_ledgers(&names).await?;
-    bring_in_step(backend, set, tenants, &ledgers).await
+    let everyone: Vec<&Tenant> = tenants.iter().collect();
+    let (ledgers, unreachable) =
+        crate::fleet::read_ledgers_by_placement(backend, &everyone).await?;
+    Ok(Refreshed {
+        tenants: bring_in_step(backend, set, tenants, &ledgers).await?,
+        unreachable: unreachable
+            .into_iter()
+            .map(|(placement, e)| (placement, e.to_string()))
+            .collect(),
+    })
+}
+
+/// What [`refresh`] found.
+#[derive(Debug, Clone)]
+pub struct Refreshed {
+    /// Every tenant as the registry now records it (those on a placement
+    /// that could not be read, as it recorded them before).
+    pub tenants: Vec<Tenant>,
+    /// Placements whose ledgers could not be read, with why.
+    pub unreachable: std::collections::HashMap<String, String>,
 }
 
 /// Copies each ledger into its registry row where the copy is out of step

@@ -8,7 +8,11 @@ pub(crate) async fn run(global: &Global) -> Result<u8, CliError> {
     backend.prepare().await?;
     let refreshed = if global.ledger.is_foreign() {
         let folder = super::folder(global)?;
-        Some(tenantgate::ledger::refresh(backend.as_ref(), &folder.tenant).await?)
+        Some(
+            tenantgate::ledger::refresh(backend.as_ref(), &folder.tenant)
+                .await?
+                .tenants,
+        )
     } else {
         None
     };

@@ -325,6 +325,16 @@ async fn a_placement_that_goes_down_fails_only_its_tenants(h: Harness) {
     assert_eq!(blocked.status, 503);
     assert!(blocked.body.contains("state_unknown"), "{}", blocked.body);
     assert_eq!(proxy.get("home.localhost", "/", "").await.status, 200);
+    // A guard started while c is down serves the others and blocks c's
+    // tenants from its first request.
+    let late = h.proxy(app.address, &["--allow-degraded"]).await;
+    let first = late.page("away.localhost", "/", true).await;
+    assert!(
+        first.status == 503 && first.body.contains("state_unknown"),
+        "{}",
+        first.body
+    );
+    assert_eq!(late.get("home.localhost", "/", "").await.status, 200);
     let admin = proxy.admin.expect("an admin address");
     let metrics = send(
         admin,
