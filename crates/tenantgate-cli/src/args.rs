@@ -102,6 +102,9 @@ pub(crate) enum Command {
     /// After a deploy: bring the registry in step with the ledgers and have every running
     /// proxy re-read its migration folder
     Notify,
+    /// Check the migration folder for statements Citus refuses in distributed schemas
+    /// (file, line and rule; exit 1 on any error), without touching a database
+    Lint,
     /// Add, list and remove placements: the PostgreSQL servers tenants live on
     #[command(subcommand)]
     Placements(PlacementsCommand),
@@ -345,8 +348,17 @@ pub(crate) enum TenantsCommand {
         /// The tenant's name
         name: String,
         /// The placement to move it to
-        #[arg(long, value_name = "PLACEMENT")]
-        to: String,
+        #[arg(
+            long,
+            value_name = "PLACEMENT",
+            required_unless_present = "to_node",
+            conflicts_with = "to_node"
+        )]
+        to: Option<String>,
+        /// On a Citus placement: the worker to move its distributed schema to, online
+        /// (citus_schema_move; the tenant keeps serving)
+        #[arg(long, value_name = "HOST:PORT", value_parser = parse_node, conflicts_with = "keep_source")]
+        to_node: Option<(String, u16)>,
         /// Keep the source schema, renamed <name>_moved_<unix time>, instead of dropping it
         #[arg(long)]
         keep_source: bool,
@@ -385,6 +397,20 @@ pub(crate) enum PlacementsCommand {
         /// Its name
         name: String,
     },
+}
+
+/// Parses a Citus worker as `HOST:PORT`.
+fn parse_node(text: &str) -> Result<(String, u16), String> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{text:?} is not HOST:PORT"))?;
+    let port = port
+        .parse()
+        .map_err(|_| format!("{port:?} in {text:?} is not a port number"))?;
+    if host.is_empty() {
+        return Err(format!("{text:?} names no host"));
+    }
+    Ok((host.to_owned(), port))
 }
 
 /// Parses a duration as humantime spells it (`250ms`, `5s`, `2m`, `1h 30m`),

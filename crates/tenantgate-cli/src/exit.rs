@@ -40,7 +40,8 @@ fn for_engine_error(error: &Error) -> u8 {
         | Error::OutOfOrder { .. }
         | Error::UnknownBackfill { .. }
         | Error::CommandUnstartable { .. }
-        | Error::UnknownPlacement { .. } => USAGE,
+        | Error::UnknownPlacement { .. }
+        | Error::CitusRefuses { .. } => USAGE,
         Error::DatabaseUnavailable { .. } => UNAVAILABLE,
         Error::Interrupted => INTERRUPTED,
         _ => TENANT_FAILED,
@@ -75,6 +76,18 @@ pub(crate) fn for_verify(report: &tenantgate::verify::VerifyReport) -> u8 {
         OK
     } else {
         TENANT_FAILED
+    }
+}
+
+/// The exit code of `lint`: 1 when a finding is an error.
+pub(crate) fn for_lint(findings: &[tenantgate::lint::Finding]) -> u8 {
+    if findings
+        .iter()
+        .any(|f| f.severity == tenantgate::lint::Severity::Error)
+    {
+        TENANT_FAILED
+    } else {
+        OK
     }
 }
 

@@ -455,9 +455,23 @@ fn tenant_json(t: &Tenant, key: KeyOf<'_>) -> serde_json::Value {
     value
 }
 
-pub(crate) fn tenant_list(global: &Global, tenants: &[Tenant], key: KeyOf<'_>) {
+pub(crate) fn tenant_list(
+    global: &Global,
+    tenants: &[Tenant],
+    nodes: &std::collections::HashMap<TenantName, String>,
+    key: KeyOf<'_>,
+) {
     if global.json {
-        let list: Vec<serde_json::Value> = tenants.iter().map(|t| tenant_json(t, key)).collect();
+        let list: Vec<serde_json::Value> = tenants
+            .iter()
+            .map(|t| {
+                let mut value = tenant_json(t, key);
+                if let Some(node) = nodes.get(&t.name) {
+                    value["node"] = serde_json::json!(node);
+                }
+                value
+            })
+            .collect();
         return json(&list);
     }
     let versions: Vec<String> = tenants
@@ -469,22 +483,26 @@ pub(crate) fn tenant_list(global: &Global, tenants: &[Tenant], key: KeyOf<'_>) {
         })
         .collect();
     let width = versions.iter().map(String::len).max().unwrap_or(0).max(8);
-    // The placement column appears once a tenant lives off the registry's server.
+    // The placement column appears once a tenant lives off the registry's
+    // server, the node column on Citus.
     let placed = tenants
         .iter()
         .any(|t| t.placement != tenantgate::placement::DEFAULT_PLACEMENT);
-    let placement = |name: &str| {
+    let placement = |name: &str, node: Option<&str>| {
+        let mut columns = String::new();
         if placed {
-            format!("{name:<12} ")
-        } else {
-            String::new()
+            columns.push_str(&format!("{name:<12} "));
         }
+        if let Some(node) = node.filter(|_| !nodes.is_empty()) {
+            columns.push_str(&format!("{node:<21} "));
+        }
+        columns
     };
     println!(
         "{:<24} {:<8} {}{:>width$}  {:<30} last error",
         "tenant",
         "state",
-        placement("placement"),
+        placement("placement", Some("node")),
         "version",
         "domains"
     );
@@ -495,7 +513,10 @@ pub(crate) fn tenant_list(global: &Global, tenants: &[Tenant], key: KeyOf<'_>) {
             "{:<24} {:<8} {}{version:>width$}  {:<30} {error}",
             t.name,
             t.state,
-            placement(&t.placement),
+            placement(
+                &t.placement,
+                Some(nodes.get(&t.name).map_or("-", String::as_str))
+            ),
             domains.join(",")
         );
     }
@@ -540,6 +561,47 @@ pub(crate) fn moved(global: &Global, moved: &tenantgate::moves::MoveReport) {
             .as_ref()
             .map(|kept| format!("; the source is kept as schema {kept}"))
             .unwrap_or_default()
+    );
+}
+
+pub(crate) fn moved_to_node(
+    global: &Global,
+    tenant: &TenantName,
+    node: &str,
+    took: std::time::Duration,
+) {
+    if global.json {
+        return json(
+            &serde_json::json!({ "tenant": tenant, "node": node, "duration_ms": took.as_millis() }),
+        );
+    }
+    println!(
+        "moved tenant {tenant} to Citus worker {node} in {} (it kept serving)",
+        seconds(took)
+    );
+}
+
+pub(crate) fn lint(global: &Global, findings: &[tenantgate::lint::Finding]) {
+    if global.json {
+        return json(&serde_json::json!({ "findings": findings }));
+    }
+    for f in findings {
+        let severity = match f.severity {
+            tenantgate::lint::Severity::Error => "error",
+            tenantgate::lint::Severity::Warning => "warning",
+        };
+        println!(
+            "{}:{}: {severity}[{}]: {}",
+            f.file, f.line, f.rule, f.message
+        );
+    }
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == tenantgate::lint::Severity::Error)
+        .count();
+    println!(
+        "{errors} error(s), {} warning(s) for Citus distributed schemas",
+        findings.len() - errors
     );
 }
 

@@ -169,6 +169,13 @@ pub enum Error {
         /// How many tenants live there.
         tenants: usize,
     },
+    /// Migrations hold statements Citus refuses in distributed schemas;
+    /// refused before any SQL runs on a Citus placement.
+    #[error("{} statement(s) Citus refuses in distributed schemas, first: {}:{} ({}): {}; nothing was run (tenantgate lint lists them all)", errors(findings), findings[0].file, findings[0].line, findings[0].rule, findings[0].message)]
+    CitusRefuses {
+        /// What the linter found, errors first.
+        findings: Vec<crate::lint::Finding>,
+    },
     /// A move could not be made or did not check out; the tenant stays
     /// where it was.
     #[error("moving tenant {tenant} failed: {reason}; it stays on placement {from}")]
@@ -282,6 +289,14 @@ pub enum Error {
     Interrupted,
 }
 
+/// How many findings are errors.
+fn errors(findings: &[crate::lint::Finding]) -> usize {
+    findings
+        .iter()
+        .filter(|f| f.severity == crate::lint::Severity::Error)
+        .count()
+}
+
 impl Error {
     /// A stable snake_case name for the kind of error, for JSON and logs.
     pub fn kind(&self) -> &'static str {
@@ -298,6 +313,7 @@ impl Error {
             Error::UnknownPlacement { .. } => "unknown_placement",
             Error::PlacementInUse { .. } => "placement_in_use",
             Error::MoveFailed { .. } => "move_failed",
+            Error::CitusRefuses { .. } => "citus_refuses",
             Error::ProvisionFailed { .. } => "provision_failed",
             Error::ChecksumChanged { .. } => "checksum_changed",
             Error::SharedMigrationFailed { .. } => "shared_migration_failed",

@@ -198,6 +198,9 @@ pub async fn migrate(
     let started = Instant::now();
     folder.refuse_transaction_control(backend.dialect())?;
     backend.prepare().await?;
+    if backend.has_citus().await? {
+        crate::lint::refuse_for_citus(folder)?;
+    }
     let shared_applied = if options.dry_run {
         let ledger = backend.shared_ledger().await?;
         folder

@@ -42,6 +42,7 @@ pub mod error;
 pub mod exec;
 pub mod fleet;
 pub mod ledger;
+pub mod lint;
 pub mod migrations;
 pub mod moves;
 pub mod peers;

@@ -84,6 +84,9 @@ pub async fn create_tenant_on(
     domains.dedup();
     folder.refuse_transaction_control(backend.dialect())?;
     backend.prepare().await?;
+    if backend.has_citus().await? {
+        crate::lint::refuse_for_citus(folder)?;
+    }
     backend.apply_shared(&folder.shared, limits).await?;
     let (placement, mut applied) = backend
         .create_tenant_on(placement, tenant, &domains, &folder.tenant, limits)

@@ -55,60 +55,94 @@ pub fn transaction_control(
     dialect: Dialect,
     sql: &str,
 ) -> Result<Option<TransactionControl>, Unreadable> {
-    Ok(statements(dialect, sql)?
-        .into_iter()
-        .find_map(|statement| controls_transaction(&statement)))
+    Ok(split(dialect, sql)?.iter().find_map(controls_transaction))
 }
 
-/// The leading words of one top-level statement and where it starts.
-struct Statement {
-    line: u64,
-    /// Up to four leading tokens: unquoted words uppercased, anything else
-    /// (a string, a quoted identifier, punctuation) as an empty string.
-    words: Vec<String>,
+/// One top-level statement of a file: where it starts, its text (without
+/// the `;` that ends it), and its tokens as a linter reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlStatement {
+    /// The line it starts on, from 1.
+    pub line: u64,
+    /// Its text as written, comments inside it included.
+    pub sql: String,
+    /// Its tokens without whitespace and comments: unquoted words
+    /// uppercased, quoted identifiers and strings as written, punctuation
+    /// as itself.
+    pub tokens: Vec<String>,
 }
 
-const LEADING_WORDS: usize = 4;
-
-/// Splits `sql` into top-level statements. A `BEGIN` inside a `CREATE`
-/// statement (PostgreSQL `BEGIN ATOMIC`, SQLite trigger bodies) opens a
-/// block whose semicolons do not end the statement; `CASE` inside such a
-/// block nests until its own `END`.
-fn statements(dialect: Dialect, sql: &str) -> Result<Vec<Statement>, Unreadable> {
-    let tokens = tokenize(dialect, sql)?;
-    let mut statements = Vec::new();
-    let mut current: Option<Statement> = None;
+/// Splits `sql` into its top-level statements by the same rules the
+/// transaction-control check uses (a `BEGIN ATOMIC` body or trigger body
+/// stays one statement).
+pub fn split(dialect: Dialect, sql: &str) -> Result<Vec<SqlStatement>, Unreadable> {
+    let offsets = LineOffsets::new(sql);
+    let mut found = Vec::new();
+    let mut current: Option<(usize, usize, u64, Vec<String>)> = None;
     let mut depth = 0usize;
-    for TokenWithSpan { token, span } in tokens {
+    for TokenWithSpan { token, span } in tokenize(dialect, sql)? {
         if matches!(token, Token::Whitespace(_) | Token::EOF) {
             continue;
         }
         if token == Token::SemiColon && depth == 0 {
-            statements.extend(current.take());
+            if let Some((start, end, line, tokens)) = current.take() {
+                found.push(SqlStatement {
+                    line,
+                    sql: sql[start..end].to_owned(),
+                    tokens,
+                });
+            }
             continue;
         }
-        let word = match &token {
+        let (start, end) = (offsets.byte(span.start), offsets.byte(span.end));
+        let text = match &token {
             Token::Word(w) if w.quote_style.is_none() => w.value.to_ascii_uppercase(),
-            _ => String::new(),
+            other => other.to_string(),
         };
-        let statement = current.get_or_insert_with(|| Statement {
-            line: span.start.line,
-            words: Vec::new(),
-        });
-        if statement.words.first().is_some_and(|w| w == "CREATE") {
-            match word.as_str() {
+        let statement = current.get_or_insert_with(|| (start, end, span.start.line, Vec::new()));
+        if statement.3.first().is_some_and(|w| w == "CREATE") {
+            match text.as_str() {
                 "BEGIN" => depth += 1,
                 "CASE" if depth > 0 => depth += 1,
                 "END" if depth > 0 => depth -= 1,
                 _ => {}
             }
         }
-        if statement.words.len() < LEADING_WORDS {
-            statement.words.push(word);
-        }
+        statement.1 = end;
+        statement.3.push(text);
     }
-    statements.extend(current);
-    Ok(statements)
+    if let Some((start, end, line, tokens)) = current {
+        found.push(SqlStatement {
+            line,
+            sql: sql[start..end].to_owned(),
+            tokens,
+        });
+    }
+    Ok(found)
+}
+
+/// Byte offsets of a text's line/column locations (columns count characters).
+struct LineOffsets<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> LineOffsets<'a> {
+    fn new(text: &'a str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        Self { text, starts }
+    }
+
+    fn byte(&self, location: sqlparser::tokenizer::Location) -> usize {
+        let Some(&line_start) = self.starts.get(location.line.saturating_sub(1) as usize) else {
+            return self.text.len();
+        };
+        self.text[line_start..]
+            .char_indices()
+            .nth(location.column.saturating_sub(1) as usize)
+            .map_or(self.text.len(), |(i, _)| line_start + i)
+    }
 }
 
 fn tokenize(dialect: Dialect, sql: &str) -> Result<Vec<TokenWithSpan>, Unreadable> {
@@ -122,8 +156,16 @@ fn tokenize(dialect: Dialect, sql: &str) -> Result<Vec<TokenWithSpan>, Unreadabl
     })
 }
 
-fn controls_transaction(statement: &Statement) -> Option<TransactionControl> {
-    let words: Vec<&str> = statement.words.iter().map(String::as_str).collect();
+/// How many leading tokens decide whether a statement controls the transaction.
+const LEADING_WORDS: usize = 4;
+
+fn controls_transaction(statement: &SqlStatement) -> Option<TransactionControl> {
+    let words: Vec<&str> = statement
+        .tokens
+        .iter()
+        .take(LEADING_WORDS)
+        .map(String::as_str)
+        .collect();
     let leading = |n: usize| words[..n.min(words.len())].join(" ");
     let found = match words.as_slice() {
         ["COMMIT" | "END" | "ABORT" | "BEGIN", ..] => leading(1),
@@ -141,9 +183,35 @@ fn controls_transaction(statement: &Statement) -> Option<TransactionControl> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn split_keeps_each_statement_as_written() {
+        let sql = "CREATE TABLE t (x int, note text DEFAULT 'a;b');\n-- c;\nCREATE INDEX ON t (x);\n\
+                   CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END;\n  ALTER TABLE \"T\" ADD COLUMN é serial";
+        let found = split(Dialect::Postgres, sql).unwrap();
+        let texts: Vec<&str> = found.iter().map(|s| s.sql.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "CREATE TABLE t (x int, note text DEFAULT 'a;b')",
+                "CREATE INDEX ON t (x)",
+                "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END",
+                "ALTER TABLE \"T\" ADD COLUMN é serial",
+            ]
+        );
+        assert_eq!(
+            found.iter().map(|s| s.line).collect::<Vec<_>>(),
+            [1, 3, 4, 5]
+        );
+        assert_eq!(
+            found[3].tokens,
+            ["ALTER", "TABLE", "\"T\"", "ADD", "COLUMN", "é", "SERIAL"]
+        );
+    }
+
     use proptest::prelude::*;
 
-    use super::{transaction_control, Dialect};
+    use super::{split, transaction_control, Dialect};
 
     fn found(dialect: Dialect, sql: &str) -> Option<(u64, String)> {
         transaction_control(dialect, sql)

@@ -66,6 +66,11 @@ async fn dispatch(
         Command::Demo(args) => demo::run(global, args, &cancel).await,
         Command::Adopt(args) => adopt::run(global, args).await,
         Command::Notify => notify::run(global).await,
+        Command::Lint => {
+            let findings = tenantgate::lint::citus(&folder(global)?);
+            output::lint(global, &findings);
+            Ok(exit::for_lint(&findings))
+        }
         Command::Placements(command) => placements::run(global, command).await,
         Command::Completions { shell } => {
             let mut command = <crate::args::Cli as clap::CommandFactory>::command();

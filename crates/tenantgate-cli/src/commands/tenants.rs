@@ -37,10 +37,32 @@ pub(crate) async fn run(
         }
         TenantsCommand::Move {
             name,
-            to,
-            keep_source,
+            to_node: Some((host, port)),
+            ..
         } => {
             let tenant = TenantName::parse(&name)?;
+            let backend = super::backend(global).await?;
+            backend.prepare().await?;
+            let started = std::time::Instant::now();
+            backend.move_to_node(&tenant, &host, port).await?;
+            output::moved_to_node(
+                global,
+                &tenant,
+                &format!("{host}:{port}"),
+                started.elapsed(),
+            );
+            Ok(exit::OK)
+        }
+        TenantsCommand::Move {
+            name,
+            to,
+            keep_source,
+            ..
+        } => {
+            let tenant = TenantName::parse(&name)?;
+            let to = to.ok_or_else(|| {
+                CliError::Usage("tenants move needs --to PLACEMENT or --to-node HOST:PORT".into())
+            })?;
             let folder = super::folder(global)?;
             let backend = super::backend(global).await?;
             let limits = tenantgate::fleet::FleetOptions::default().limits;
@@ -64,7 +86,9 @@ pub(crate) async fn run(
             backend.prepare().await?;
             let mut tenants = backend.tenants().await?;
             let folder = apply_effective_states(global, &mut tenants);
-            output::tenant_list(global, &tenants, &|v| key_of(folder.as_ref(), v));
+            let names: Vec<TenantName> = tenants.iter().map(|t| t.name.clone()).collect();
+            let nodes = backend.nodes(&names).await?;
+            output::tenant_list(global, &tenants, &nodes, &|v| key_of(folder.as_ref(), v));
             Ok(exit::OK)
         }
         TenantsCommand::Show { name } => {

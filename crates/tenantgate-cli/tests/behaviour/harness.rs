@@ -725,6 +725,12 @@ impl Cluster {
         Self::start_with(&[("TENANTGATE_PG_DURABLE", "1")]).await
     }
 
+    /// A cluster whose server presents a self-signed X.509 v1 certificate,
+    /// as a stock Citus node does.
+    pub(crate) async fn with_v1_certificate() -> Self {
+        Self::start_with(&[("TENANTGATE_PG_CERT", "v1")]).await
+    }
+
     async fn start_with(env: &[(&str, &str)]) -> Self {
         let output = tokio::process::Command::new(Self::script())
             .arg("start")
@@ -758,6 +764,11 @@ impl Cluster {
             .await
             .expect("run scripts/pg-cluster");
         assert!(status.success(), "scripts/pg-cluster {action} failed");
+    }
+
+    /// The server's certificate (PEM).
+    pub(crate) fn certificate(&self) -> PathBuf {
+        Path::new(&self.dir).join("data/server.crt")
     }
 
     /// Stops the server at once, as an outage would (its data kept).

@@ -9,6 +9,7 @@ mod http;
 mod adoption;
 mod backfills;
 mod checksums;
+mod citus;
 mod cli_errors;
 mod conventions;
 mod demo;

@@ -70,7 +70,7 @@ pub(super) async fn dashboard(
     let status = tx
         .query_typed(
             "INSERT INTO user_statuses (user_id, is_online, last_seen) VALUES ($1, true, now())
-             ON CONFLICT (user_id) DO UPDATE SET is_online = true, last_seen = now()
+             ON CONFLICT (user_id) DO UPDATE SET is_online = true, last_seen = EXCLUDED.last_seen
              RETURNING is_online",
             &[(&user_id, Type::INT8)],
         )

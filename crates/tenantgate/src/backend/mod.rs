@@ -268,6 +268,27 @@ pub trait Backend: Send + Sync {
         Err(no_placements())
     }
 
+    /// On a Citus placement: moves `tenant`'s distributed schema to the
+    /// worker at `host:port` with Citus's online move (the tenant keeps
+    /// serving; writes stall briefly).
+    async fn move_to_node(&self, tenant: &TenantName, host: &str, port: u16) -> Result<(), Error> {
+        let _ = (tenant, host, port);
+        Err(no_placements())
+    }
+
+    /// The Citus worker (`host:port`) each of `tenants` lives on; tenants
+    /// on plain servers are left out.
+    async fn nodes(&self, tenants: &[TenantName]) -> Result<HashMap<TenantName, String>, Error> {
+        let _ = tenants;
+        Ok(HashMap::new())
+    }
+
+    /// Whether some placement is a Citus coordinator (its tenants'
+    /// migrations are then linted before any runs, see [`crate::lint`]).
+    async fn has_citus(&self) -> Result<bool, Error> {
+        Ok(false)
+    }
+
     /// Finishes or undoes every move an earlier run left unfinished.
     async fn settle_moves(&self) -> Result<Vec<Settled>, Error> {
         Ok(Vec::new())

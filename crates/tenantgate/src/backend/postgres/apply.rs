@@ -32,6 +32,10 @@ pub(crate) struct Target {
     pub(crate) registry_row: bool,
     /// What `NOTIFY tenantgate` announces after a commit: the tenant, or `*`.
     pub(crate) announce: String,
+    /// Send each statement as its own message (Citus forwards a message's
+    /// whole text to its workers, which refuse some statements in a
+    /// multi-statement message); still one transaction.
+    pub(crate) one_by_one: bool,
 }
 
 impl Target {
@@ -43,6 +47,7 @@ impl Target {
             ledger: tenant_ledger(tenant, kind),
             registry_row: true,
             announce: tenant.to_string(),
+            one_by_one: false,
         }
     }
 
@@ -55,6 +60,36 @@ impl Target {
             registry_row: false,
             // Shared changes concern every tenant: watchers re-read everything.
             announce: "*".into(),
+            one_by_one: false,
+        }
+    }
+
+    /// The same target on a server of `kind`.
+    pub(crate) fn on(mut self, kind: super::connect::ServerKind) -> Self {
+        self.one_by_one = kind == super::connect::ServerKind::Citus;
+        self
+    }
+
+    /// Runs `sql` (statements of a migration file, or tenantgate's own):
+    /// one batch, or one statement per message on a server that needs it.
+    pub(crate) async fn execute(
+        &self,
+        client: &Client,
+        sql: &str,
+    ) -> Result<(), tokio_postgres::Error> {
+        if !self.one_by_one {
+            return client.batch_execute(sql).await;
+        }
+        match crate::sql::split(crate::sql::Dialect::Postgres, sql) {
+            Ok(statements) => {
+                for statement in statements {
+                    client.batch_execute(&statement.sql).await?;
+                }
+                Ok(())
+            }
+            // Unreadable text was refused when the folder loaded; the server
+            // says what is wrong with anything else.
+            Err(_) => client.batch_execute(sql).await,
         }
     }
 
@@ -271,7 +306,7 @@ pub(crate) async fn apply_set(
             Ok(Step::Transaction { segment, complete }) => (segment, complete),
         };
         let batch = segment_sql(target, &segment, complete);
-        if let Err(e) = client.batch_execute(&batch).await {
+        if let Err(e) = target.execute(client, &batch).await {
             rollback(client).await;
             return Err(blame(client, target, &segment, limits, &e, "").await);
         }
@@ -307,7 +342,7 @@ pub(crate) async fn blame(
         return failure;
     }
     for m in segment {
-        if let Err(e) = client.batch_execute(&m.sql).await {
+        if let Err(e) = target.execute(client, &m.sql).await {
             rollback(client).await;
             return ApplyFailure::db(&e, Some(m.reference()));
         }

@@ -25,6 +25,19 @@ pub(crate) struct Connector {
     config: Config,
     tls: MakeRustlsConnect,
     pool: Pool,
+    /// What kind of server it is, learned on first use.
+    kind: std::sync::Arc<tokio::sync::OnceCell<ServerKind>>,
+}
+
+/// What kind of PostgreSQL server a connector reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ServerKind {
+    /// A plain server.
+    Plain,
+    /// A Citus coordinator (the `citus` extension with nodes in
+    /// `pg_dist_node`): tenant schemas are distributed schemas, and
+    /// migrations go one statement per message.
+    Citus,
 }
 
 /// A connection from the pool. It goes back only when marked reusable with
@@ -94,7 +107,29 @@ impl Connector {
             config: settings.config,
             tls: settings.tls,
             pool,
+            kind: Default::default(),
         })
+    }
+
+    /// Whether the server is a Citus coordinator; asked once.
+    pub(crate) async fn kind(&self) -> Result<ServerKind, Error> {
+        self.kind
+            .get_or_try_init(|| async {
+                let mut client = self.checkout().await?;
+                let citus: bool = client
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus')
+                            AND to_regclass('pg_catalog.pg_dist_node') IS NOT NULL",
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| super::sql::error_while("asking whether the server runs Citus", &e))?
+                    .get(0);
+                client.keep(true);
+                Ok(if citus { ServerKind::Citus } else { ServerKind::Plain })
+            })
+            .await
+            .copied()
     }
 
     /// Where it connects to, without credentials.

@@ -370,12 +370,21 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
+        let verified = rustls::crypto::verify_tls12_signature(
             message,
             cert,
             dss,
             &self.provider.signature_verification_algorithms,
-        )
+        );
+        match verified {
+            // An unchecked certificate the parser refuses (X.509 v1): the
+            // server is not authenticated at this sslmode whatever its
+            // certificate says, as with libpq, so the connection proceeds.
+            Err(rustls::Error::InvalidCertificate(_)) if self.chain.is_none() => {
+                Ok(HandshakeSignatureValid::assertion())
+            }
+            other => other,
+        }
     }
 
     fn verify_tls13_signature(
@@ -384,12 +393,23 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        let algorithms = &self.provider.signature_verification_algorithms;
+        match rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms) {
+            // An unchecked certificate the parser refuses (X.509 v1): the
+            // signature is still checked, against the key it carries.
+            Err(rustls::Error::InvalidCertificate(_)) if self.chain.is_none() => {
+                let spki = super::spki::of_certificate(cert).ok_or(
+                    rustls::Error::InvalidCertificate(CertificateError::BadEncoding),
+                )?;
+                rustls::crypto::verify_tls13_signature_with_raw_key(
+                    message,
+                    &rustls::pki_types::SubjectPublicKeyInfoDer::from(spki),
+                    dss,
+                    algorithms,
+                )
+            }
+            other => other,
+        }
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -9,6 +9,7 @@ mod adopt;
 mod apply;
 mod backfill;
 mod changes;
+mod citus;
 mod connect;
 mod conninfo;
 mod fingerprint;
@@ -20,6 +21,7 @@ mod placements;
 mod poll;
 mod provision;
 mod registry;
+mod spki;
 mod sql;
 mod watch;
 
@@ -40,7 +42,7 @@ pub use self::conninfo::{settings, ConnectionSettings, APPLICATION_NAME};
 
 use self::{
     apply::{apply_set, ApplyFailure, Target},
-    connect::Connector,
+    connect::{Connector, ServerKind},
     ledger::LedgerScope,
     placements::{in_placement, Placements},
     sql::error_while,
@@ -207,6 +209,9 @@ impl PgBackend {
         let mut client = connector.checkout().await?;
         let result = async {
             registry::prepare(&mut client).await?;
+            if connector.kind().await? == ServerKind::Citus {
+                citus::workers_answer(&client).await?;
+            }
             if crate::backend::plan::holds_all(set, &shared_ledger(&client).await?) {
                 return Ok(Vec::new());
             }
@@ -333,8 +338,9 @@ impl Backend for PgBackend {
         set: &MigrationSet,
         limits: &Limits,
     ) -> Result<Vec<i64>, Error> {
+        let kind = self.connector.kind().await?;
         pooled!(self, |client| provision::create_tenant(
-            &client, tenant, domains, set, limits
+            &client, tenant, domains, set, limits, kind
         )
         .await)
     }
@@ -565,6 +571,7 @@ impl Backend for PgBackend {
         Ok(Box::new(PgSession {
             client: self.connector.connect().await?,
             ledger: self.ledger.kind,
+            server: self.connector.kind().await?,
             registry: None,
         }))
     }
@@ -597,6 +604,10 @@ impl Backend for PgBackend {
         Ok(Box::new(PgSession {
             client,
             ledger: self.ledger.kind,
+            server: connector
+                .kind()
+                .await
+                .map_err(|e| in_placement(placement, e))?,
             registry: Some((placement.to_owned(), self.connector.connect().await?)),
         }))
     }
@@ -651,6 +662,51 @@ impl Backend for PgBackend {
         self.move_now(tenant, to, set, options, limits).await
     }
 
+    async fn move_to_node(&self, tenant: &TenantName, host: &str, port: u16) -> Result<(), Error> {
+        let group = self.route(std::slice::from_ref(tenant)).await?.remove(0);
+        if group.connector.kind().await? != ServerKind::Citus {
+            return Err(Error::Config(format!(
+                "--to-node moves a tenant between the workers of a Citus placement; placement {} is a plain PostgreSQL server (use --to PLACEMENT)",
+                group.placement
+            )));
+        }
+        let mut client = group.connector.checkout().await?;
+        let moved = citus::move_schema(&client, tenant, host, i32::from(port)).await;
+        client.keep(moved.is_ok());
+        moved.map_err(|e| in_placement(&group.placement, e))
+    }
+
+    async fn nodes(&self, tenants: &[TenantName]) -> Result<HashMap<TenantName, String>, Error> {
+        self.merged(tenants, |connector, tenants| async move {
+            if connector.kind().await? != ServerKind::Citus {
+                return Ok(HashMap::new());
+            }
+            let mut client = connector.checkout().await?;
+            let nodes = citus::nodes_of(&client, &tenants).await;
+            client.keep(nodes.is_ok());
+            nodes
+        })
+        .await
+    }
+
+    async fn has_citus(&self) -> Result<bool, Error> {
+        if self.connector.kind().await? == ServerKind::Citus {
+            return Ok(true);
+        }
+        for (name, connector) in self.placements_now(false).await?.iter() {
+            match connector.kind().await {
+                Ok(ServerKind::Citus) => return Ok(true),
+                Ok(ServerKind::Plain) => {}
+                // Its tenants fail when the run reaches for them.
+                Err(e) if e.is_unavailable() => {
+                    tracing::debug!(placement = %name, error = %e, "placement unreachable while asking for Citus");
+                }
+                Err(e) => return Err(in_placement(name, e)),
+            }
+        }
+        Ok(false)
+    }
+
     async fn settle_moves(&self) -> Result<Vec<Settled>, Error> {
         self.settle_all().await
     }
@@ -683,6 +739,8 @@ impl Backend for PgBackend {
 struct PgSession {
     client: Client,
     ledger: LedgerKind,
+    /// Whether the server is a Citus coordinator.
+    server: ServerKind,
     registry: Option<(String, Client)>,
 }
 
@@ -696,7 +754,7 @@ impl TenantSession for PgSession {
     ) -> Result<Vec<i64>, TenantFailure> {
         let applied = apply_set(
             &self.client,
-            &Target::tenant(tenant, self.ledger),
+            &Target::tenant(tenant, self.ledger).on(self.server),
             set,
             limits,
         )
@@ -729,7 +787,7 @@ impl TenantSession for PgSession {
     ) -> Result<BackfillOutcome, TenantFailure> {
         backfill::run_backfill(
             &self.client,
-            &Target::tenant(tenant, self.ledger),
+            &Target::tenant(tenant, self.ledger).on(self.server),
             backfill,
             mode,
             limits,

@@ -45,9 +45,12 @@ pub(crate) async fn create_tenant(
         // An earlier create committed here and stopped before the registry
         // row: finish it.
         Some(_) => Ok(()),
-        None => provision::create_tenant(&client, tenant, domains, set, limits)
-            .await
-            .map(drop),
+        None => {
+            let kind = remote.kind().await?;
+            provision::create_tenant(&client, tenant, domains, set, limits, kind)
+                .await
+                .map(drop)
+        }
     };
     client.keep(built.is_ok());
     built?;

@@ -4,6 +4,7 @@ use tokio_postgres::{error::SqlState, types::Type, Client};
 
 use super::{
     apply::{blame, rollback, segment_sql, ApplyFailure, Target},
+    connect::ServerKind,
     registry::record_event,
     sql::error_while,
 };
@@ -22,8 +23,9 @@ pub(crate) async fn create_tenant(
     domains: &[Domain],
     set: &MigrationSet,
     limits: &Limits,
+    kind: ServerKind,
 ) -> Result<Vec<i64>, Error> {
-    let target = Target::tenant(tenant, LedgerKind::Tenantgate);
+    let target = Target::tenant(tenant, LedgerKind::Tenantgate).on(kind);
     let segment: Vec<&Migration> = set.iter().take_while(|m| !m.no_transaction).collect();
     let complete = segment.len() == set.len();
     match build(client, tenant, &target, domains, &segment, complete, limits).await {
@@ -96,8 +98,17 @@ async fn build(
                 failed(&e)
             });
         }
-        if let Err(e) = client
-            .batch_execute(&format!("CREATE SCHEMA {}; {}", target.schema, target.create_ledger_sql()))
+        // On Citus the schema becomes a distributed schema, in this transaction.
+        let distribute = if target.one_by_one {
+            "SET LOCAL citus.enable_schema_based_sharding TO on;"
+        } else {
+            ""
+        };
+        if let Err(e) = target
+            .execute(
+                client,
+                &format!("{distribute} CREATE SCHEMA {}; {}", target.schema, target.create_ledger_sql()),
+            )
             .await
         {
             return Err(if e.code() == Some(&SqlState::DUPLICATE_SCHEMA) {
@@ -111,9 +122,12 @@ async fn build(
         }
         let mut batch = segment_sql(target, segment, complete);
         batch.push_str("INSERT INTO tenantgate.events (tenant, kind) VALUES (current_schema(), 'provisioned');");
-        if let Err(e) = client.batch_execute(&batch).await {
+        if let Err(e) = target.execute(client, &batch).await {
             rollback(client).await;
             return Err(Build::Failed(provision_blame(client, target, segment, limits, &e).await));
+        }
+        if target.one_by_one {
+            confirm_distributed(client, tenant).await?;
         }
         target.commit_and_announce(client).await.map_err(|e| failed(&e))
     }
@@ -122,6 +136,29 @@ async fn build(
         rollback(client).await;
     }
     steps
+}
+
+/// Refuses to commit a tenant Citus did not make a distributed schema of
+/// (the setting ignored, or an older Citus): it would live on the
+/// coordinator alone.
+async fn confirm_distributed(client: &Client, tenant: &TenantName) -> Result<(), Build> {
+    let distributed = client
+        .query_typed(
+            "SELECT EXISTS (SELECT 1 FROM pg_dist_schema WHERE schemaid = to_regnamespace($1))",
+            &[(&tenant.quoted(), Type::TEXT)],
+        )
+        .await
+        .map_err(|e| Build::Failed(ApplyFailure::db(&e, None)))?
+        .first()
+        .is_some_and(|row| row.get::<_, bool>(0));
+    if distributed {
+        Ok(())
+    } else {
+        Err(Build::Conflict(Error::Config(format!(
+            "Citus did not make schema {} a distributed schema (citus.enable_schema_based_sharding needs Citus 12 or later); nothing was created",
+            tenant.quoted()
+        ))))
+    }
 }
 
 /// Replays a failed build to name the migration that failed: the replay
