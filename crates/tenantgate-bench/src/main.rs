@@ -7,6 +7,7 @@
 //! The `sqlite-*` scenarios do the same with data folders under
 //! `--sqlite-dir`, the floor being the same SQL replayed with rusqlite.
 
+mod citus;
 mod cluster;
 mod floor;
 mod guard;
@@ -49,6 +50,13 @@ struct Args {
     /// Tenants for the one-server scale scenario (`scale`)
     #[arg(long, value_delimiter = ',', default_value = "100000")]
     scale_sizes: Vec<usize>,
+    /// The Citus coordinator the `citus` scenario works on (a throwaway cluster:
+    /// schemas f… and t… are created and dropped in its database)
+    #[arg(long, env = "TENANTGATE_CITUS_URL")]
+    citus_url: Option<String>,
+    /// Tenants for the `citus` scenario (on Citus and on the plain cluster)
+    #[arg(long, value_delimiter = ',', default_value = "100")]
+    citus_sizes: Vec<usize>,
     /// Megabytes of data in the tenant the `move` scenario moves
     #[arg(long, default_value_t = 200)]
     move_mb: usize,
@@ -86,6 +94,7 @@ fn main() -> anyhow::Result<()> {
         args.snapshot_sizes = vec![10];
         args.scale_sizes = vec![10];
         args.move_mb = 1;
+        args.citus_sizes = vec![3];
         args.http_seconds = 0.3;
         args.http_runs = 1;
         args.repeat = 1;

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{cluster::Cluster, floor, Args};
 
 /// The version of the fixture's fleet-migration step (`0020`).
-const STEP: i64 = 20;
+pub(crate) const STEP: i64 = 20;
 
 /// The median of samples.
 pub(crate) fn median(samples: &[Duration]) -> Duration {
@@ -114,6 +114,34 @@ pub(crate) async fn run_all(args: &Args) -> anyhow::Result<()> {
                 }
             }
             "memory" => crate::guard::memory(&args.snapshot_sizes, &full),
+            "citus" => {
+                let citus = args.citus_url.as_deref().context(
+                    "the citus scenario needs --citus-url (TENANTGATE_CITUS_URL), e.g. from scripts/citus-cluster start",
+                )?;
+                let cluster = Cluster::connect(&args.database_url).await?;
+                for &n in &args.citus_sizes {
+                    let plain = cluster.create("bench_citus_plain").await?;
+                    crate::citus::fleet_on(
+                        "plain",
+                        &plain,
+                        &psql,
+                        &folder(&initial),
+                        &folder(&full),
+                        n,
+                    )
+                    .await?;
+                    cluster.drop("bench_citus_plain").await?;
+                    crate::citus::fleet_on(
+                        "citus",
+                        citus,
+                        &psql,
+                        &folder(&initial),
+                        &folder(&full),
+                        n,
+                    )
+                    .await?;
+                }
+            }
             "move" => {
                 let cluster = Cluster::connect(&args.database_url).await?;
                 crate::moving::moving(&cluster, &folder(&full), args.move_mb, args.repeat).await?;

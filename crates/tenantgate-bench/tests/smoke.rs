@@ -47,3 +47,24 @@ fn every_scenario_runs_at_smoke_size() {
         }
     }
 }
+
+/// The move scenario (not among the defaults: it fills a tenant with data)
+/// runs too, with `pg_dump | pg_restore` as its floor.
+#[test]
+fn the_move_scenario_runs_at_smoke_size() {
+    let url = std::env::var("TENANTGATE_TEST_PG_URL")
+        .expect("TENANTGATE_TEST_PG_URL is not set: run the suite with ./scripts/test, which starts PostgreSQL");
+    let output = Command::new(env!("CARGO_BIN_EXE_tenantgate-bench"))
+        .args(["--smoke", "--scenarios", "move", "--database-url", &url])
+        .output()
+        .expect("run tenantgate-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_str(stdout.trim()).expect("a JSON line");
+    assert_eq!(line["scenario"], "move");
+    assert!(line["ratio"].as_f64().is_some_and(|r| r > 0.0), "{line}");
+}
