@@ -159,6 +159,44 @@ async fn citus_tenants_are_distributed_schemas_and_migrate_one_statement_at_a_ti
     h.run_with_url(&url, &["migrate"]).await.expect(0);
     h.run_with_url(&url, &["verify", "--deep"]).await.expect(0);
 
+    // A shard changed on its worker, which the coordinator's catalog does
+    // not show, is drift named with the worker.
+    let listed = h.run_with_url(&url, &["tenants", "list", "--json"]).await;
+    let node = listed.json()[0]["node"].as_str().unwrap().to_owned();
+    let db = &url[url.rfind('/').unwrap() + 1..];
+    let worker = connect(&format!("postgres://postgres@{node}/{db}?sslmode=disable")).await;
+    worker
+        .batch_execute("SET citus.override_table_visibility TO off")
+        .await
+        .unwrap();
+    let shard: String = worker
+        .query_one(
+            "SELECT relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE nspname = 'acme' AND relname ~ '^users_[0-9]+$'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    worker
+        .batch_execute(&format!("ALTER TABLE acme.{shard} ADD COLUMN sneaky int"))
+        .await
+        .unwrap();
+    let drifted = h.run_with_url(&url, &["verify", "--deep"]).await;
+    drifted.expect(1);
+    assert!(
+        drifted
+            .stdout
+            .contains(&format!("shard {shard} on Citus worker {node}")),
+        "{}",
+        drifted.stdout
+    );
+    worker
+        .batch_execute(&format!("ALTER TABLE acme.{shard} DROP COLUMN sneaky"))
+        .await
+        .unwrap();
+    h.run_with_url(&url, &["verify", "--deep"]).await.expect(0);
+
     // Each tenant's worker is listed, and a move between workers is online.
     let listed = h.run_with_url(&url, &["tenants", "list", "--json"]).await;
     listed.expect(0);

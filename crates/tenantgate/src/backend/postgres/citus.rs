@@ -3,12 +3,15 @@
 //! one worker down fails DDL for every tenant), and each tenant's schema
 //! lives on one worker.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tokio_postgres::{types::Type, Client};
 
-use super::sql::error_while;
+use super::{connect::Connector, sql::error_while};
 use crate::{DbError, Error, TenantName};
+
+/// Why a deep verification on Citus reads every catalog each time.
+pub(crate) const UNTRACKED: &str = "on a Citus placement every catalog is read: a shard can be changed on its worker, where the coordinator records nothing";
 
 /// Fails with one error naming the first worker the coordinator cannot
 /// reach, before any tenant's DDL runs.
@@ -90,4 +93,138 @@ pub(crate) async fn move_schema(
             )
         })?;
     Ok(())
+}
+
+/// Differences between each tenant's shards and the tables they belong to,
+/// read on the worker holding them (a shard altered on its worker, which
+/// the coordinator's catalog does not show), each naming the worker.
+pub(crate) async fn shard_drift(
+    coordinator: &Connector,
+    tenants: &[TenantName],
+) -> Result<HashMap<TenantName, Vec<String>>, Error> {
+    let nodes = {
+        let mut client = coordinator.checkout().await?;
+        let nodes = nodes_of(&client, tenants).await;
+        client.keep(nodes.is_ok());
+        nodes?
+    };
+    let mut by_node: BTreeMap<String, Vec<TenantName>> = BTreeMap::new();
+    for (tenant, node) in nodes {
+        by_node.entry(node).or_default().push(tenant);
+    }
+    let mut drift: HashMap<TenantName, Vec<String>> = HashMap::new();
+    for (node, tenants) in by_node {
+        let (host, port) = node
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+            .ok_or_else(|| Error::Config(format!("Citus names worker {node:?}, not HOST:PORT")))?;
+        let worker = coordinator.for_node(host, port)?;
+        let mut client = worker.checkout().await.map_err(|e| match e {
+            Error::DatabaseUnavailable { context, source } => Error::DatabaseUnavailable {
+                context: format!("{context} (Citus worker {node})"),
+                source,
+            },
+            other => other,
+        })?;
+        let columns = worker_columns(&client, &tenants).await;
+        client.keep(columns.is_ok());
+        for (tenant, differences) in compare_shards(&columns?, &node) {
+            drift.entry(tenant).or_default().extend(differences);
+        }
+    }
+    Ok(drift)
+}
+
+/// (schema, table, column line) of every ordinary table of `tenants` on a
+/// worker, shards included (Citus hides them unless asked).
+async fn worker_columns(
+    client: &Client,
+    tenants: &[TenantName],
+) -> Result<Vec<(String, String, String)>, Error> {
+    let names: Vec<&str> = tenants.iter().map(TenantName::as_str).collect();
+    let err = |e| error_while("reading the shards on a Citus worker", &e);
+    client
+        .batch_execute("BEGIN READ ONLY; SET LOCAL citus.override_table_visibility TO off;")
+        .await
+        .map_err(err)?;
+    let rows = client
+        .query_typed(
+            "SELECT n.nspname::text, c.relname::text,
+                    a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+              WHERE n.nspname = ANY($1) AND c.relkind = 'r'",
+            &[(&names, Type::TEXT_ARRAY)],
+        )
+        .await;
+    let _ = client.batch_execute("COMMIT").await;
+    Ok(rows
+        .map_err(err)?
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect())
+}
+
+/// Each shard (`<table>_<shard id>`) against its table's columns on the
+/// same worker.
+fn compare_shards(
+    columns: &[(String, String, String)],
+    node: &str,
+) -> HashMap<TenantName, Vec<String>> {
+    let mut tables: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
+    for (schema, table, column) in columns {
+        tables.entry((schema, table)).or_default().insert(column);
+    }
+    let mut drift: HashMap<TenantName, Vec<String>> = HashMap::new();
+    for ((schema, shard), shard_columns) in &tables {
+        let Some((table, id)) = shard.rsplit_once('_') else {
+            continue;
+        };
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Some(table_columns) = tables.get(&(*schema, table)) else {
+            continue;
+        };
+        let Ok(tenant) = TenantName::parse(schema) else {
+            continue;
+        };
+        let differences = drift.entry(tenant).or_default();
+        for column in shard_columns.difference(table_columns) {
+            differences.push(format!(
+                "extra column {table}.{column} in shard {shard} on Citus worker {node}"
+            ));
+        }
+        for column in table_columns.difference(shard_columns) {
+            differences.push(format!(
+                "missing column {table}.{column} in shard {shard} on Citus worker {node}"
+            ));
+        }
+    }
+    drift.retain(|_, differences| !differences.is_empty());
+    drift
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_shard_that_differs_from_its_table_is_named_with_its_worker() {
+        let row =
+            |table: &str, column: &str| ("acme".to_owned(), table.to_owned(), column.to_owned());
+        let columns = [
+            row("users", "id bigint not null"),
+            row("users_102008", "id bigint not null"),
+            row("users_102008", "sneaky integer"),
+            row("notes_2024", "id bigint"),
+            row("messages", "id bigint"),
+            row("messages_102009", "id bigint"),
+        ];
+        let drift = super::compare_shards(&columns, "10.0.0.2:5432");
+        let acme = crate::TenantName::parse("acme").unwrap();
+        assert_eq!(
+            drift[&acme],
+            ["extra column users.sneaky integer in shard users_102008 on Citus worker 10.0.0.2:5432"]
+        );
+        assert_eq!(drift.len(), 1);
+    }
 }

@@ -84,7 +84,42 @@ impl Drop for Pooled {
 
 impl Connector {
     pub(crate) fn new(url: &str) -> Result<Self, Error> {
-        let settings = super::conninfo::settings(url)?;
+        Self::from_settings(super::conninfo::settings(url)?)
+    }
+
+    /// The same user, database and TLS settings at another server (a Citus
+    /// worker the coordinator names); a password from the password file.
+    pub(crate) fn for_node(&self, host: &str, port: u16) -> Result<Self, Error> {
+        let mut config = Config::new();
+        config
+            .host(host)
+            .port(port)
+            .ssl_mode(self.config.get_ssl_mode());
+        if let Some(user) = self.config.get_user() {
+            config.user(user);
+        }
+        if let Some(db) = self.config.get_dbname() {
+            config.dbname(db);
+        }
+        if let Some(name) = self.config.get_application_name() {
+            config.application_name(name);
+        }
+        if let Some(timeout) = self.config.get_connect_timeout() {
+            config.connect_timeout(*timeout);
+        }
+        match self.config.get_password() {
+            Some(password) => {
+                config.password(password);
+            }
+            None => super::conninfo::add_password_from_file(&mut config),
+        }
+        Self::from_settings(super::conninfo::ConnectionSettings {
+            config,
+            tls: self.tls.clone(),
+        })
+    }
+
+    fn from_settings(settings: super::conninfo::ConnectionSettings) -> Result<Self, Error> {
         let manager = Manager::from_config(
             settings.config.clone(),
             settings.tls.clone(),

@@ -111,7 +111,7 @@ pub fn settings(conninfo: &str) -> Result<ConnectionSettings, Error> {
 
 /// Without a password in the connection string, takes the password file's
 /// (see [`super::pgpass`]) for the first host, as libpq does.
-fn add_password_from_file(config: &mut Config) {
+pub(crate) fn add_password_from_file(config: &mut Config) {
     if config.get_password().is_some() {
         return;
     }

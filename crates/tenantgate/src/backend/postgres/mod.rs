@@ -413,13 +413,16 @@ impl Backend for PgBackend {
         let applied = &applied;
         self.merged(&names, |connector, names| async move {
             let share: Vec<(TenantName, Vec<i64>)> = names
-                .into_iter()
-                .map(|t| {
-                    let versions = applied[&t].clone();
-                    (t, versions)
-                })
+                .iter()
+                .map(|t| (t.clone(), applied[t].clone()))
                 .collect();
-            fingerprint::catalog_drift(&connector, set, &share).await
+            let mut drift = fingerprint::catalog_drift(&connector, set, &share).await?;
+            if connector.kind().await? == ServerKind::Citus {
+                for (tenant, differences) in citus::shard_drift(&connector, &names).await? {
+                    drift.entry(tenant).or_default().extend(differences);
+                }
+            }
+            Ok(drift)
         })
         .await
     }
@@ -438,6 +441,9 @@ impl Backend for PgBackend {
         let Some(group) = groups.pop() else {
             return Ok(ChangeTracking::Unavailable("no tenants".into()));
         };
+        if group.connector.kind().await? == ServerKind::Citus {
+            return Ok(ChangeTracking::Unavailable(citus::UNTRACKED.into()));
+        }
         let mut client = group.connector.checkout().await?;
         let tracking = changes::tracking(&mut client, tenants).await;
         client.keep(tracking.is_ok());
