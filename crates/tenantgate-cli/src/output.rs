@@ -351,7 +351,7 @@ pub(crate) fn verify_report(global: &Global, report: &VerifyReport) {
             println!("    last error: {e}");
         }
         if let Some(why) = &t.unreachable {
-            println!("    its placement cannot be read: {why}");
+            println!("    could not be read: {why}");
         }
         for r in &t.recovery {
             println!("    to recover: {}", invocation.command(r));

@@ -75,7 +75,7 @@ pub async fn startup_gate(
                 .iter()
                 .filter_map(|t| {
                     // A placement that does not answer: its tenants' state is unknown.
-                    let blocked = match refreshed.unreachable.get(&t.placement) {
+                    let blocked = match refreshed.unreachable.get(&t.name) {
                         Some(why) => tenantgate::readiness::Blocked::unreachable(t, why),
                         None => required.assess(t, &shared_missing)?,
                     };

@@ -127,9 +127,12 @@ async fn health(State(state): State<AdminState>, headers: HeaderMap) -> Response
         "snapshot_age_seconds": guard.age().as_secs_f64(),
         "migration_check": if bypass { "disabled" } else { "enabled" },
     });
-    let unreachable = snapshot.unreachable_placements();
-    if !unreachable.is_empty() {
-        let mut down: Vec<_> = unreachable.iter().collect();
+    let unreachable = snapshot.unreachable();
+    if !unreachable.tenants.is_empty() {
+        body["tenants_unreachable"] = json!(unreachable.tenants.len());
+    }
+    if !unreachable.placements.is_empty() {
+        let mut down: Vec<_> = unreachable.placements.iter().collect();
         down.sort();
         body["placements_unreachable"] = json!(down
             .into_iter()

@@ -42,9 +42,30 @@ pub struct Snapshot {
     by_name: Index,
     shared_missing: Vec<MigrationRef>,
     refreshed_at: Option<SystemTime>,
-    /// Placements whose server does not answer, with why: their tenants
-    /// are blocked with "state unknown".
-    unreachable: Arc<HashMap<String, String>>,
+    /// What does not answer: those tenants are blocked with "state unknown".
+    unreachable: Arc<Unreachable>,
+}
+
+/// What the guard's last check found not answering, with why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unreachable {
+    /// Placements whose server does not answer.
+    pub placements: HashMap<String, String>,
+    /// Tenants that cannot be reached although their placement answers
+    /// (on Citus: those a down worker holds), by name.
+    pub tenants: HashMap<String, String>,
+}
+
+impl Unreachable {
+    /// Why `tenant` cannot be reached, if it cannot.
+    fn why(&self, tenant: &Tenant) -> Option<String> {
+        if let Some(why) = self.tenants.get(tenant.name.as_str()) {
+            return Some(why.clone());
+        }
+        self.placements
+            .get(&tenant.placement)
+            .map(|why| format!("placement {} does not answer: {why}", tenant.placement))
+    }
 }
 
 /// Entries by the keyed hash of one of their keys. The rare second key
@@ -132,17 +153,16 @@ impl Snapshot {
         shared_ledger: &[AppliedMigration],
         required: &RequiredSet,
     ) -> Self {
-        Self::build_placed(tenants, shared_ledger, required, HashMap::new())
+        Self::build_placed(tenants, shared_ledger, required, Unreachable::default())
     }
 
-    /// [`Self::build`] with the placements that do not answer (and why):
-    /// their tenants are blocked with "state unknown", the others decided
-    /// as usual.
+    /// [`Self::build`] with what does not answer: those tenants are blocked
+    /// with "state unknown", the others decided as usual.
     pub fn build_placed(
         tenants: Vec<Tenant>,
         shared_ledger: &[AppliedMigration],
         required: &RequiredSet,
-        unreachable: HashMap<String, String>,
+        unreachable: Unreachable,
     ) -> Self {
         let mut snapshot = Self {
             shared_missing: required.shared_missing(shared_ledger),
@@ -189,8 +209,8 @@ impl Snapshot {
             name: tenant.name.clone(),
             state: tenant.effective_state(&required.tenant),
             domains: tenant.domains.iter().cloned().collect(),
-            blocked: match self.unreachable.get(&tenant.placement) {
-                Some(why) => Some(Box::new(Blocked::unreachable(tenant, why))),
+            blocked: match self.unreachable.why(tenant) {
+                Some(why) => Some(Box::new(Blocked::unreachable(tenant, &why))),
                 None => required.assess(tenant, &self.shared_missing).map(Box::new),
             },
         });
@@ -241,9 +261,8 @@ impl Snapshot {
         &self.shared_missing
     }
 
-    /// Placements whose server did not answer when this snapshot was
-    /// built, with why.
-    pub fn unreachable_placements(&self) -> &HashMap<String, String> {
+    /// What did not answer when this snapshot was built.
+    pub fn unreachable(&self) -> &Unreachable {
         &self.unreachable
     }
 

@@ -14,7 +14,12 @@ use tenantgate::{
     backend::RegistryChange, readiness::RequiredSet, Backend, Error, TenantName, Watch,
 };
 
-use crate::{details::DetailPolicy, metrics, recovery_text::RecoveryText, snapshot::Snapshot};
+use crate::{
+    details::DetailPolicy,
+    metrics,
+    recovery_text::RecoveryText,
+    snapshot::{Snapshot, Unreachable},
+};
 
 /// How the guard behaves.
 #[derive(Debug, Clone)]
@@ -75,8 +80,8 @@ pub struct GuardState {
     /// Set when the store announced a deploy (`tenantgate notify`).
     reload: tokio::sync::Notify,
     container: Container,
-    /// Placements whose server did not answer the last check, with why.
-    unreachable: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// What did not answer the last check, with why.
+    unreachable: std::sync::Mutex<Unreachable>,
 }
 
 /// Names where a tenant lives, for the 503 page.
@@ -96,7 +101,7 @@ impl GuardState {
             reread: tokio::sync::Notify::new(),
             reload: tokio::sync::Notify::new(),
             container: Box::new(|name| format!("schema \"{name}\"")),
-            unreachable: std::sync::Mutex::new(std::collections::HashMap::new()),
+            unreachable: std::sync::Mutex::new(Unreachable::default()),
         };
         state.publish_counts();
         state
@@ -222,12 +227,10 @@ async fn full_snapshot(backend: &dyn Backend, state: &GuardState) -> Result<Snap
     ))
 }
 
-/// Which placements do not answer within `timeout`, with why; each one's
-/// state is published as a metric.
-async fn check_placements(
-    backend: &dyn Backend,
-    timeout: Duration,
-) -> Result<std::collections::HashMap<String, String>, Error> {
+/// Which placements (and, on Citus, which tenants' workers) do not answer
+/// within `timeout`, with why; each placement's state is published as a
+/// metric.
+async fn check_placements(backend: &dyn Backend, timeout: Duration) -> Result<Unreachable, Error> {
     // Reading the placements is a query on the registry's own server.
     let health = backend.placement_health(timeout).await;
     metrics::placement_up(tenantgate::placement::DEFAULT_PLACEMENT, health.is_ok());
@@ -235,10 +238,23 @@ async fn check_placements(
     for (placement, error) in &health {
         metrics::placement_up(placement, error.is_none());
     }
-    Ok(health
-        .into_iter()
-        .filter_map(|(placement, error)| Some((placement, error?)))
-        .collect())
+    let tenants = match backend.cut_off_tenants(timeout).await {
+        Ok(cut_off) => cut_off
+            .into_iter()
+            .map(|(tenant, why)| (tenant.to_string(), why))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not check which tenants' servers answer");
+            Default::default()
+        }
+    };
+    Ok(Unreachable {
+        placements: health
+            .into_iter()
+            .filter_map(|(placement, error)| Some((placement, error?)))
+            .collect(),
+        tenants,
+    })
 }
 
 /// Checks every placement at each heartbeat; when the set that does not
@@ -257,9 +273,14 @@ async fn placement_loop(backend: Arc<dyn Backend>, state: Arc<GuardState>) {
             let mut known = state.unreachable.lock().expect("placements lock");
             let changed = *known != now;
             if changed {
-                for (placement, why) in &now {
-                    if !known.contains_key(placement) {
+                for (placement, why) in &now.placements {
+                    if !known.placements.contains_key(placement) {
                         tracing::error!(placement = %placement, error = %why, "a placement does not answer; its tenants answer 503 until it does");
+                    }
+                }
+                for (tenant, why) in &now.tenants {
+                    if !known.tenants.contains_key(tenant) {
+                        tracing::error!(tenant = %tenant, error = %why, "a tenant's server does not answer; it answers 503 until it does");
                     }
                 }
                 *known = now;

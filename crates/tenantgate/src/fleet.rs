@@ -428,12 +428,10 @@ async fn plan_ledgers(
 ) -> Result<Ledgers, Error> {
     let claims_all = |t: &Tenant| set.iter().all(|m| t.applied_versions.contains(&m.version));
     let to_read: Vec<&Tenant> = tenants.iter().filter(|t| exact || claims_all(t)).collect();
-    let (mut ledgers, unreachable) = read_ledgers_by_placement(backend, &to_read).await?;
-    // A placement that cannot be read is planned from the registry's
-    // copies too: its tenants fail when the run reaches for them.
-    let from_copy = |t: &&Tenant| {
-        !(exact || claims_all(t)) || unreachable.iter().any(|(p, _)| *p == t.placement)
-    };
+    let (mut ledgers, unread) = read_ledgers_by_placement(backend, &to_read).await?;
+    // A ledger that cannot be read is planned from the registry's copy too:
+    // its tenant fails when the run reaches for it.
+    let from_copy = |t: &&Tenant| !(exact || claims_all(t)) || unread.contains_key(&t.name);
     for tenant in tenants.iter().filter(from_copy) {
         let copy = tenant
             .applied_versions
@@ -450,14 +448,18 @@ async fn plan_ledgers(
     Ok(ledgers)
 }
 
+/// Tenants whose ledgers could not be read, with why.
+pub(crate) type Unread = HashMap<TenantName, String>;
+
 /// Reads the ledgers of `tenants`, each placement's in parallel. A
-/// placement other than `default` that cannot be reached is returned apart
-/// with its error, so the others' work goes on; the registry's own server
-/// failing fails the whole read.
+/// placement other than `default` that cannot be reached leaves its
+/// tenants unread, with why, so the others' work goes on; so does a tenant
+/// the store reports cut off (on Citus: its worker down). The registry's
+/// own server failing fails the whole read.
 pub(crate) async fn read_ledgers_by_placement(
     backend: &dyn Backend,
     tenants: &[&Tenant],
-) -> Result<(Ledgers, Vec<(String, Error)>), Error> {
+) -> Result<(Ledgers, Unread), Error> {
     let mut groups: BTreeMap<&str, Vec<TenantName>> = BTreeMap::new();
     for tenant in tenants {
         groups
@@ -467,21 +469,46 @@ pub(crate) async fn read_ledgers_by_placement(
     }
     let reads =
         futures::future::join_all(groups.into_iter().map(|(placement, names)| async move {
-            (placement, backend.read_ledgers(&names).await)
+            let read = backend.read_ledgers(&names).await;
+            (placement, names, read)
         }))
         .await;
     let mut ledgers = Ledgers::new();
-    let mut unreachable = Vec::new();
-    for (placement, read) in reads {
-        match read {
+    let mut unread = Unread::new();
+    for (placement, names, read) in reads {
+        let error = match read {
+            Ok(read) => {
+                ledgers.extend(read);
+                continue;
+            }
+            Err(e) if e.is_unavailable() => e,
+            Err(e) => return Err(e),
+        };
+        // Some of its tenants may be cut off while the placement answers.
+        let cut_off = backend
+            .cut_off_tenants(Duration::from_secs(5))
+            .await
+            .unwrap_or_default();
+        let (lost, rest): (Vec<TenantName>, Vec<TenantName>) =
+            names.into_iter().partition(|t| cut_off.contains_key(t));
+        let reread = if lost.is_empty() {
+            Err(error)
+        } else {
+            backend.read_ledgers(&rest).await
+        };
+        match reread {
             Ok(read) => ledgers.extend(read),
             Err(e) if e.is_unavailable() && placement != DEFAULT_PLACEMENT => {
-                unreachable.push((placement.to_owned(), e));
+                unread.extend(rest.into_iter().map(|t| (t, e.to_string())));
             }
             Err(e) => return Err(e),
         }
+        for tenant in lost {
+            let why = cut_off[&tenant].clone();
+            unread.insert(tenant, why);
+        }
     }
-    Ok((ledgers, unreachable))
+    Ok((ledgers, unread))
 }
 
 /// Applied migrations whose file changed, across all ledgers.

@@ -133,21 +133,19 @@ pub async fn refresh(backend: &dyn Backend, set: &MigrationSet) -> Result<Refres
         crate::fleet::read_ledgers_by_placement(backend, &everyone).await?;
     Ok(Refreshed {
         tenants: bring_in_step(backend, set, tenants, &ledgers).await?,
-        unreachable: unreachable
-            .into_iter()
-            .map(|(placement, e)| (placement, e.to_string()))
-            .collect(),
+        unreachable,
     })
 }
 
 /// What [`refresh`] found.
 #[derive(Debug, Clone)]
 pub struct Refreshed {
-    /// Every tenant as the registry now records it (those on a placement
-    /// that could not be read, as it recorded them before).
+    /// Every tenant as the registry now records it (those whose ledger
+    /// could not be read, as it recorded them before).
     pub tenants: Vec<Tenant>,
-    /// Placements whose ledgers could not be read, with why.
-    pub unreachable: std::collections::HashMap<String, String>,
+    /// Tenants whose ledgers could not be read (their placement, or on
+    /// Citus their worker, does not answer), with why.
+    pub unreachable: std::collections::HashMap<TenantName, String>,
 }
 
 /// Copies each ledger into its registry row where the copy is out of step

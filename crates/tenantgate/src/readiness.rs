@@ -203,16 +203,14 @@ pub struct Blocked {
 }
 
 impl Blocked {
-    /// The block of a tenant whose placement does not answer (`why`).
+    /// The block of a tenant whose server does not answer (`why`: its
+    /// placement, or on Citus its worker).
     pub fn unreachable(tenant: &Tenant, why: &str) -> Self {
         Blocked {
             reason: BlockReason::StateUnknown,
             missing: Vec::new(),
             changed: Vec::new(),
-            error: Some(format!(
-                "placement {} does not answer: {why}",
-                tenant.placement
-            )),
+            error: Some(why.to_owned()),
             recovery: Recovery::RetryWhenReachable {
                 tenant: tenant.name.clone(),
             },

@@ -236,11 +236,7 @@ async fn check(
     let names: Vec<TenantName> = tenants.iter().map(|t| t.name.clone()).collect();
     let started = std::time::Instant::now();
     let everyone: Vec<&Tenant> = tenants.iter().collect();
-    let (ledgers, unreachable) = fleet::read_ledgers_by_placement(backend, &everyone).await?;
-    let mut cut_off: HashMap<String, String> = unreachable
-        .into_iter()
-        .map(|(placement, e)| (placement, e.to_string()))
-        .collect();
+    let (ledgers, mut cut_off) = fleet::read_ledgers_by_placement(backend, &everyone).await?;
     tracing::debug!(
         tenants = names.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -249,7 +245,7 @@ async fn check(
     let tenants = crate::ledger::bring_in_step(backend, &folder.tenant, tenants, &ledgers).await?;
     let mut checks: Vec<TenantCheck> = tenants
         .iter()
-        .map(|t| match cut_off.get(&t.placement) {
+        .map(|t| match cut_off.get(&t.name) {
             Some(reason) => unreachable_check(t, reason),
             None => check_ledger(
                 t,
@@ -335,7 +331,7 @@ async fn check(
                     scan_total.full_scan = scan_total.full_scan.or(scan.full_scan);
                 }
                 Err(e) if e.is_unavailable() && placement != DEFAULT_PLACEMENT => {
-                    cut_off.insert(placement.to_owned(), e.to_string());
+                    cut_off.extend(share.iter().map(|(t, _)| (t.clone(), e.to_string())));
                     for check in checks.iter_mut() {
                         if share.iter().any(|(t, _)| *t == check.tenant) {
                             *check = unreachable_check_from(check, &e.to_string());
@@ -348,7 +344,7 @@ async fn check(
         catalogs = Some(scan_total);
         let comparable: Vec<(TenantName, Vec<i64>)> = comparable
             .into_iter()
-            .filter(|(t, _)| !cut_off.contains_key(placement_of[t]))
+            .filter(|(t, _)| !cut_off.contains_key(t))
             .collect();
         let mut changes = Vec::new();
         for ((check, tenant), name) in checks.iter_mut().zip(&tenants).zip(&names) {

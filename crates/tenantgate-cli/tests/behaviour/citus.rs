@@ -3,9 +3,12 @@
 //! `#[ignore]`d unless `TENANTGATE_CITUS_URL` names its coordinator
 //! (`scripts/citus-cluster start`, then `scripts/test --citus`).
 
+use std::time::Duration;
+
 use crate::{
-    harness::{connect, Cluster, Harness},
+    harness::{connect, eventually, tenants_where, Cluster, Harness},
     only_on,
+    upstream::Upstream,
 };
 
 only_on!(sqlite: the_linter_names_file_line_and_rule_without_a_database);
@@ -254,15 +257,18 @@ async fn citus_tenants_are_distributed_schemas_and_migrate_one_statement_at_a_ti
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a Citus cluster and its workers' data folders: TENANTGATE_CITUS_URL and TENANTGATE_CITUS_WORKERS (scripts/citus-cluster start, then scripts/test --citus)"]
-async fn citus_a_worker_down_stops_ddl_with_one_error_naming_it() {
+async fn citus_a_worker_down_blocks_its_tenants_and_stops_ddl_with_one_error() {
     let workers = std::env::var("TENANTGATE_CITUS_WORKERS")
         .expect("TENANTGATE_CITUS_WORKERS lists the workers' data folders");
     let url = citus_database("down").await;
     let h = Harness::postgres().await;
     h.write_tables(1);
-    h.run_with_url(&url, &["tenants", "create", "acme"])
-        .await
-        .expect(0);
+    for tenant in ["acme", "globex"] {
+        let domain = format!("{tenant}.localhost");
+        h.run_with_url(&url, &["tenants", "create", tenant, "--domain", &domain])
+            .await
+            .expect(0);
+    }
     let worker = workers.split(',').next().unwrap().to_owned();
     let port = std::fs::read_to_string(format!("{worker}/tenantgate.port"))
         .unwrap()
@@ -281,10 +287,51 @@ async fn citus_a_worker_down_stops_ddl_with_one_error_naming_it() {
             assert!(status.success(), "citus-cluster {action}");
         }
     };
+    // Which tenant the worker holds (Citus puts the two on different workers).
+    let listed = h.run_with_url(&url, &["tenants", "list", "--json"]).await;
+    let on_worker = |held: bool| {
+        listed
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["node"].as_str().unwrap().ends_with(&format!(":{port}")) == held)
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .expect("a tenant on each worker")
+    };
+    let (held, spared) = (on_worker(true), on_worker(false));
+    let app = Upstream::start().await;
+    let proxy = h.proxy_at(&url, app.address, &[], &[]).await;
+
     node("pause").await;
+    // The guard blocks only the tenant the worker holds.
+    let held_host = format!("{held}.localhost");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            let page = proxy.page(&held_host, "/", true).await;
+            page.status == 503 && page.body.contains("state_unknown")
+        })
+        .await,
+        "the tenant of the down worker is still served"
+    );
+    assert_eq!(
+        proxy
+            .get(&format!("{spared}.localhost"), "/", "")
+            .await
+            .status,
+        200
+    );
+    // verify reads the other tenant and names the one it cannot read.
+    let verified = h.run_with_url(&url, &["verify", "--deep", "--json"]).await;
+    verified.expect(3);
+    let unreachable = tenants_where(&verified.json(), |t| t.get("unreachable").is_some());
+    assert_eq!(unreachable, [held.clone()], "{}", verified.stdout);
+    // DDL stops before it starts, with one error naming the worker.
     h.write_tables(2);
     let migrated = h.run_with_url(&url, &["migrate"]).await;
-    let created = h.run_with_url(&url, &["tenants", "create", "globex"]).await;
+    let created = h
+        .run_with_url(&url, &["tenants", "create", "initech"])
+        .await;
     node("resume").await;
     for run in [&migrated, &created] {
         run.expect(3);
@@ -295,4 +342,11 @@ async fn citus_a_worker_down_stops_ddl_with_one_error_naming_it() {
         );
     }
     h.run_with_url(&url, &["migrate"]).await.expect(0);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            proxy.get(&held_host, "/", "").await.status == 200
+        })
+        .await,
+        "served again once its worker answers"
+    );
 }

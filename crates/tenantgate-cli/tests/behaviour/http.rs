@@ -174,6 +174,18 @@ impl Harness {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
+        let url = self.url.clone();
+        self.proxy_at(&url, upstream, args, env).await
+    }
+
+    /// [`Self::proxy_with_env`] on another store.
+    pub(crate) async fn proxy_at(
+        &self,
+        url: &str,
+        upstream: SocketAddr,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let upstream = format!("http://{upstream}");
         let mut all = vec![
             "proxy",
@@ -185,8 +197,7 @@ impl Harness {
             "127.0.0.1:0",
         ];
         all.extend_from_slice(args);
-        let url = self.url.clone();
-        self.start_server(&url, &all, env)
+        self.start_server(url, &all, env)
             .await
             .unwrap_or_else(|(code, stderr)| panic!("proxy exited {code}: {stderr}"))
     }

@@ -294,6 +294,17 @@ pub trait Backend: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// Tenants that cannot be reached although their placement answers (on
+    /// Citus: those a down worker holds), with why; each checked within
+    /// `timeout`.
+    async fn cut_off_tenants(
+        &self,
+        timeout: Duration,
+    ) -> Result<HashMap<TenantName, String>, Error> {
+        let _ = timeout;
+        Ok(HashMap::new())
+    }
+
     /// Tenants a placement holds that the registry does not know (a
     /// provisioning stopped between the placement's commit and the
     /// registry's), by placement; placements that cannot be read are left

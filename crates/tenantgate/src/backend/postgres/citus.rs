@@ -42,6 +42,34 @@ pub(crate) async fn workers_answer(client: &Client) -> Result<(), Error> {
     }
 }
 
+/// Every tenant held by a worker the coordinator cannot reach, with why.
+pub(crate) async fn cut_off(client: &Client) -> Result<HashMap<TenantName, String>, Error> {
+    let rows = client
+        .query_typed(
+            "WITH down AS (
+               SELECT groupid, nodename || ':' || nodeport AS node FROM pg_dist_node
+                WHERE noderole = 'primary' AND isactive AND groupid <> 0
+                  AND NOT citus_check_connection_to_node(nodename, nodeport))
+             SELECT DISTINCT n.nspname::text, down.node
+               FROM down JOIN pg_dist_placement pl ON pl.groupid = down.groupid
+               JOIN pg_dist_shard sh ON sh.shardid = pl.shardid
+               JOIN pg_dist_partition p ON p.logicalrelid = sh.logicalrelid
+               JOIN pg_dist_schema s ON s.colocationid = p.colocationid
+               JOIN pg_namespace n ON n.oid = s.schemaid",
+            &[],
+        )
+        .await
+        .map_err(|e| error_while("checking the Citus workers", &e))?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| {
+            let tenant = TenantName::parse(row.get(0)).ok()?;
+            let node: String = row.get(1);
+            Some((tenant, format!("its Citus worker {node} does not answer")))
+        })
+        .collect())
+}
+
 /// The worker (`host:port`) each of `tenants` lives on.
 pub(crate) async fn nodes_of(
     client: &Client,
@@ -69,13 +97,20 @@ pub(crate) async fn nodes_of(
 }
 
 /// Moves `tenant`'s distributed schema to the worker at `host:port` with
-/// Citus's own online move.
+/// Citus's own online move, within `limits`' statement timeout (set on
+/// `client`, a connection of its own).
 pub(crate) async fn move_schema(
     client: &Client,
     tenant: &TenantName,
     host: &str,
     port: i32,
+    limits: &crate::backend::Limits,
 ) -> Result<(), Error> {
+    let timeout = limits.statement_timeout.map_or(0, |t| t.as_millis());
+    client
+        .batch_execute(&format!("SET statement_timeout = {timeout}"))
+        .await
+        .map_err(|e| error_while("bounding the move", &e))?;
     client
         .query_typed(
             "SELECT citus_schema_move(to_regnamespace($1), $2, $3)",

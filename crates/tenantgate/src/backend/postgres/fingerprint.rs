@@ -218,9 +218,12 @@ async fn expected_shape(
     applied: &[i64],
 ) -> Result<Shape, Error> {
     let scratch = format!("_tenantgate_scratch_{}", std::process::id());
+    // On a Citus coordinator the scratch schema stays local (nothing sent
+    // to the workers, which need not all answer); elsewhere the setting is
+    // an inert placeholder.
     let mut sql = format!(
-        "BEGIN; SET LOCAL statement_timeout = 0; CREATE SCHEMA \"{scratch}\"; \
-         SET LOCAL search_path TO \"{scratch}\", public;\n"
+        "BEGIN; SET LOCAL statement_timeout = 0; SET LOCAL citus.enable_ddl_propagation TO off; \
+         CREATE SCHEMA \"{scratch}\"; SET LOCAL search_path TO \"{scratch}\", public;\n"
     );
     for version in applied {
         match set.get(*version) {

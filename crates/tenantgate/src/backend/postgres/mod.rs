@@ -676,10 +676,12 @@ impl Backend for PgBackend {
                 group.placement
             )));
         }
-        let mut client = group.connector.checkout().await?;
-        let moved = citus::move_schema(&client, tenant, host, i32::from(port)).await;
-        client.keep(moved.is_ok());
-        moved.map_err(|e| in_placement(&group.placement, e))
+        // Its own connection: the move runs outside a transaction, bounded
+        // by a session statement timeout that no other work inherits.
+        let client = group.connector.connect().await?;
+        citus::move_schema(&client, tenant, host, i32::from(port), &Limits::default())
+            .await
+            .map_err(|e| in_placement(&group.placement, e))
     }
 
     async fn nodes(&self, tenants: &[TenantName]) -> Result<HashMap<TenantName, String>, Error> {
@@ -715,6 +717,33 @@ impl Backend for PgBackend {
 
     async fn settle_moves(&self) -> Result<Vec<Settled>, Error> {
         self.settle_all().await
+    }
+
+    async fn cut_off_tenants(
+        &self,
+        timeout: Duration,
+    ) -> Result<HashMap<TenantName, String>, Error> {
+        let placements = self.placements_now(false).await?;
+        let connectors = std::iter::once(&self.connector).chain(placements.iter().map(|(_, c)| c));
+        let found = futures::future::join_all(connectors.map(|connector| async move {
+            let check = async {
+                if connector.kind().await? != ServerKind::Citus {
+                    return Ok(HashMap::new());
+                }
+                let mut client = connector.checkout().await?;
+                let cut_off = citus::cut_off(&client).await;
+                client.keep(cut_off.is_ok());
+                cut_off
+            };
+            // A placement that does not answer is the placements' check's to report.
+            tokio::time::timeout(timeout, check)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default()
+        }))
+        .await;
+        Ok(found.into_iter().flatten().collect())
     }
 
     async fn unregistered(&self) -> Result<Vec<(String, TenantName)>, Error> {

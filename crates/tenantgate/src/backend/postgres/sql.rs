@@ -51,12 +51,15 @@ pub(crate) fn db_error(e: &tokio_postgres::Error) -> DbError {
             DbError {
                 code: Some(code.code().to_owned()),
                 message,
+                // Class 08 from the server itself: it could not reach
+                // another node (a Citus worker) for this statement.
                 connection_lost: [
                     SqlState::ADMIN_SHUTDOWN,
                     SqlState::CRASH_SHUTDOWN,
                     SqlState::CANNOT_CONNECT_NOW,
                 ]
-                .contains(code),
+                .contains(code)
+                    || code.code().starts_with("08"),
             }
         }
         None => {
