@@ -325,7 +325,7 @@ async fn citus_a_worker_down_blocks_its_tenants_and_stops_ddl_with_one_error() {
     let verified = h.run_with_url(&url, &["verify", "--deep", "--json"]).await;
     verified.expect(3);
     let unreachable = tenants_where(&verified.json(), |t| t.get("unreachable").is_some());
-    assert_eq!(unreachable, [held.clone()], "{}", verified.stdout);
+    assert_eq!(unreachable, std::slice::from_ref(&held), "{}", verified.stdout);
     // DDL stops before it starts, with one error naming the worker.
     h.write_tables(2);
     let migrated = h.run_with_url(&url, &["migrate"]).await;
