@@ -4,20 +4,28 @@
 
 use std::process::Command;
 
-#[test]
-fn every_scenario_runs_at_smoke_size() {
+/// Runs the benchmark at smoke size against the test cluster with `args`;
+/// its stdout, once it succeeded.
+fn smoke(args: &[&str]) -> String {
     let url = std::env::var("TENANTGATE_TEST_PG_URL")
         .expect("TENANTGATE_TEST_PG_URL is not set: run the suite with ./scripts/test, which starts PostgreSQL");
     let output = Command::new(env!("CARGO_BIN_EXE_tenantgate-bench"))
         .args(["--smoke", "--database-url", &url])
+        .args(args)
         .output()
         .expect("run tenantgate-bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    stdout
+}
+
+#[test]
+fn every_scenario_runs_at_smoke_size() {
+    let stdout = smoke(&[]);
     let lines: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
@@ -52,18 +60,7 @@ fn every_scenario_runs_at_smoke_size() {
 /// runs too, with `pg_dump | pg_restore` as its floor.
 #[test]
 fn the_move_scenario_runs_at_smoke_size() {
-    let url = std::env::var("TENANTGATE_TEST_PG_URL")
-        .expect("TENANTGATE_TEST_PG_URL is not set: run the suite with ./scripts/test, which starts PostgreSQL");
-    let output = Command::new(env!("CARGO_BIN_EXE_tenantgate-bench"))
-        .args(["--smoke", "--scenarios", "move", "--database-url", &url])
-        .output()
-        .expect("run tenantgate-bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = smoke(&["--scenarios", "move"]);
     let line: serde_json::Value = serde_json::from_str(stdout.trim()).expect("a JSON line");
     assert_eq!(line["scenario"], "move");
     assert!(line["ratio"].as_f64().is_some_and(|r| r > 0.0), "{line}");

@@ -130,6 +130,30 @@ async fn citus_database(name: &str) -> String {
     format!("{root}/{db}")
 }
 
+/// Drops a database [`citus_database`] made, on every node.
+async fn drop_citus_database(url: &str) {
+    let (root, db) = url.rsplit_once('/').unwrap();
+    let coordinator = connect(&format!("{url}?sslmode=disable")).await;
+    let workers: Vec<String> = coordinator
+        .query(
+            "SELECT 'postgres://postgres@' || nodename || ':' || nodeport FROM pg_dist_node WHERE groupid <> 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    drop(coordinator);
+    for node in std::iter::once(root.to_owned()).chain(workers) {
+        connect(&format!("{node}/postgres?sslmode=disable"))
+            .await
+            .batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a Citus cluster: TENANTGATE_CITUS_URL (scripts/citus-cluster start, then scripts/test --citus)"]
 async fn citus_tenants_are_distributed_schemas_and_migrate_one_statement_at_a_time() {
@@ -253,6 +277,8 @@ async fn citus_tenants_are_distributed_schemas_and_migrate_one_statement_at_a_ti
         .unwrap()
         .get(0);
     assert_eq!(applied, 3, "nothing of the refused release ran");
+    drop((coordinator, worker, server));
+    drop_citus_database(&url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -325,7 +351,12 @@ async fn citus_a_worker_down_blocks_its_tenants_and_stops_ddl_with_one_error() {
     let verified = h.run_with_url(&url, &["verify", "--deep", "--json"]).await;
     verified.expect(3);
     let unreachable = tenants_where(&verified.json(), |t| t.get("unreachable").is_some());
-    assert_eq!(unreachable, std::slice::from_ref(&held), "{}", verified.stdout);
+    assert_eq!(
+        unreachable,
+        std::slice::from_ref(&held),
+        "{}",
+        verified.stdout
+    );
     // DDL stops before it starts, with one error naming the worker.
     h.write_tables(2);
     let migrated = h.run_with_url(&url, &["migrate"]).await;
@@ -349,4 +380,6 @@ async fn citus_a_worker_down_blocks_its_tenants_and_stops_ddl_with_one_error() {
         .await,
         "served again once its worker answers"
     );
+    drop(proxy);
+    drop_citus_database(&url).await;
 }

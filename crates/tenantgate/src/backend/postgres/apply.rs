@@ -168,14 +168,17 @@ impl Target {
             return String::new();
         }
         let state = if complete { "ready" } else { "pending" };
+        // The ledger is read once (on Citus each read is a round trip to a worker).
         format!(
-            "UPDATE tenantgate.tenants SET
-                state = CASE WHEN state = 'drift' THEN 'drift' ELSE '{state}' END,
-                last_error = CASE WHEN state = 'drift' THEN last_error END,
-                applied_versions = ARRAY(SELECT version FROM {ledger} ORDER BY version),
-                applied_checksums = ARRAY(SELECT checksum FROM {ledger} ORDER BY version),
+            "UPDATE tenantgate.tenants t SET
+                state = CASE WHEN t.state = 'drift' THEN 'drift' ELSE '{state}' END,
+                last_error = CASE WHEN t.state = 'drift' THEN t.last_error END,
+                applied_versions = coalesce(l.versions, '{{}}'),
+                applied_checksums = coalesce(l.checksums, '{{}}'),
                 updated_at = now()
-              WHERE name = current_schema();",
+              FROM (SELECT array_agg(version ORDER BY version) AS versions,
+                           array_agg(checksum ORDER BY version) AS checksums FROM {ledger}) l
+              WHERE t.name = current_schema();",
             ledger = self.ledger
         )
     }

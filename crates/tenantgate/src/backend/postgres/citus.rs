@@ -7,7 +7,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tokio_postgres::{types::Type, Client};
 
-use super::{connect::Connector, sql::error_while};
+use super::{
+    connect::Connector,
+    sql::{error_while, per_tenant},
+};
 use crate::{DbError, Error, TenantName};
 
 /// Why a deep verification on Citus reads every catalog each time.
@@ -75,25 +78,20 @@ pub(crate) async fn nodes_of(
     client: &Client,
     tenants: &[TenantName],
 ) -> Result<HashMap<TenantName, String>, Error> {
-    let names: Vec<&str> = tenants.iter().map(TenantName::as_str).collect();
-    let rows = client
-        .query_typed(
-            "SELECT DISTINCT ON (n.nspname) n.nspname::text, node.nodename || ':' || node.nodeport
-               FROM pg_dist_schema s JOIN pg_namespace n ON n.oid = s.schemaid
-               JOIN pg_dist_partition p ON p.colocationid = s.colocationid
-               JOIN pg_dist_shard sh ON sh.logicalrelid = p.logicalrelid
-               JOIN pg_dist_placement pl ON pl.shardid = sh.shardid
-               JOIN pg_dist_node node ON node.groupid = pl.groupid
-              WHERE n.nspname = ANY($1)
-              ORDER BY n.nspname, node.noderole",
-            &[(&names, Type::TEXT_ARRAY)],
-        )
-        .await
-        .map_err(|e| error_while("reading which Citus worker holds each tenant", &e))?;
-    Ok(rows
-        .iter()
-        .filter_map(|row| Some((TenantName::parse(row.get(0)).ok()?, row.get(1))))
-        .collect())
+    per_tenant(
+        client,
+        "SELECT DISTINCT ON (n.nspname) n.nspname::text, node.nodename || ':' || node.nodeport
+           FROM pg_dist_schema s JOIN pg_namespace n ON n.oid = s.schemaid
+           JOIN pg_dist_partition p ON p.colocationid = s.colocationid
+           JOIN pg_dist_shard sh ON sh.logicalrelid = p.logicalrelid
+           JOIN pg_dist_placement pl ON pl.shardid = sh.shardid
+           JOIN pg_dist_node node ON node.groupid = pl.groupid
+          WHERE n.nspname = ANY($1)
+          ORDER BY n.nspname, node.noderole",
+        tenants,
+        "reading which Citus worker holds each tenant",
+    )
+    .await
 }
 
 /// Moves `tenant`'s distributed schema to the worker at `host:port` with

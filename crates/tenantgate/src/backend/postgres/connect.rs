@@ -151,17 +151,21 @@ impl Connector {
         self.kind
             .get_or_try_init(|| async {
                 let mut client = self.checkout().await?;
-                let citus: bool = client
-                    .query_one(
-                        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus')
-                            AND to_regclass('pg_catalog.pg_dist_node') IS NOT NULL",
-                        &[],
-                    )
-                    .await
-                    .map_err(|e| super::sql::error_while("asking whether the server runs Citus", &e))?
-                    .get(0);
+                let citus: bool = super::sql::one_row(
+                    &client,
+                    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus')
+                        AND to_regclass('pg_catalog.pg_dist_node') IS NOT NULL",
+                    &[],
+                    "asking whether the server runs Citus",
+                )
+                .await?
+                .get(0);
                 client.keep(true);
-                Ok(if citus { ServerKind::Citus } else { ServerKind::Plain })
+                Ok(if citus {
+                    ServerKind::Citus
+                } else {
+                    ServerKind::Plain
+                })
             })
             .await
             .copied()

@@ -16,7 +16,7 @@ use super::{
     fingerprint,
     placements::in_placement,
     registry::{notify, record_event},
-    sql::{error_while, limits_sql, literal, lock_key, xact_lock_sql},
+    sql::{error_while, limits_sql, literal, lock_key, one_row, xact_lock_sql},
     PgBackend,
 };
 use crate::{
@@ -182,11 +182,14 @@ impl PgBackend {
     async fn move_lock(&self, tenant: &TenantName) -> Result<Option<Client>, Error> {
         let client = self.connector.connect().await?;
         let (class, key) = lock_key(&format!("tenantgate move {tenant}"));
-        let taken: bool = client
-            .query_one(&format!("SELECT pg_try_advisory_lock({class}, {key})"), &[])
-            .await
-            .map_err(|e| error_while("taking the move lock", &e))?
-            .get(0);
+        let taken: bool = one_row(
+            &client,
+            &format!("SELECT pg_try_advisory_lock({class}, {key})"),
+            &[],
+            "taking the move lock",
+        )
+        .await?
+        .get(0);
         Ok(taken.then_some(client))
     }
 
@@ -555,14 +558,14 @@ async fn switch_user_triggers(
 /// Whether the server at `connector` holds `tenant`'s schema.
 async fn schema_exists(connector: &Connector, tenant: &TenantName) -> Result<bool, Error> {
     let mut client = connector.checkout().await?;
-    let exists: bool = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
-            &[&tenant.as_str()],
-        )
-        .await
-        .map_err(|e| error_while("looking for the tenant's schema", &e))?
-        .get(0);
+    let exists: bool = one_row(
+        &client,
+        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+        &[(&tenant.as_str(), Type::TEXT)],
+        "looking for the tenant's schema",
+    )
+    .await?
+    .get(0);
     client.keep(true);
     Ok(exists)
 }
@@ -669,11 +672,14 @@ async fn stream_table(
 
 /// `count(*)` of `table`.
 async fn count(client: &Client, table: &str) -> Result<u64, Error> {
-    let n: i64 = client
-        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-        .await
-        .map_err(|e| error_while(&format!("counting the rows of {table}"), &e))?
-        .get(0);
+    let n: i64 = one_row(
+        client,
+        &format!("SELECT count(*) FROM {table}"),
+        &[],
+        &format!("counting the rows of {table}"),
+    )
+    .await?
+    .get(0);
     Ok(n as u64)
 }
 
@@ -689,17 +695,25 @@ async fn copy_sequences(src: &Client, dst: &Client, tenant: &TenantName) -> Resu
         .map_err(|e| error_while("listing the tenant's sequences", &e))?;
     for row in sequences {
         let name = format!("{}.{}", tenant.quoted(), ident(row.get::<_, &str>(0)));
-        let state = src
-            .query_one(&format!("SELECT last_value, is_called FROM {name}"), &[])
-            .await
-            .map_err(|e| error_while(&format!("reading sequence {name}"), &e))?;
-        let (last, called): (i64, bool) = (state.get(0), state.get(1));
-        dst.query_one(
-            "SELECT setval($1::text::regclass, $2, $3)",
-            &[&name, &last, &called],
+        let state = one_row(
+            src,
+            &format!("SELECT last_value, is_called FROM {name}"),
+            &[],
+            &format!("reading sequence {name}"),
         )
-        .await
-        .map_err(|e| error_while(&format!("setting sequence {name}"), &e))?;
+        .await?;
+        let (last, called): (i64, bool) = (state.get(0), state.get(1));
+        one_row(
+            dst,
+            "SELECT setval($1::text::regclass, $2, $3)",
+            &[
+                (&name, Type::TEXT),
+                (&last, Type::INT8),
+                (&called, Type::BOOL),
+            ],
+            &format!("setting sequence {name}"),
+        )
+        .await?;
     }
     Ok(())
 }

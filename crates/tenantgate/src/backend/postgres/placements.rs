@@ -5,7 +5,10 @@ use std::{collections::HashMap, time::Duration};
 
 use tokio_postgres::{error::SqlState, types::Type, Client, GenericClient};
 
-use super::{connect::Connector, sql::error_while, sql::xact_lock_sql};
+use super::{
+    connect::Connector,
+    sql::{error_while, per_tenant, xact_lock_sql},
+};
 use crate::{
     placement::{Placement, DEFAULT_PLACEMENT},
     Error, TenantName,
@@ -173,21 +176,13 @@ pub(crate) async fn locate(
     client: &Client,
     tenants: &[TenantName],
 ) -> Result<HashMap<TenantName, String>, Error> {
-    let names: Vec<&str> = tenants.iter().map(TenantName::as_str).collect();
-    let rows = client
-        .query_typed(
-            "SELECT name, placement FROM tenantgate.tenants WHERE name = ANY($1) AND placement <> 'default'",
-            &[(&names, Type::TEXT_ARRAY)],
-        )
-        .await
-        .map_err(|e| error_while("reading where tenants live", &e))?;
-    rows.iter()
-        .map(|row| {
-            let name =
-                crate::registry::read_back("the tenant name", row.get(0), TenantName::parse)?;
-            Ok((name, row.get(1)))
-        })
-        .collect()
+    per_tenant(
+        client,
+        "SELECT name, placement FROM tenantgate.tenants WHERE name = ANY($1) AND placement <> 'default'",
+        tenants,
+        "reading where tenants live",
+    )
+    .await
 }
 
 /// The placement holding the fewest tenants (`default` on a tie).

@@ -107,6 +107,57 @@ pub(crate) fn limits_sql(limits: &crate::backend::Limits) -> String {
     )
 }
 
+/// Runs `sql`, which takes the names of `tenants` as `$1` (`text[]`) and
+/// returns (tenant name, text) rows, into a map; `context` names the work
+/// in errors.
+pub(crate) async fn per_tenant(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    tenants: &[TenantName],
+    context: &str,
+) -> Result<std::collections::HashMap<TenantName, String>, crate::Error> {
+    let names: Vec<&str> = tenants.iter().map(TenantName::as_str).collect();
+    let rows = client
+        .query_typed(sql, &[(&names, tokio_postgres::types::Type::TEXT_ARRAY)])
+        .await
+        .map_err(|e| error_while(context, &e))?;
+    rows.iter()
+        .map(|row| {
+            let name =
+                crate::registry::read_back("the tenant name", row.get(0), TenantName::parse)?;
+            Ok((name, row.get(1)))
+        })
+        .collect()
+}
+
+/// The one row `sql` returns, by the unnamed statement (nothing a
+/// transaction-pooling proxy could lose between messages); `context` names
+/// the work in errors.
+pub(crate) async fn one_row(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    params: &[(
+        &(dyn tokio_postgres::types::ToSql + Sync),
+        tokio_postgres::types::Type,
+    )],
+    context: &str,
+) -> Result<tokio_postgres::Row, crate::Error> {
+    client
+        .query_typed(sql, params)
+        .await
+        .map_err(|e| error_while(context, &e))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| crate::Error::Database {
+            context: context.to_owned(),
+            source: DbError {
+                code: None,
+                message: "the query returned no row".into(),
+                connection_lost: false,
+            },
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
