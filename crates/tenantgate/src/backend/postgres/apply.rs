@@ -163,12 +163,32 @@ impl Target {
     /// Brings the registry row in step with the ledger: state `ready` (or
     /// `pending` when `complete` is false), unless it is `drift`, which only
     /// a deep verification clears.
-    fn registry_sync_sql(&self, complete: bool) -> String {
+    /// `ledger`: the whole ledger after this run, when the run knows it
+    /// (it read the ledger under the tenant's lock), which spares reading
+    /// it again (on Citus a round trip to a worker); else it is read.
+    fn registry_sync_sql(&self, complete: bool, ledger: Option<&[(i64, Vec<u8>)]>) -> String {
         if !self.registry_row {
             return String::new();
         }
         let state = if complete { "ready" } else { "pending" };
-        // The ledger is read once (on Citus each read is a round trip to a worker).
+        let copy = match ledger {
+            Some(rows) => format!(
+                "(SELECT ARRAY[{}]::bigint[] AS versions, ARRAY[{}]::bytea[] AS checksums)",
+                rows.iter()
+                    .map(|(v, _)| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                rows.iter()
+                    .map(|(_, c)| format!("'\\x{}'::bytea", hex::encode(c)))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            None => format!(
+                "(SELECT array_agg(version ORDER BY version) AS versions,
+                         array_agg(checksum ORDER BY version) AS checksums FROM {})",
+                self.ledger
+            ),
+        };
         format!(
             "UPDATE tenantgate.tenants t SET
                 state = CASE WHEN t.state = 'drift' THEN 'drift' ELSE '{state}' END,
@@ -176,10 +196,8 @@ impl Target {
                 applied_versions = coalesce(l.versions, '{{}}'),
                 applied_checksums = coalesce(l.checksums, '{{}}'),
                 updated_at = now()
-              FROM (SELECT array_agg(version ORDER BY version) AS versions,
-                           array_agg(checksum ORDER BY version) AS checksums FROM {ledger}) l
-              WHERE t.name = current_schema();",
-            ledger = self.ledger
+              FROM {copy} l
+              WHERE t.name = current_schema();"
         )
     }
 }
@@ -229,12 +247,21 @@ fn migration_sql(ledger: &str, m: &Migration) -> String {
 }
 
 /// The batch for a transactional run of `segment`.
-pub(crate) fn segment_sql(target: &Target, segment: &[&Migration], complete: bool) -> String {
+/// `before`: the ledger's rows before this run (read under the tenant's lock).
+pub(crate) fn segment_sql(
+    target: &Target,
+    segment: &[&Migration],
+    complete: bool,
+    before: &[(i64, Vec<u8>)],
+) -> String {
     let mut sql: String = segment
         .iter()
         .map(|m| migration_sql(&target.ledger, m))
         .collect();
-    sql.push_str(&target.registry_sync_sql(complete));
+    let mut after: Vec<(i64, Vec<u8>)> = before.to_vec();
+    after.extend(segment.iter().map(|m| (m.version, m.checksum.clone())));
+    after.sort_by_key(|(version, _)| *version);
+    sql.push_str(&target.registry_sync_sql(complete, Some(&after)));
     sql
 }
 
@@ -308,7 +335,7 @@ pub(crate) async fn apply_set(
             }
             Ok(Step::Transaction { segment, complete }) => (segment, complete),
         };
-        let batch = segment_sql(target, &segment, complete);
+        let batch = segment_sql(target, &segment, complete, &ledger);
         if let Err(e) = target.execute(client, &batch).await {
             rollback(client).await;
             return Err(blame(client, target, &segment, limits, &e, "").await);
@@ -392,7 +419,7 @@ async fn apply_no_transaction(
             "{} {} {}",
             target.begin_sql(limits),
             ledger_insert_sql(&target.ledger, m, &started.elapsed().as_nanos().to_string()),
-            target.registry_sync_sql(last),
+            target.registry_sync_sql(last, None),
         );
         if let Err(e) = client.batch_execute(&record).await {
             rollback(client).await;

@@ -384,7 +384,7 @@ impl PgBackend {
             dst.batch_execute(&format!(
                 "{begin} CREATE SCHEMA {schema}; {} SET LOCAL search_path TO {schema}, public; {}",
                 target_ledger.create_ledger_sql(),
-                segment_sql(&target_ledger, segment, false)
+                segment_sql(&target_ledger, segment, false, &[])
             ))
             .await
             .map_err(at_target)?;

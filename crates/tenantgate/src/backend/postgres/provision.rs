@@ -120,7 +120,7 @@ async fn build(
                 failed(&e)
             });
         }
-        let mut batch = segment_sql(target, segment, complete);
+        let mut batch = segment_sql(target, segment, complete, &[]);
         batch.push_str("INSERT INTO tenantgate.events (tenant, kind) VALUES (current_schema(), 'provisioned');");
         if let Err(e) = target.execute(client, &batch).await {
             rollback(client).await;
