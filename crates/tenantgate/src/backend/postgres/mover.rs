@@ -12,7 +12,7 @@ use tokio_postgres::{types::Type, Client};
 
 use super::{
     apply::{rollback, segment_sql, Target},
-    connect::Connector,
+    connect::{Connector, ServerKind},
     fingerprint,
     placements::in_placement,
     registry::{notify, record_event},
@@ -87,6 +87,17 @@ impl PgBackend {
             self.connector_of(&from).await?,
             self.connector_of(to).await?,
         );
+        for (placement, connector) in [(from.as_str(), &source), (to, &target)] {
+            let kind = connector
+                .kind()
+                .await
+                .map_err(|e| in_placement(placement, e))?;
+            if kind == ServerKind::Citus {
+                return Err(refuse(format!(
+                    "placement {placement} is a Citus coordinator: moves to or from one are not supported yet (between its workers, use --to-node)"
+                )));
+            }
+        }
         if schema_exists(&target, tenant)
             .await
             .map_err(|e| in_placement(to, e))?
