@@ -329,26 +329,41 @@ async fn citus_a_worker_down_blocks_its_tenants_and_stops_ddl_with_one_error() {
     let app = Upstream::start().await;
     let proxy = h.proxy_at(&url, app.address, &[], &[]).await;
 
+    h.write(
+        "backfills/touch.sql",
+        "INSERT INTO t1 VALUES (1, 'touched') ON CONFLICT DO NOTHING;",
+    );
+    // Creating each tenant's backfill ledger is DDL, which needs every node.
+    h.run_with_url(&url, &["backfill", "touch"]).await.expect(0);
+
+    // Everything is observed while the worker is down, and asserted once
+    // it is back, so a failure never leaves the shared cluster broken.
     node("pause").await;
-    // The guard blocks only the tenant the worker holds.
     let held_host = format!("{held}.localhost");
-    assert!(
-        eventually(Duration::from_secs(20), || async {
-            let page = proxy.page(&held_host, "/", true).await;
-            page.status == 503 && page.body.contains("state_unknown")
-        })
-        .await,
-        "the tenant of the down worker is still served"
-    );
-    assert_eq!(
-        proxy
-            .get(&format!("{spared}.localhost"), "/", "")
-            .await
-            .status,
-        200
-    );
-    // verify reads the other tenant and names the one it cannot read.
+    let blocked = eventually(Duration::from_secs(20), || async {
+        let page = proxy.page(&held_host, "/", true).await;
+        page.status == 503 && page.body.contains("state_unknown")
+    })
+    .await;
+    let spared_status = proxy
+        .get(&format!("{spared}.localhost"), "/", "")
+        .await
+        .status;
     let verified = h.run_with_url(&url, &["verify", "--deep", "--json"]).await;
+    let backfilled = h
+        .run_with_url(&url, &["backfill", "touch", "--force", "--json"])
+        .await;
+    h.write_tables(2);
+    let migrated = h.run_with_url(&url, &["migrate"]).await;
+    let created = h
+        .run_with_url(&url, &["tenants", "create", "initech"])
+        .await;
+    node("resume").await;
+
+    // The guard blocked only the tenant the worker holds.
+    assert!(blocked, "the tenant of the down worker was still served");
+    assert_eq!(spared_status, 200);
+    // verify read the other tenant and named the one it could not read.
     verified.expect(3);
     let unreachable = tenants_where(&verified.json(), |t| t.get("unreachable").is_some());
     assert_eq!(
@@ -357,13 +372,14 @@ async fn citus_a_worker_down_blocks_its_tenants_and_stops_ddl_with_one_error() {
         "{}",
         verified.stdout
     );
-    // DDL stops before it starts, with one error naming the worker.
-    h.write_tables(2);
-    let migrated = h.run_with_url(&url, &["migrate"]).await;
-    let created = h
-        .run_with_url(&url, &["tenants", "create", "initech"])
-        .await;
-    node("resume").await;
+    // A backfill failed only the tenant the worker holds.
+    backfilled.expect(3);
+    let report = backfilled.json();
+    let failed = tenants_where(&report, |t| t["outcome"] == "failed");
+    assert_eq!(failed, std::slice::from_ref(&held), "{report}");
+    let done = tenants_where(&report, |t| t["outcome"] == "backfilled");
+    assert_eq!(done, std::slice::from_ref(&spared), "{report}");
+    // DDL stopped before it started, with one error naming the worker.
     for run in [&migrated, &created] {
         run.expect(3);
         assert!(

@@ -55,7 +55,7 @@ pub(crate) async fn run_backfill(
         client
             .batch_execute(&format!(
                 "INSERT INTO {ledger} (name, checksum, rows_changed) VALUES ({name}, '\\x{checksum}'::bytea, {rows})
-                 ON CONFLICT (name) DO UPDATE SET checksum = excluded.checksum, applied_on = now(),
+                 ON CONFLICT (name) DO UPDATE SET checksum = excluded.checksum, applied_on = excluded.applied_on,
                    rows_changed = excluded.rows_changed;
                  COMMIT;",
                 checksum = hex::encode(&backfill.checksum),

@@ -418,9 +418,15 @@ impl Backend for PgBackend {
                 .collect();
             let mut drift = fingerprint::catalog_drift(&connector, set, &share).await?;
             if connector.kind().await? == ServerKind::Citus {
+                let started = std::time::Instant::now();
                 for (tenant, differences) in citus::shard_drift(&connector, &names).await? {
                     drift.entry(tenant).or_default().extend(differences);
                 }
+                tracing::debug!(
+                    tenants = names.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "shards compared on the Citus workers"
+                );
             }
             Ok(drift)
         })
