@@ -130,22 +130,30 @@ async fn citus_database(name: &str) -> String {
     format!("{root}/{db}")
 }
 
-/// Drops a database [`citus_database`] made, on every node.
-async fn drop_citus_database(url: &str) {
-    let (root, db) = url.rsplit_once('/').unwrap();
-    let coordinator = connect(&format!("{url}?sslmode=disable")).await;
-    let workers: Vec<String> = coordinator
+/// The workers (`host:port`) the coordinator `client` is connected to knows.
+async fn worker_nodes(client: &tokio_postgres::Client) -> Vec<String> {
+    client
         .query(
-            "SELECT 'postgres://postgres@' || nodename || ':' || nodeport FROM pg_dist_node WHERE groupid <> 0",
+            "SELECT nodename || ':' || nodeport FROM pg_dist_node WHERE groupid <> 0 ORDER BY nodeid",
             &[],
         )
         .await
         .unwrap()
         .iter()
         .map(|row| row.get(0))
-        .collect();
+        .collect()
+}
+
+/// Drops a database [`citus_database`] made, on every node.
+async fn drop_citus_database(url: &str) {
+    let (root, db) = url.rsplit_once('/').unwrap();
+    let coordinator = connect(&format!("{url}?sslmode=disable")).await;
+    let workers = worker_nodes(&coordinator).await;
     drop(coordinator);
-    for node in std::iter::once(root.to_owned()).chain(workers) {
+    let urls = workers
+        .iter()
+        .map(|node| format!("postgres://postgres@{node}"));
+    for node in std::iter::once(root.to_owned()).chain(urls) {
         connect(&format!("{node}/postgres?sslmode=disable"))
             .await
             .batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
@@ -229,16 +237,7 @@ async fn citus_tenants_are_distributed_schemas_and_migrate_one_statement_at_a_ti
     listed.expect(0);
     let acme = listed.json()[0].clone();
     let before = acme["node"].as_str().unwrap().to_owned();
-    let workers: Vec<String> = coordinator
-        .query(
-            "SELECT nodename || ':' || nodeport FROM pg_dist_node WHERE groupid <> 0",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let workers = worker_nodes(&coordinator).await;
     let other = workers.iter().find(|w| **w != before).unwrap();
     h.run_with_url(&url, &["tenants", "move", "acme", "--to-node", other])
         .await

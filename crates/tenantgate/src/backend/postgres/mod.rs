@@ -757,9 +757,10 @@ impl Backend for PgBackend {
         let found =
             futures::future::join_all(placements.iter().map(|(name, connector)| async move {
                 let mut client = connector.checkout().await.ok()?;
-                let registry = self.connector.checkout().await.ok()?;
+                let mut registry = self.connector.checkout().await.ok()?;
                 let names = placed::unregistered(&client, &registry).await.ok()?;
                 client.keep(true);
+                registry.keep(true);
                 Some(
                     names
                         .into_iter()
