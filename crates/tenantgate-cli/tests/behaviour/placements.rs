@@ -58,7 +58,11 @@ async fn blocked_for(proxy: &crate::http::Server, host: &str, reason: &str) -> b
 
 /// Creates `tenant` on `placement`, routed from `<tenant>.localhost`.
 async fn create_on(h: &Harness, tenant: &str, placement: &str) {
-    let domain = format!("{tenant}.localhost");
+    create_routed(h, tenant, placement, &format!("{tenant}.localhost")).await;
+}
+
+/// Creates `tenant` on `placement`, routed from `domain`.
+async fn create_routed(h: &Harness, tenant: &str, placement: &str, domain: &str) {
     let args = [
         "tenants",
         "create",
@@ -66,7 +70,7 @@ async fn create_on(h: &Harness, tenant: &str, placement: &str) {
         "--placement",
         placement,
         "--domain",
-        &domain,
+        domain,
     ];
     h.run(&args).await.expect(0);
 }
@@ -126,18 +130,7 @@ async fn tenants_live_on_three_servers_behind_one_registry(h: Harness) {
         ("on_b", "b", "b.localhost"),
         ("on_c", "c", "c.localhost"),
     ] {
-        let created = h
-            .run(&[
-                "tenants",
-                "create",
-                tenant,
-                "--placement",
-                placement,
-                "--domain",
-                domain,
-            ])
-            .await;
-        created.expect(0);
+        create_routed(&h, tenant, placement, domain).await;
     }
     // Without --placement: the one holding the fewest (a tie goes to default).
     h.run(&["tenants", "create", "chosen"]).await.expect(0);
