@@ -128,6 +128,7 @@ pub(crate) async fn run_all(args: &Args) -> anyhow::Result<()> {
                         &folder(&initial),
                         &folder(&full),
                         n,
+                        args.repeat,
                     )
                     .await?;
                     cluster.drop("bench_citus_plain").await?;
@@ -138,6 +139,7 @@ pub(crate) async fn run_all(args: &Args) -> anyhow::Result<()> {
                         &folder(&initial),
                         &folder(&full),
                         n,
+                        args.repeat,
                     )
                     .await?;
                 }

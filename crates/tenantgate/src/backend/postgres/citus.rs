@@ -145,25 +145,31 @@ pub(crate) async fn shard_drift(
     for (tenant, node) in nodes {
         by_node.entry(node).or_default().push(tenant);
     }
+    // Every worker at once: each answers for its own shards only.
+    let per_worker =
+        futures::future::try_join_all(by_node.into_iter().map(|(node, tenants)| async move {
+            let (host, port) = node
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+                .ok_or_else(|| {
+                    Error::Config(format!("Citus names worker {node:?}, not HOST:PORT"))
+                })?;
+            let worker = coordinator.for_node(host, port)?;
+            let mut client = worker.checkout().await.map_err(|e| match e {
+                Error::DatabaseUnavailable { context, source } => Error::DatabaseUnavailable {
+                    context: format!("{context} (Citus worker {node})"),
+                    source,
+                },
+                other => other,
+            })?;
+            let columns = worker_columns(&client, &tenants).await;
+            client.keep(columns.is_ok());
+            Ok::<_, Error>(compare_shards(&columns?, &node))
+        }))
+        .await?;
     let mut drift: HashMap<TenantName, Vec<String>> = HashMap::new();
-    for (node, tenants) in by_node {
-        let (host, port) = node
-            .rsplit_once(':')
-            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
-            .ok_or_else(|| Error::Config(format!("Citus names worker {node:?}, not HOST:PORT")))?;
-        let worker = coordinator.for_node(host, port)?;
-        let mut client = worker.checkout().await.map_err(|e| match e {
-            Error::DatabaseUnavailable { context, source } => Error::DatabaseUnavailable {
-                context: format!("{context} (Citus worker {node})"),
-                source,
-            },
-            other => other,
-        })?;
-        let columns = worker_columns(&client, &tenants).await;
-        client.keep(columns.is_ok());
-        for (tenant, differences) in compare_shards(&columns?, &node) {
-            drift.entry(tenant).or_default().extend(differences);
-        }
+    for (tenant, differences) in per_worker.into_iter().flatten() {
+        drift.entry(tenant).or_default().extend(differences);
     }
     Ok(drift)
 }

@@ -416,17 +416,25 @@ impl Backend for PgBackend {
                 .iter()
                 .map(|t| (t.clone(), applied[t].clone()))
                 .collect();
-            let mut drift = fingerprint::catalog_drift(&connector, set, &share).await?;
-            if connector.kind().await? == ServerKind::Citus {
-                let started = std::time::Instant::now();
-                for (tenant, differences) in citus::shard_drift(&connector, &names).await? {
-                    drift.entry(tenant).or_default().extend(differences);
+            // On Citus the shards are read on the workers while the
+            // coordinator's catalog is compared: neither waits for the other.
+            let shards = async {
+                if connector.kind().await? != ServerKind::Citus {
+                    return Ok(HashMap::new());
                 }
+                let started = std::time::Instant::now();
+                let drift = citus::shard_drift(&connector, &names).await?;
                 tracing::debug!(
                     tenants = names.len(),
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "shards compared on the Citus workers"
                 );
+                Ok::<_, Error>(drift)
+            };
+            let (mut drift, shards) =
+                futures::try_join!(fingerprint::catalog_drift(&connector, set, &share), shards)?;
+            for (tenant, differences) in shards {
+                drift.entry(tenant).or_default().extend(differences);
             }
             Ok(drift)
         })
