@@ -1,6 +1,7 @@
 //! The guard's decision per request, in process (divan): the same tower
 //! service with and without `GuardLayer`, over snapshots of 10 and 100,000
 //! tenants. Run with `cargo bench -p tenantgate-bench --bench guard_decision`.
+//! Both sides allocate with mimalloc, as the `tenantgate` binary does.
 
 #[path = "../src/synthetic.rs"]
 mod synthetic;
@@ -10,6 +11,9 @@ use std::convert::Infallible;
 use axum::{body::Body, http::Request, response::Response};
 use tenantgate::MigrationSet;
 use tower::{Layer, Service};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     divan::main();
