@@ -189,6 +189,9 @@ impl Target {
                 self.ledger
             ),
         };
+        // `current_schema()` is a `name`, collated "C": compared as it is,
+        // the registry's primary key (default collation) cannot be used and
+        // every tenant's update scans the whole registry.
         format!(
             "UPDATE tenantgate.tenants t SET
                 state = CASE WHEN t.state = 'drift' THEN 'drift' ELSE '{state}' END,
@@ -197,7 +200,7 @@ impl Target {
                 applied_checksums = coalesce(l.checksums, '{{}}'),
                 updated_at = now()
               FROM {copy} l
-              WHERE t.name = current_schema();"
+              WHERE t.name = current_schema()::text COLLATE \"default\";"
         )
     }
 }
