@@ -31,6 +31,7 @@ backend_tests!(
 only_on!(postgres:
     each_tenant_runs_in_its_own_schema_under_load,
     lost_connection_exits_3_with_a_summary,
+    each_registry_row_is_found_by_its_key_not_by_a_scan,
 );
 only_on!(sqlite: data_folder_gone_mid_run_exits_3_with_a_summary);
 
@@ -278,6 +279,65 @@ async fn each_tenant_runs_in_its_own_schema_under_load(h: Harness) {
                 || row.get::<_, String>(1).starts_with(name.as_str())
         );
     }
+}
+
+/// Scans and index lookups of the registry table so far (the server's
+/// statistics, as its backends have reported them).
+async fn registry_reads(h: &Harness) -> (i64, i64) {
+    h.db()
+        .batch_execute("SELECT pg_stat_clear_snapshot()")
+        .await
+        .unwrap();
+    let row = h
+        .db()
+        .query_one(
+            "SELECT seq_scan, coalesce(idx_scan, 0) FROM pg_stat_user_tables
+              WHERE relid = 'tenantgate.tenants'::regclass",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// Each tenant's registry update finds its row through the primary key: a
+/// fleet run that scanned the registry once per tenant would grow with the
+/// square of the fleet (it once did: the key was compared with a
+/// differently collated `current_schema()`).
+async fn each_registry_row_is_found_by_its_key_not_by_a_scan(h: Harness) {
+    h.write_tables(1);
+    let names: Vec<String> = (0..12).map(|i| format!("t_{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    h.create(&refs).await;
+    // A registry large enough that the planner would rather use the key.
+    h.exec_in_registry(
+        "INSERT INTO tenantgate.tenants (name, state) SELECT 'bulk_' || i, 'ready' FROM generate_series(1, 5000) i;
+         ANALYZE tenantgate.tenants;",
+    )
+    .await;
+    let (scans_before, lookups_before) = registry_reads(&h).await;
+    h.write("0002_t2.sql", "CREATE TABLE t2 (id int);");
+    let mut args = vec!["migrate", "--jobs", "4"];
+    for name in &refs {
+        args.extend(["--tenant", name]);
+    }
+    h.run(&args).await.expect(0);
+    // The run's server processes report their statistics as they end.
+    let looked_up = eventually(Duration::from_secs(15), || async {
+        registry_reads(&h).await.1 >= lookups_before + 12
+    })
+    .await;
+    let (scans, lookups) = registry_reads(&h).await;
+    assert!(
+        looked_up,
+        "12 tenants migrated with {} lookups of the registry's key",
+        lookups - lookups_before
+    );
+    assert!(
+        scans - scans_before < 12,
+        "{} scans of the registry for 12 tenants",
+        scans - scans_before
+    );
 }
 
 async fn registry_state_follows_the_ledger_and_is_announced(h: Harness) {
