@@ -162,9 +162,7 @@ fn summary_count(stdout: &str, label: &str) -> usize {
 
 async fn three_migrators_apply_once_and_each_reports_only_its_own_work(h: Harness) {
     h.write_tables(1);
-    let names: Vec<String> = (0..12).map(|i| format!("t_{i}")).collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    h.create(&refs).await;
+    let names = h.create_numbered(12).await;
     h.write(
         "shared/0001_shared_counter.sql",
         "CREATE TABLE shared_counter (n int);",
@@ -260,9 +258,7 @@ async fn dry_run_changes_nothing(h: Harness) {
 
 async fn each_tenant_runs_in_its_own_schema_under_load(h: Harness) {
     h.write_tables(1);
-    let names: Vec<String> = (0..16).map(|i| format!("t_{i}")).collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    h.create(&refs).await;
+    let names = h.create_numbered(16).await;
     // Unqualified names resolve through search_path: a leak would put a
     // tenant's rows in another tenant's schema.
     h.write("0002_whoami.sql", "CREATE TABLE whoami AS SELECT current_schema()::text AS s, current_setting('search_path') AS p;");
@@ -306,9 +302,7 @@ async fn registry_reads(h: &Harness) -> (i64, i64) {
 /// differently collated `current_schema()`).
 async fn each_registry_row_is_found_by_its_key_not_by_a_scan(h: Harness) {
     h.write_tables(1);
-    let names: Vec<String> = (0..12).map(|i| format!("t_{i}")).collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    h.create(&refs).await;
+    let names = h.create_numbered(12).await;
     // A registry large enough that the planner would rather use the key.
     h.exec_in_registry(
         "INSERT INTO tenantgate.tenants (name, state) SELECT 'bulk_' || i, 'ready' FROM generate_series(1, 5000) i;
@@ -318,8 +312,8 @@ async fn each_registry_row_is_found_by_its_key_not_by_a_scan(h: Harness) {
     let (scans_before, lookups_before) = registry_reads(&h).await;
     h.write("0002_t2.sql", "CREATE TABLE t2 (id int);");
     let mut args = vec!["migrate", "--jobs", "4"];
-    for name in &refs {
-        args.extend(["--tenant", name]);
+    for name in &names {
+        args.extend(["--tenant", name.as_str()]);
     }
     h.run(&args).await.expect(0);
     // The run's server processes report their statistics as they end.

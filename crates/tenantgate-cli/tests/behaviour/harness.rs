@@ -666,6 +666,16 @@ impl Harness {
             self.run(&["tenants", "create", t]).await.expect(0);
         }
     }
+
+    /// Provisions `n` tenants named `t_0`, `t_1`…, asserting success;
+    /// returns their names.
+    pub(crate) async fn create_numbered(&self, n: usize) -> Vec<String> {
+        let names: Vec<String> = (0..n).map(|i| format!("t_{i}")).collect();
+        for name in &names {
+            self.run(&["tenants", "create", name]).await.expect(0);
+        }
+        names
+    }
 }
 
 /// The names of the tenants of a verify or fleet report (`--json`) that
