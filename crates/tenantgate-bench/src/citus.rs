@@ -50,18 +50,13 @@ pub(crate) async fn fleet_on(
     let ledger_row = |version: i64| {
         format!("INSERT INTO _tenantgate_migrations VALUES ({version}, 'bench', now(), true, '\\x00', 0);\n")
     };
-    let mut provision_script = String::new();
-    for f in &floor_names {
-        provision_script.push_str(&format!(
-            "BEGIN;\n{distributed}CREATE SCHEMA {f};\nSET LOCAL search_path TO {f};\n{LEDGER}\n"
-        ));
-        for m in initial.tenant.iter() {
-            provision_script.push_str(&m.sql);
-            provision_script.push_str("\n;\n");
-            provision_script.push_str(&ledger_row(m.version));
-        }
-        provision_script.push_str("COMMIT;\n");
-    }
+    let provision_script = floor::provision_script(
+        &floor_names,
+        initial,
+        distributed,
+        &format!("{LEDGER}\n"),
+        ledger_row,
+    );
     let step = full.tenant.get(STEP).context("the fixture's 0020")?;
     let migrate_script: String = floor_names
         .iter()

@@ -7,6 +7,7 @@ use std::{
 };
 
 use anyhow::{bail, Context};
+use tenantgate::MigrationFolder;
 
 /// Finds psql: the given path, next to the cluster's server binaries, or PATH.
 pub(crate) fn psql(explicit: Option<&Path>) -> PathBuf {
@@ -43,4 +44,30 @@ pub(crate) async fn replay(psql: &Path, url: &str, script: &str) -> anyhow::Resu
         bail!("psql failed: {}", String::from_utf8_lossy(&output.stderr));
     }
     Ok(elapsed)
+}
+
+/// The floor's provisioning of `schemas`: per schema one transaction that
+/// runs `before` (e.g. a setting), creates the schema, sets the search
+/// path, runs `setup` (e.g. a ledger table), then each of `folder`'s tenant
+/// migrations followed by `after_each(version)`.
+pub(crate) fn provision_script(
+    schemas: &[impl std::fmt::Display],
+    folder: &MigrationFolder,
+    before: &str,
+    setup: &str,
+    after_each: impl Fn(i64) -> String,
+) -> String {
+    let mut script = String::new();
+    for schema in schemas {
+        script.push_str(&format!(
+            "BEGIN;\n{before}CREATE SCHEMA {schema};\nSET LOCAL search_path TO {schema};\n{setup}"
+        ));
+        for m in folder.tenant.iter() {
+            script.push_str(&m.sql);
+            script.push_str("\n;\n");
+            script.push_str(&after_each(m.version));
+        }
+        script.push_str("COMMIT;\n");
+    }
+    script
 }

@@ -200,17 +200,7 @@ async fn provision_scenario(
     repeat: usize,
 ) -> anyhow::Result<()> {
     let tenants = names(n);
-    let mut script = String::new();
-    for t in &tenants {
-        script.push_str(&format!(
-            "BEGIN;\nCREATE SCHEMA {t};\nSET LOCAL search_path TO {t};\n"
-        ));
-        for m in folder.tenant.iter() {
-            script.push_str(&m.sql);
-            script.push_str("\n;\n");
-        }
-        script.push_str("COMMIT;\n");
-    }
+    let script = floor::provision_script(&tenants, folder, "", "", |_| String::new());
     let parallel = FleetOptions::default().jobs;
     let (mut floor, mut sequential, mut concurrent) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=repeat {
