@@ -279,7 +279,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 }
 
 async fn bodies_stream_with_bounded_memory_and_upgrades_pass(h: Harness) {
-    const SIZE: u64 = 256 * 1024 * 1024;
+    const SIZE: u64 = 1024 * 1024 * 1024;
     incident_fleet(&h).await;
     let app = Upstream::start().await;
     let proxy = h.proxy(app.address, &["--allow-degraded"]).await;
