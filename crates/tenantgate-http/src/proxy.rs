@@ -42,7 +42,7 @@ use std::{
 
 use axum::{
     body::Body,
-    extract::{ConnectInfo, Request},
+    extract::Request,
     http::{
         header::{self, HeaderMap, HeaderName, HeaderValue},
         uri::PathAndQuery,
@@ -113,11 +113,13 @@ impl Default for ProxyConfig {
 const TENANT_HEADER_PREFIX: &str = "x-tenantgate-";
 
 /// Forwards requests to the upstream over a keep-alive pool, streaming
-/// bodies both ways.
+/// bodies both ways. Cloning it is one reference count.
 #[derive(Clone)]
-pub struct Upstream {
+pub struct Upstream(Arc<UpstreamParts>);
+
+struct UpstreamParts {
     pool: Arc<UpstreamPool>,
-    config: Arc<ProxyConfig>,
+    config: ProxyConfig,
     /// Metric handles, looked up once: a request records without a
     /// registry lookup.
     forwarded: metrics::Counter,
@@ -134,7 +136,7 @@ impl Upstream {
             || "127.0.0.1:80".to_owned(),
             |a| format!("{}:{}", a.host(), a.port_u16().unwrap_or(80)),
         );
-        Self {
+        Self(Arc::new(UpstreamParts {
             pool: UpstreamPool::new(address, config.max_idle),
             forwarded: counter!(names::PROXY_FORWARDED),
             latency: histogram!(names::PROXY_UPSTREAM_SECONDS),
@@ -142,31 +144,32 @@ impl Upstream {
                 .path_and_query
                 .map(|p| p.path().trim_end_matches('/').to_owned())
                 .unwrap_or_default(),
-            config: Arc::new(config),
-        }
+            config,
+        }))
     }
 
     /// Forwards `request` from `peer`, for `tenant` (none for a pass-through
     /// host), and returns the upstream's response or the guard's own 502/504.
-    pub async fn forward(
+    async fn forward(
         &self,
         mut request: Request,
-        peer: SocketAddr,
+        peer: &Peer,
         tenant: Option<&ResolvedTenant>,
     ) -> Response {
+        let this = &self.0;
         // Only an error page needs it: parsed then, not for every request.
         let accept = request.headers().get(header::ACCEPT).cloned();
         let json = || prefers_json(accept.as_ref());
         let upgrading = is_upgrade(request.headers());
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut request));
-        let outbound = match self.outbound(request, peer, tenant, upgrading) {
+        let outbound = match this.outbound(request, peer, tenant, upgrading) {
             Ok(outbound) => outbound,
             Err(reason) => return pages::bad_host(&reason, json()),
         };
         let started = Instant::now();
         let answer =
-            tokio::time::timeout(self.config.upstream_timeout, self.pool.send(outbound)).await;
-        self.latency.record(started.elapsed().as_secs_f64());
+            tokio::time::timeout(this.config.upstream_timeout, this.pool.send(outbound)).await;
+        this.latency.record(started.elapsed().as_secs_f64());
         let mut response = match answer {
             Err(_) => {
                 counter!(names::PROXY_UPSTREAM_ERRORS, "kind" => "timeout").increment(1);
@@ -183,7 +186,7 @@ impl Upstream {
             }
             Ok(Ok(response)) => response,
         };
-        self.forwarded.increment(1);
+        this.forwarded.increment(1);
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
                 let upstream_upgrade = hyper::upgrade::on(&mut response);
@@ -202,19 +205,21 @@ impl Upstream {
             let (parts, body) = response.into_parts();
             return Response::from_parts(parts, Body::new(body));
         }
-        strip_hop_by_hop(response.headers_mut(), false);
+        strip_hop_by_hop(response.headers_mut(), false, |_| false);
         let (parts, body) = response.into_parts();
         Response::from_parts(
             parts,
-            Body::new(IdleTimeout::new(body, self.config.idle_timeout)),
+            Body::new(IdleTimeout::new(body, this.config.idle_timeout)),
         )
     }
+}
 
+impl UpstreamParts {
     /// The request as the upstream receives it.
     fn outbound(
         &self,
         request: Request,
-        peer: SocketAddr,
+        peer: &Peer,
         tenant: Option<&ResolvedTenant>,
         upgrading: bool,
     ) -> Result<hyper::Request<Body>, String> {
@@ -227,71 +232,88 @@ impl Upstream {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
                 .ok_or("the request names no host")?,
         };
-        let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
-        // Origin-form: the upstream reads the host from `Host`.
-        let uri = if self.prefix.is_empty() {
-            Uri::try_from(path)
-        } else {
-            Uri::try_from(format!("{}{path}", self.prefix))
+        // Origin-form: the upstream reads the host from `Host`. A request
+        // already in origin-form (every HTTP/1.1 one) keeps its target.
+        let origin_form = parts.uri.scheme().is_none() && parts.uri.authority().is_none();
+        if !(origin_form && self.prefix.is_empty()) {
+            let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+            parts.uri = Uri::try_from(format!("{}{path}", self.prefix))
+                .map_err(|e| format!("the request target cannot be forwarded: {e}"))?;
         }
-        .map_err(|e| format!("the request target cannot be forwarded: {e}"))?;
         let headers = &mut parts.headers;
-        strip_hop_by_hop(headers, upgrading);
-        let theirs: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| k.as_str().starts_with(TENANT_HEADER_PREFIX))
-            .cloned()
-            .collect();
-        for name in theirs {
-            headers.remove(name);
-        }
+        strip_hop_by_hop(headers, upgrading, |name| {
+            name.as_str().starts_with(TENANT_HEADER_PREFIX)
+        });
         headers.insert(header::HOST, host.clone());
-        self.forwarded_headers(headers, peer.ip(), &host);
+        self.forwarded_headers(headers, peer, host);
         if let Some(tenant) = tenant {
-            set(headers, "x-tenantgate-tenant", tenant.name.as_str());
-            match &self.config.location {
-                TenantLocation::Schema => set(headers, "x-tenantgate-schema", tenant.name.as_str()),
-                TenantLocation::File(data) => set(
-                    headers,
-                    "x-tenantgate-database",
-                    &data
-                        .join("tenants")
-                        .join(format!("{}.db", tenant.name))
-                        .display()
-                        .to_string(),
-                ),
+            if let Ok(name) = HeaderValue::from_str(tenant.name.as_str()) {
+                match &self.config.location {
+                    TenantLocation::Schema => {
+                        headers.insert(TENANT_SCHEMA.clone(), name.clone());
+                    }
+                    TenantLocation::File(data) => {
+                        let file = data.join("tenants").join(format!("{}.db", tenant.name));
+                        if let Ok(file) = HeaderValue::from_str(&file.display().to_string()) {
+                            headers.insert(TENANT_DATABASE.clone(), file);
+                        }
+                    }
+                }
+                headers.insert(TENANT.clone(), name);
             }
         }
-        parts.uri = uri;
         parts.version = Version::HTTP_11;
         Ok(hyper::Request::from_parts(parts, body))
     }
 
     /// `X-Forwarded-For`, `-Proto` and `-Host`: extended when the peer is
     /// trusted, else replaced, so a client cannot forge its origin.
-    fn forwarded_headers(&self, headers: &mut HeaderMap, peer: IpAddr, host: &HeaderValue) {
-        let trusted = self
-            .config
-            .trust_forwarded
-            .iter()
-            .any(|n| n.contains(&peer));
-        let for_value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(earlier) if trusted => format!("{earlier}, {peer}"),
-            _ => peer.to_string(),
+    fn forwarded_headers(&self, headers: &mut HeaderMap, peer: &Peer, host: HeaderValue) {
+        let for_value = match headers.get(FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(earlier) if peer.trusted => {
+                HeaderValue::from_str(&format!("{earlier}, {}", peer.address)).ok()
+            }
+            _ => Some(peer.header.clone()),
         };
-        set(headers, "x-forwarded-for", &for_value);
-        if !(trusted && headers.contains_key("x-forwarded-proto")) {
-            set(headers, "x-forwarded-proto", "http");
+        if let Some(value) = for_value {
+            headers.insert(FORWARDED_FOR, value);
         }
-        if !(trusted && headers.contains_key("x-forwarded-host")) {
-            headers.insert("x-forwarded-host", host.clone());
+        if !(peer.trusted && headers.contains_key(FORWARDED_PROTO)) {
+            headers.insert(FORWARDED_PROTO, HeaderValue::from_static("http"));
+        }
+        if !(peer.trusted && headers.contains_key(FORWARDED_HOST)) {
+            headers.insert(FORWARDED_HOST, host);
         }
     }
 }
 
-fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
-        headers.insert(name, value);
+const TENANT: HeaderName = HeaderName::from_static("x-tenantgate-tenant");
+const TENANT_SCHEMA: HeaderName = HeaderName::from_static("x-tenantgate-schema");
+const TENANT_DATABASE: HeaderName = HeaderName::from_static("x-tenantgate-database");
+const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The client at the other end of a connection, as the upstream is told:
+/// its `X-Forwarded-For` value and trust are worked out once per
+/// connection, not per request.
+#[derive(Clone)]
+pub(crate) struct Peer {
+    address: IpAddr,
+    header: HeaderValue,
+    /// In `--trust-forwarded`: its `X-Forwarded-*` headers are extended.
+    trusted: bool,
+}
+
+impl Peer {
+    fn new(address: SocketAddr, config: &ProxyConfig) -> Self {
+        let address = address.ip();
+        Self {
+            address,
+            header: HeaderValue::from_str(&address.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            trusted: config.trust_forwarded.iter().any(|n| n.contains(&address)),
+        }
     }
 }
 
@@ -305,35 +327,46 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
             .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// The fixed hop-by-hop set besides `Connection` and `Upgrade`.
+const HOP_BY_HOP: [&str; 7] = [
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
 /// Removes the headers that belong to one connection (RFC 9110 §7.6.1):
-/// those `Connection` names, and the fixed hop-by-hop set. An upgrade keeps
-/// `Connection: upgrade` and `Upgrade`, which the upstream must see.
-fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool) {
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|token| token.trim().to_ascii_lowercase())
-        .filter(|token| !(upgrading && token == "upgrade"))
+/// those `Connection` names, and the fixed hop-by-hop set, and any other
+/// header `also` names. An upgrade keeps `Connection: upgrade` and
+/// `Upgrade`, which the upstream must see. The names are read in one pass:
+/// most messages carry none of these and cost no removal.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool, also: impl Fn(&HeaderName) -> bool) {
+    let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(&name.as_str()) || also(name))
+        .cloned()
         .collect();
-    for name in named {
-        headers.remove(name.as_str());
+    if headers.contains_key(header::CONNECTION) {
+        doomed.extend(
+            headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(|token| token.trim().to_ascii_lowercase())
+                .filter(|token| !(upgrading && token == "upgrade"))
+                .filter_map(|token| HeaderName::try_from(token).ok()),
+        );
     }
-    for name in [
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "proxy-authorization",
-        "proxy-authenticate",
-    ] {
+    for name in doomed {
         headers.remove(name);
     }
     if upgrading {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if headers.contains_key(header::CONNECTION) || headers.contains_key(header::UPGRADE) {
         headers.remove(header::CONNECTION);
         headers.remove(header::UPGRADE);
     }
@@ -412,8 +445,8 @@ where
 /// directly (see [`serve`]): a proxy's only route needs no router.
 #[derive(Clone)]
 pub struct ProxyService {
-    guard: crate::Guard<Forward>,
-    forward: Forward,
+    layer: GuardLayer,
+    upstream: Upstream,
     pass_hosts: Arc<Vec<Domain>>,
 }
 
@@ -423,22 +456,48 @@ pub fn service(
     upstream: Upstream,
     pass_hosts: Vec<Domain>,
 ) -> ProxyService {
-    let forward = Forward { upstream };
     ProxyService {
-        guard: tower::Layer::layer(&GuardLayer::new(state), forward.clone()),
-        forward,
+        layer: GuardLayer::new(state),
+        upstream,
         pass_hosts: Arc::new(pass_hosts),
     }
 }
 
 impl ProxyService {
-    /// Answers one request from `peer`.
-    async fn answer(mut self, request: Request, peer: SocketAddr) -> Response {
+    /// The service for one client connection from `peer`.
+    fn connection(&self, peer: SocketAddr) -> ConnectionService {
+        let forward = Forward {
+            upstream: self.upstream.clone(),
+            peer: Peer::new(peer, &self.upstream.0.config),
+        };
+        ConnectionService {
+            guard: tower::Layer::layer(&self.layer, forward.clone()),
+            forward,
+            pass_hosts: self.pass_hosts.clone(),
+        }
+    }
+}
+
+/// [`ProxyService`] for one client connection.
+#[derive(Clone)]
+struct ConnectionService {
+    guard: crate::Guard<Forward>,
+    forward: Forward,
+    pass_hosts: Arc<Vec<Domain>>,
+}
+
+impl ConnectionService {
+    /// Answers one request.
+    async fn answer(mut self, request: Request) -> Response {
         use tower::Service;
         let passes = !self.pass_hosts.is_empty()
             && request_host(&request).is_ok_and(|host| self.pass_hosts.contains(&host));
         if passes {
-            return self.forward.upstream.forward(request, peer, None).await;
+            return self
+                .forward
+                .upstream
+                .forward(request, &self.forward.peer, None)
+                .await;
         }
         match self.guard.call(request).await {
             Ok(response) => response,
@@ -451,6 +510,7 @@ impl ProxyService {
 #[derive(Clone)]
 struct Forward {
     upstream: Upstream,
+    peer: Peer,
 }
 
 impl tower::Service<Request> for Forward {
@@ -463,14 +523,10 @@ impl tower::Service<Request> for Forward {
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let upstream = self.upstream.clone();
+        let Forward { upstream, peer } = self.clone();
         Box::pin(async move {
-            let peer = request
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
             let tenant = request.extensions().get::<ResolvedTenant>().cloned();
-            Ok(upstream.forward(request, peer, tenant.as_ref()).await)
+            Ok(upstream.forward(request, &peer, tenant.as_ref()).await)
         })
     }
 }
@@ -501,12 +557,12 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let service = service.clone();
+        let service = service.connection(peer);
         let answer = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let mut request = request.map(Body::new);
-            request.extensions_mut().insert(ConnectInfo(peer));
             let service = service.clone();
-            async move { Ok::<_, std::convert::Infallible>(service.answer(request, peer).await) }
+            async move {
+                Ok::<_, std::convert::Infallible>(service.answer(request.map(Body::new)).await)
+            }
         });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), answer)
@@ -539,7 +595,7 @@ mod tests {
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert("te", HeaderValue::from_static("trailers"));
         headers.insert("accept", HeaderValue::from_static("*/*"));
-        super::strip_hop_by_hop(&mut headers, false);
+        super::strip_hop_by_hop(&mut headers, false, |_| false);
         assert_eq!(
             headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
             ["accept"]
@@ -548,7 +604,7 @@ mod tests {
         upgrade.insert("connection", HeaderValue::from_static("Upgrade"));
         upgrade.insert("upgrade", HeaderValue::from_static("websocket"));
         assert!(super::is_upgrade(&upgrade));
-        super::strip_hop_by_hop(&mut upgrade, true);
+        super::strip_hop_by_hop(&mut upgrade, true, |_| false);
         assert_eq!(upgrade["connection"], "upgrade");
         assert_eq!(upgrade["upgrade"], "websocket");
     }

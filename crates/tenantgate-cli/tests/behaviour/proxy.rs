@@ -20,6 +20,7 @@ use crate::{
 
 backend_tests!(
     served_tenants_are_forwarded_and_the_rest_never_reach_the_app,
+    trusted_peers_extend_forwarded_headers_but_never_name_the_tenant,
     upstream_failures_are_502_or_504_and_nothing_hangs,
     bodies_stream_with_bounded_memory_and_upgrades_pass,
     a_deploy_is_enforced_on_sighup_and_sigterm_drains,
@@ -180,6 +181,39 @@ async fn served_tenants_are_forwarded_and_the_rest_never_reach_the_app(h: Harnes
         dom.contains(&format!("<dd id=\"tenant\">{behind}</dd>")),
         "{dom}"
     );
+}
+
+async fn trusted_peers_extend_forwarded_headers_but_never_name_the_tenant(h: Harness) {
+    h.use_demo_migrations(None);
+    h.run(&["tenants", "create", "acme", "--domain", "acme.localhost"])
+        .await
+        .expect(0);
+    let app = Upstream::start().await;
+    let proxy = h
+        .proxy(app.address, &["--trust-forwarded", "127.0.0.0/8"])
+        .await;
+    let forwarded = get(
+        proxy.address,
+        "acme.localhost",
+        "/",
+        "X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: globex.localhost\r\n",
+    )
+    .await;
+    assert_eq!(forwarded.status, 200, "{}", forwarded.body);
+    let headers = &forwarded.json()["headers"];
+    assert_eq!(
+        headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1",
+        "a trusted peer's chain is extended with the peer"
+    );
+    assert_eq!(headers["x-forwarded-proto"], "https");
+    assert_eq!(headers["x-forwarded-host"], "globex.localhost");
+    assert_eq!(
+        headers["x-tenantgate-tenant"], "acme",
+        "the tenant comes from Host, never from X-Forwarded-Host"
+    );
+    // Without a chain, the peer starts one.
+    let first = get(proxy.address, "acme.localhost", "/", "").await;
+    assert_eq!(first.json()["headers"]["x-forwarded-for"], "127.0.0.1");
 }
 
 /// Leaves a new tenant one migration behind; returns its name.
