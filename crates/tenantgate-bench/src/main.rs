@@ -50,6 +50,10 @@ struct Args {
     /// Tenants for the one-server scale scenario (`scale`)
     #[arg(long, value_delimiter = ',', default_value = "100000")]
     scale_sizes: Vec<usize>,
+    /// Leave the scale scenario's last fleet in its database (`bench_scale`),
+    /// migrated and verified, to profile commands against it
+    #[arg(long)]
+    keep_scale_fleet: bool,
     /// The Citus coordinator the `citus` scenario works on (a throwaway cluster:
     /// schemas f… and t… are created and dropped in its database)
     #[arg(long, env = "TENANTGATE_CITUS_URL")]

@@ -39,7 +39,13 @@ const SMALL_SCHEMA: [(&str, &str); 3] = [
 ];
 
 /// Runs the scale scenario at `n` tenants; one JSON line per measurement.
-pub(crate) async fn scale(cluster: &Cluster, psql: &Path, n: usize) -> anyhow::Result<()> {
+/// With `keep`, the fleet stays in its database afterwards.
+pub(crate) async fn scale(
+    cluster: &Cluster,
+    psql: &Path,
+    n: usize,
+    keep: bool,
+) -> anyhow::Result<()> {
     let full = MigrationSet::from_files(SMALL_SCHEMA).map_err(anyhow::Error::msg)?;
     let folder = |set: MigrationSet| MigrationFolder {
         tenant: set,
@@ -156,7 +162,11 @@ pub(crate) async fn scale(cluster: &Cluster, psql: &Path, n: usize) -> anyhow::R
         })
     );
     drop(backend);
-    cluster.drop("bench_scale").await?;
+    if keep {
+        progress(&format!("scale {n}: the fleet is kept in {url}"));
+    } else {
+        cluster.drop("bench_scale").await?;
+    }
     Ok(())
 }
 

@@ -110,7 +110,7 @@ pub(crate) async fn run_all(args: &Args) -> anyhow::Result<()> {
             "scale" => {
                 let cluster = Cluster::connect(&args.database_url).await?;
                 for &n in &args.scale_sizes {
-                    crate::scale::scale(&cluster, &psql, n).await?;
+                    crate::scale::scale(&cluster, &psql, n, args.keep_scale_fleet).await?;
                 }
             }
             "memory" => crate::guard::memory(&args.snapshot_sizes, &full),
