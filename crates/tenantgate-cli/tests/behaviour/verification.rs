@@ -15,6 +15,7 @@ backend_tests!(
 only_on!(postgres:
     deep_verification_reads_only_what_changed_and_misses_no_change,
     without_change_tracking_every_catalog_is_read_and_said_so,
+    missing_ledgers_among_many_are_named_and_the_rest_read,
 );
 
 /// The catalogs a deep verification read, and those it knew unchanged.
@@ -259,4 +260,46 @@ async fn deep_verification_finds_the_missing_table(h: Harness) {
     .await;
     h.run(&["verify", "--deep"]).await.expect(0);
     assert_eq!(h.state("t_b").await, "ready");
+}
+
+/// Ledgers are read many to a statement; a statement naming a missing one
+/// fails. Whatever the grouping, each missing ledger (its table dropped, or
+/// its whole schema) is named, and every other tenant is still read.
+async fn missing_ledgers_among_many_are_named_and_the_rest_read(h: Harness) {
+    h.write(
+        "0001_items.sql",
+        "CREATE TABLE items (id bigint PRIMARY KEY);",
+    );
+    h.write(
+        "0002_orders.sql",
+        "CREATE TABLE orders (id bigint PRIMARY KEY);",
+    );
+    // More than one statement's worth, so both a first and a later
+    // statement meet a missing ledger.
+    let names = h.create_numbered(60).await;
+    h.exec_in_tenant("t_3", "DROP TABLE _tenantgate_migrations")
+        .await;
+    h.exec_in_tenant("t_41", "DROP TABLE _tenantgate_migrations")
+        .await;
+    h.exec_in_tenant("t_17", "DROP SCHEMA t_17 CASCADE").await;
+    h.exec_in_tenant(
+        "t_50",
+        "DELETE FROM _tenantgate_migrations WHERE version = 2",
+    )
+    .await;
+    let run = h.run(&["verify", "--json"]).await;
+    run.expect(1);
+    let report = run.json();
+    let tenants = report["tenants"].as_array().unwrap();
+    assert_eq!(tenants.len(), names.len());
+    for tenant in tenants {
+        let name = tenant["tenant"].as_str().unwrap();
+        let lost = ["t_3", "t_17", "t_41"].contains(&name);
+        assert_eq!(tenant["ledger_missing"], lost, "{tenant}");
+        let behind = name == "t_50";
+        assert_eq!(tenant["ok"], !(lost || behind), "{tenant}");
+        if behind {
+            assert_eq!(tenant["missing"][0]["file"], "0002_orders.sql", "{tenant}");
+        }
+    }
 }

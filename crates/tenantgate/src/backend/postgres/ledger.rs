@@ -1,10 +1,10 @@
 //! Reading many tenants' ledgers fast: small statements pipelined over a few
-//! connections, after one catalog query that says which ledgers exist.
-
-use std::collections::HashSet;
+//! connections. A statement naming a ledger that does not exist fails and
+//! is read again one ledger at a time, which tells which are missing: the
+//! common case (every ledger there) pays no catalog query for it.
 
 use futures::{future::BoxFuture, stream, FutureExt, StreamExt, TryStreamExt};
-use tokio_postgres::{types::Type, Client, SimpleQueryMessage};
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::{
     connect::Connector,
@@ -18,7 +18,6 @@ const PIPELINE_DEPTH: usize = 64;
 /// Connections used for reading ledgers.
 const READERS: usize = 4;
 
-/// Reads the ledgers of `tenants`; see [`crate::Backend::read_ledgers`].
 /// Which ledger each tenant schema holds and, for Django's, whose rows
 /// count.
 #[derive(Debug, Clone, Default)]
@@ -28,45 +27,32 @@ pub(crate) struct LedgerScope {
     pub(crate) apps: Vec<String>,
 }
 
+/// Reads the ledgers of `tenants`; see [`crate::Backend::read_ledgers`].
+/// The reader connections are opened together.
 pub(crate) async fn read_ledgers(
     connector: &Connector,
     tenants: &[TenantName],
     scope: &LedgerScope,
 ) -> Result<Ledgers, Error> {
-    let kind = scope.kind;
-    let mut first = connector.checkout().await?;
-    let existing = schemas_with_ledger(&first, kind).await?;
-    let mut ledgers: Ledgers = tenants
-        .iter()
-        .filter(|t| !existing.contains(t.as_str()))
-        .map(|t| (t.clone(), None))
-        .collect();
-    let present: Vec<&TenantName> = tenants
-        .iter()
-        .filter(|t| existing.contains(t.as_str()))
-        .collect();
-    if present.is_empty() {
-        first.keep(true);
-        return Ok(ledgers);
+    if tenants.is_empty() {
+        return Ok(Ledgers::new());
     }
-    let readers = READERS.min(present.len().div_ceil(PIPELINE_DEPTH)).max(1);
-    let mut clients = vec![first];
-    for _ in 1..readers {
-        clients.push(connector.checkout().await?);
-    }
-    let chunk = present.len().div_ceil(readers);
+    let readers = READERS.min(tenants.len().div_ceil(PIPELINE_DEPTH)).max(1);
+    let mut clients =
+        futures::future::try_join_all((0..readers).map(|_| connector.checkout())).await?;
+    let tenants: Vec<&TenantName> = tenants.iter().collect();
+    let chunk = tenants.len().div_ceil(readers);
     let results = futures::future::try_join_all(
         clients
             .iter()
-            .zip(present.chunks(chunk))
+            .zip(tenants.chunks(chunk))
             .map(|(client, tenants)| read_chunk(client, tenants, scope)),
     )
     .await?;
     for client in &mut clients {
         client.keep(true);
     }
-    ledgers.extend(results.into_iter().flatten());
-    Ok(ledgers)
+    Ok(results.into_iter().flatten().collect())
 }
 
 /// Ledgers read by one statement: enough to halve the per-statement cost,
@@ -134,7 +120,7 @@ async fn read_group(
         .join(" UNION ALL ");
     let messages = match client.simple_query(&format!("{sql} ORDER BY 1, 2")).await {
         Ok(messages) => messages,
-        // A ledger dropped since the catalog query: read them one by one.
+        // A ledger missing (never created, or dropped): read them one by one.
         Err(e) if !db_error(&e).connection_lost && group.len() > 1 => {
             let mut read = Vec::new();
             for tenant in group {
@@ -189,21 +175,4 @@ async fn read_group(
         .map(|t| (*t).clone())
         .zip(ledgers.into_iter().map(Some))
         .collect())
-}
-
-/// Schemas that hold a `kind` ledger table, in one catalog query.
-async fn schemas_with_ledger(client: &Client, kind: LedgerKind) -> Result<HashSet<String>, Error> {
-    let rows = client
-        .query_typed(
-            "SELECT n.nspname::text FROM pg_catalog.pg_class c
-               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-              WHERE c.relname = $1 AND c.relkind IN ('r', 'p')",
-            &[(&kind.table(), Type::TEXT)],
-        )
-        .await
-        .map_err(|e| Error::DatabaseUnavailable {
-            context: "listing tenant ledgers".into(),
-            source: db_error(&e),
-        })?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
