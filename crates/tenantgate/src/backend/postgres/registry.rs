@@ -131,16 +131,16 @@ pub(crate) async fn tenants(
     client: &Client,
     only: Option<&[TenantName]>,
 ) -> Result<Vec<Tenant>, Error> {
+    // One row per tenant and domain, in tenant order: no aggregation and
+    // no timestamp formatting on the server, which at 100,000 tenants took
+    // two thirds of this read's server time.
     let rows = client
         .query_typed(
             "SELECT t.name, t.placement, t.state, t.applied_versions, t.applied_checksums, t.last_error,
-                    to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-                    to_char(t.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-                    coalesce(array_agg(d.domain ORDER BY d.domain) FILTER (WHERE d.domain IS NOT NULL), '{}'),
-                    t.moving_to
+                    t.created_at, t.updated_at, d.domain, t.moving_to
                FROM tenantgate.tenants t LEFT JOIN tenantgate.domains d ON d.tenant = t.name
               WHERE $1::text[] IS NULL OR t.name = ANY($1)
-              GROUP BY t.name ORDER BY t.name",
+              ORDER BY t.name",
             &[(
                 &only.map(|names| names.iter().map(TenantName::as_str).collect::<Vec<_>>()),
                 Type::TEXT_ARRAY,
@@ -148,17 +148,33 @@ pub(crate) async fn tenants(
         )
         .await
         .map_err(|e| error_while("reading the registry", &e))?;
-    rows.iter().map(tenant_from_row).collect()
+    let mut tenants: Vec<Tenant> = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let domain = row
+            .get::<_, Option<&str>>(8)
+            .map(|d| read_back("the domain", d, Domain::parse))
+            .transpose()?;
+        match tenants.last_mut() {
+            Some(last) if last.name.as_str() == row.get::<_, &str>(0) => {
+                last.domains.extend(domain);
+            }
+            _ => tenants.push(tenant_from_row(row, domain)?),
+        }
+    }
+    for tenant in &mut tenants {
+        tenant.domains.sort();
+    }
+    Ok(tenants)
 }
 
-fn tenant_from_row(row: &tokio_postgres::Row) -> Result<Tenant, Error> {
-    let state: String = row.get(2);
-    let domains: Vec<String> = row.get(8);
+fn tenant_from_row(row: &tokio_postgres::Row, domain: Option<Domain>) -> Result<Tenant, Error> {
+    let state: &str = row.get(2);
+    let timestamp = |i| humantime::format_rfc3339_seconds(row.get(i)).to_string();
     Ok(Tenant {
         name: read_back("the tenant name", row.get(0), TenantName::parse)?,
         placement: row.get(1),
         moving_to: row.get(9),
-        state: TenantState::parse(&state).ok_or_else(|| Error::Database {
+        state: TenantState::parse(state).ok_or_else(|| Error::Database {
             context: "reading the registry".into(),
             source: crate::DbError {
                 code: None,
@@ -169,12 +185,9 @@ fn tenant_from_row(row: &tokio_postgres::Row) -> Result<Tenant, Error> {
         applied_versions: row.get(3),
         applied_checksums: row.get(4),
         last_error: row.get(5),
-        created_at: row.get(6),
-        updated_at: row.get(7),
-        domains: domains
-            .iter()
-            .map(|d| read_back("the domain", d, Domain::parse))
-            .collect::<Result<_, _>>()?,
+        created_at: timestamp(6),
+        updated_at: timestamp(7),
+        domains: domain.into_iter().collect(),
     })
 }
 
