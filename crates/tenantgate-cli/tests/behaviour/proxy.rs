@@ -36,6 +36,18 @@ async fn get(address: std::net::SocketAddr, host: &str, path: &str, extra: &str)
     .await
 }
 
+/// What the upstream echoed of a `GET` the proxy must forward.
+async fn forwarded(
+    address: std::net::SocketAddr,
+    host: &str,
+    path: &str,
+    extra: &str,
+) -> serde_json::Value {
+    let response = get(address, host, path, extra).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    response.json()
+}
+
 async fn served_tenants_are_forwarded_and_the_rest_never_reach_the_app(h: Harness) {
     incident_fleet(&h).await;
     let app = Upstream::start().await;
@@ -49,15 +61,13 @@ async fn served_tenants_are_forwarded_and_the_rest_never_reach_the_app(h: Harnes
 
     // A ready tenant: forwarded as sent, plus the tenant; nothing a client
     // sends can name another tenant or forge its origin.
-    let forwarded = get(
+    let echoed = forwarded(
         proxy.address,
         "acme.localhost",
         "/some/path?x=1",
         "X-Tenantgate-Tenant: globex\r\nX-Tenantgate-Schema: globex\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: x-hop\r\nX-Hop: 1\r\n",
     )
     .await;
-    assert_eq!(forwarded.status, 200, "{}", forwarded.body);
-    let echoed = forwarded.json();
     let headers = &echoed["headers"];
     assert_eq!(echoed["path"], "/some/path");
     assert_eq!(headers["host"], "acme.localhost");
@@ -192,15 +202,14 @@ async fn trusted_peers_extend_forwarded_headers_but_never_name_the_tenant(h: Har
     let proxy = h
         .proxy(app.address, &["--trust-forwarded", "127.0.0.0/8"])
         .await;
-    let forwarded = get(
+    let echoed = forwarded(
         proxy.address,
         "acme.localhost",
         "/",
         "X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: globex.localhost\r\n",
     )
     .await;
-    assert_eq!(forwarded.status, 200, "{}", forwarded.body);
-    let headers = &forwarded.json()["headers"];
+    let headers = &echoed["headers"];
     assert_eq!(
         headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1",
         "a trusted peer's chain is extended with the peer"
@@ -212,8 +221,8 @@ async fn trusted_peers_extend_forwarded_headers_but_never_name_the_tenant(h: Har
         "the tenant comes from Host, never from X-Forwarded-Host"
     );
     // Without a chain, the peer starts one.
-    let first = get(proxy.address, "acme.localhost", "/", "").await;
-    assert_eq!(first.json()["headers"]["x-forwarded-for"], "127.0.0.1");
+    let first = forwarded(proxy.address, "acme.localhost", "/", "").await;
+    assert_eq!(first["headers"]["x-forwarded-for"], "127.0.0.1");
 }
 
 /// Leaves a new tenant one migration behind; returns its name.
