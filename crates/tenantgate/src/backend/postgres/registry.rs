@@ -169,7 +169,7 @@ pub(crate) async fn tenants(
 
 fn tenant_from_row(row: &tokio_postgres::Row, domain: Option<Domain>) -> Result<Tenant, Error> {
     let state: &str = row.get(2);
-    let timestamp = |i| humantime::format_rfc3339_seconds(row.get(i)).to_string();
+    let timestamp = |i| registry_timestamp(row.try_get(i).ok());
     Ok(Tenant {
         name: read_back("the tenant name", row.get(0), TenantName::parse)?,
         placement: row.get(1),
@@ -189,6 +189,23 @@ fn tenant_from_row(row: &tokio_postgres::Row, domain: Option<Domain>) -> Result<
         updated_at: timestamp(7),
         domains: domain.into_iter().collect(),
     })
+}
+
+/// A registry timestamp as RFC 3339 text in UTC, seconds precision. A value
+/// the format cannot spell (before 1970, after 9999, `infinity`: only a
+/// hand-edited row holds one) reads as `out of range` rather than failing
+/// the registry read.
+fn registry_timestamp(time: Option<std::time::SystemTime>) -> String {
+    const YEAR_10000: std::time::Duration = std::time::Duration::from_secs(253_402_300_800);
+    match time {
+        Some(t)
+            if t.duration_since(std::time::UNIX_EPOCH)
+                .is_ok_and(|since| since < YEAR_10000) =>
+        {
+            humantime::format_rfc3339_seconds(t).to_string()
+        }
+        _ => "out of range".to_owned(),
+    }
 }
 
 /// Appends an event in its own statement (its own commit outside a transaction).
