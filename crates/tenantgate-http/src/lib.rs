@@ -33,6 +33,7 @@
 //! # }).unwrap();
 //! ```
 
+mod clock;
 mod details;
 mod gate;
 mod guard;

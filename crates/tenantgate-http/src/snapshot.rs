@@ -1,12 +1,14 @@
 //! The in-memory view of the registry the guard decides from.
 
+mod index;
+
 use std::{
-    collections::{hash_map::RandomState, BTreeMap, HashMap},
-    hash::{BuildHasher, BuildHasherDefault, Hasher},
+    collections::{BTreeMap, HashMap},
     sync::Arc,
     time::SystemTime,
 };
 
+use index::{Index, Keys, SecondHash};
 use smallvec::SmallVec;
 use tenantgate::{
     migrations::MigrationRef,
@@ -66,178 +68,6 @@ impl Unreachable {
         self.placements
             .get(&tenant.placement)
             .map(|why| format!("placement {} does not answer: {why}", tenant.placement))
-    }
-}
-
-/// Two independent keyed 64-bit hashes of one key: the first places it,
-/// the second tells it from the other keys placed there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Key {
-    place: u64,
-    check: u64,
-}
-
-/// The keyed hashers of one snapshot (SipHash with the process's random keys).
-#[derive(Debug, Default, Clone)]
-struct Keys {
-    place: RandomState,
-    check: RandomState,
-}
-
-impl Keys {
-    fn of(&self, text: &str) -> Key {
-        Key {
-            place: self.place.hash_one(text),
-            check: self.check.hash_one(text),
-        }
-    }
-}
-
-/// What an index slot keeps to tell its key from another placed with the
-/// same first hash.
-trait Check: Copy + std::fmt::Debug {
-    /// The check of a key whose second hash is `hash`.
-    fn of(hash: u64) -> Self;
-    /// Whether a lookup whose second hash is `hash` takes the slot's entry:
-    /// `None` when only the text can tell.
-    fn admits(&self, hash: u64) -> Option<bool>;
-    /// Marks the slot after a key alike in every hash was spilled.
-    fn collided(&mut self, hash: u64);
-}
-
-/// The second hash (its low bit replaced by a mark: compare the text).
-/// A host that is not a domain matches a slot only by guessing 127 bits of
-/// SipHash output made with keys it never sees, so a lookup takes the entry
-/// without reading the domain's text (another cache line).
-#[derive(Debug, Clone, Copy)]
-struct SecondHash(u64);
-
-/// The low bit of a [`SecondHash`]: set, the slot's text must be compared.
-const COMPARE_TEXT: u64 = 1;
-
-impl Check for SecondHash {
-    fn of(hash: u64) -> Self {
-        Self(hash & !COMPARE_TEXT)
-    }
-
-    fn admits(&self, hash: u64) -> Option<bool> {
-        let hash = hash & !COMPARE_TEXT;
-        if self.0 == hash {
-            Some(true)
-        } else if self.0 == hash | COMPARE_TEXT {
-            None
-        } else {
-            Some(false)
-        }
-    }
-
-    fn collided(&mut self, hash: u64) {
-        if self.0 & !COMPARE_TEXT == hash & !COMPARE_TEXT {
-            self.0 |= COMPARE_TEXT;
-        }
-    }
-}
-
-/// No check: the text is always compared (names, which no request looks
-/// up, keep their slots small).
-impl Check for () {
-    fn of(_: u64) -> Self {}
-
-    fn admits(&self, _: u64) -> Option<bool> {
-        None
-    }
-
-    fn collided(&mut self, _: u64) {}
-}
-
-/// Entries by the keyed hashes of one of their keys. The rare second key
-/// whose place is taken goes to `spill`, keyed by its text.
-#[derive(Debug, Clone)]
-struct Index<C> {
-    slots: HashMap<u64, (C, Arc<TenantEntry>), BuildHasherDefault<PassThrough>>,
-    spill: HashMap<String, Arc<TenantEntry>>,
-}
-
-impl<C> Default for Index<C> {
-    fn default() -> Self {
-        Self {
-            slots: HashMap::default(),
-            spill: HashMap::default(),
-        }
-    }
-}
-
-impl<C: Check> Index<C> {
-    fn get(
-        &self,
-        key: Key,
-        text: &str,
-        has_key: impl Fn(&TenantEntry, &str) -> bool,
-    ) -> Option<&Arc<TenantEntry>> {
-        if let Some((check, entry)) = self.slots.get(&key.place) {
-            let taken = check
-                .admits(key.check)
-                .unwrap_or_else(|| has_key(entry, text));
-            if taken {
-                return Some(entry);
-            }
-        }
-        if self.spill.is_empty() {
-            None
-        } else {
-            self.spill.get(text)
-        }
-    }
-
-    fn insert(&mut self, key: Key, text: &str, entry: &Arc<TenantEntry>) {
-        match self.slots.entry(key.place) {
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert((C::of(key.check), entry.clone()));
-            }
-            std::collections::hash_map::Entry::Occupied(mut slot) => {
-                slot.get_mut().0.collided(key.check);
-                self.spill.insert(text.to_owned(), entry.clone());
-            }
-        }
-    }
-
-    fn remove(&mut self, key: Key, text: &str, entry: &Arc<TenantEntry>) {
-        if self
-            .slots
-            .get(&key.place)
-            .is_some_and(|(_, held)| Arc::ptr_eq(held, entry))
-        {
-            self.slots.remove(&key.place);
-        } else {
-            self.spill.remove(text);
-        }
-    }
-
-    fn values(&self) -> impl Iterator<Item = &Arc<TenantEntry>> {
-        self.slots
-            .values()
-            .map(|(_, entry)| entry)
-            .chain(self.spill.values())
-    }
-}
-
-/// A hasher for keys that are already keyed hashes.
-#[derive(Debug, Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
     }
 }
 
@@ -375,68 +205,16 @@ impl Snapshot {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn entry(name: &str, domains: &[&str]) -> Arc<TenantEntry> {
+    pub(super) fn entry(name: &str, domains: &[&str]) -> Arc<TenantEntry> {
         Arc::new(TenantEntry {
             name: TenantName::parse(name).unwrap(),
             state: TenantState::Ready,
             domains: domains.iter().map(|d| Domain::parse(d).unwrap()).collect(),
             blocked: None,
         })
-    }
-
-    #[test]
-    fn a_key_whose_place_is_taken_is_still_found_and_removed() {
-        let (acme, globex) = (
-            entry("acme", &["a.example"]),
-            entry("globex", &["g.example"]),
-        );
-        let key = |check| Key { place: 7, check };
-        let mut index = Index::<SecondHash>::default();
-        // Both keys forced onto one place: the second spills, both are found.
-        index.insert(key(2), "a.example", &acme);
-        index.insert(key(4), "g.example", &globex);
-        assert!(Arc::ptr_eq(
-            index.get(key(2), "a.example", has_domain).unwrap(),
-            &acme
-        ));
-        assert!(Arc::ptr_eq(
-            index.get(key(4), "g.example", has_domain).unwrap(),
-            &globex
-        ));
-        assert!(index.get(key(6), "x.example", has_domain).is_none());
-        assert_eq!(index.values().count(), 2);
-        index.remove(key(4), "g.example", &globex);
-        assert!(index.get(key(4), "g.example", has_domain).is_none());
-        assert!(index.get(key(2), "a.example", has_domain).is_some());
-        index.remove(key(2), "a.example", &acme);
-        assert_eq!(index.values().count(), 0);
-    }
-
-    #[test]
-    fn keys_alike_in_both_hashes_are_told_apart_by_their_text() {
-        let (acme, globex) = (
-            entry("acme", &["a.example"]),
-            entry("globex", &["g.example"]),
-        );
-        let same = Key { place: 7, check: 2 };
-        let mut index = Index::<SecondHash>::default();
-        index.insert(same, "a.example", &acme);
-        index.insert(same, "g.example", &globex);
-        assert!(Arc::ptr_eq(
-            index.get(same, "a.example", has_domain).unwrap(),
-            &acme
-        ));
-        assert!(Arc::ptr_eq(
-            index.get(same, "g.example", has_domain).unwrap(),
-            &globex
-        ));
-        assert!(
-            index.get(same, "x.example", has_domain).is_none(),
-            "a third text with the same hashes is no one's"
-        );
     }
 
     #[test]

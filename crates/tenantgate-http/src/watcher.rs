@@ -15,6 +15,7 @@ use tenantgate::{
 };
 
 use crate::{
+    clock,
     details::DetailPolicy,
     metrics,
     recovery_text::RecoveryText,
@@ -67,12 +68,11 @@ impl Default for GuardConfig {
 /// The guard's shared state: the current snapshot and how fresh it is.
 pub struct GuardState {
     snapshot: ArcSwap<Snapshot>,
-    /// Milliseconds since `epoch` at which the registry was last confirmed.
+    /// When the registry was last confirmed, on [`clock::monotonic_ms`].
     confirmed_ms: AtomicU64,
     /// Set by the watcher's first failed read or heartbeat; cleared by the
     /// next successful one.
     store_lost: AtomicBool,
-    epoch: Instant,
     config: GuardConfig,
     required: ArcSwap<RequiredSet>,
     /// Wakes the watcher for a full re-read (the required set changed).
@@ -93,9 +93,8 @@ impl GuardState {
     pub fn new(snapshot: Snapshot, required: RequiredSet, config: GuardConfig) -> Self {
         let state = Self {
             snapshot: ArcSwap::from_pointee(snapshot),
-            confirmed_ms: AtomicU64::new(0),
+            confirmed_ms: AtomicU64::new(clock::monotonic_ms()),
             store_lost: AtomicBool::new(false),
-            epoch: Instant::now(),
             config,
             required: ArcSwap::from_pointee(required),
             reread: tokio::sync::Notify::new(),
@@ -138,7 +137,7 @@ impl GuardState {
     /// Marks the registry confirmed now: the state is known again.
     pub fn confirm(&self) {
         self.confirmed_ms
-            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+            .store(clock::monotonic_ms(), Ordering::Relaxed);
         if self.store_lost.swap(false, Ordering::Relaxed) {
             tracing::info!("the registry answers again; the guard decides from it");
         }
@@ -156,8 +155,8 @@ impl GuardState {
 
     /// How long since the registry was last confirmed.
     pub fn age(&self) -> Duration {
-        let confirmed = Duration::from_millis(self.confirmed_ms.load(Ordering::Relaxed));
-        self.epoch.elapsed().saturating_sub(confirmed)
+        let confirmed = self.confirmed_ms.load(Ordering::Relaxed);
+        Duration::from_millis(clock::monotonic_ms().saturating_sub(confirmed))
     }
 
     /// True when the guard cannot tell which tenants are ready: the last

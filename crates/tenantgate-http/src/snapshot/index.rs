@@ -1,0 +1,368 @@
+//! The snapshot's indexes: tenants by the keyed hashes of a domain or a
+//! name, in one flat table, so a request's lookup reads one slot (one
+//! cache line, usually) before the tenant's entry.
+
+use std::{
+    collections::{hash_map::RandomState, HashMap},
+    hash::{BuildHasher, Hasher},
+    sync::Arc,
+};
+
+use siphasher::sip128::{Hasher128, SipHasher13};
+
+use super::TenantEntry;
+
+/// Two independent keyed 64-bit hashes of one key: the first places it,
+/// the second tells it from the other keys placed there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Key {
+    place: u64,
+    check: u64,
+}
+
+/// The key of one snapshot's hashes: 128 random bits.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Keys(u64, u64);
+
+impl Default for Keys {
+    fn default() -> Self {
+        // The process's random SipHash keys, hashed: random bits without
+        // another source of randomness.
+        let random = RandomState::new();
+        Self(random.hash_one(0_u8), random.hash_one(1_u8))
+    }
+}
+
+impl Keys {
+    /// SipHash-1-3 with 128 bits of output: one pass over the text gives
+    /// both halves of the [`Key`].
+    pub(super) fn of(&self, text: &str) -> Key {
+        let mut hasher = SipHasher13::new_with_keys(self.0, self.1);
+        hasher.write(text.as_bytes());
+        let hash = hasher.finish128();
+        Key {
+            place: hash.h1,
+            check: hash.h2,
+        }
+    }
+}
+
+/// What an index slot keeps to tell its key from another placed with the
+/// same first hash.
+pub(super) trait Check: Copy + std::fmt::Debug {
+    /// The check of a key whose second hash is `hash`.
+    fn of(hash: u64) -> Self;
+    /// Whether a lookup whose second hash is `hash` takes the slot's entry:
+    /// `None` when only the text can tell.
+    fn admits(&self, hash: u64) -> Option<bool>;
+    /// Marks the slot after a key alike in every hash was spilled.
+    fn collided(&mut self, hash: u64);
+}
+
+/// The second hash (its low bit replaced by a mark: compare the text).
+/// A host that is not a domain matches a slot only by guessing 127 bits of
+/// SipHash output made with a key it never sees, so a lookup takes the
+/// entry without reading the domain's text (another cache line).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SecondHash(u64);
+
+/// The low bit of a [`SecondHash`]: set, the slot's text must be compared.
+const COMPARE_TEXT: u64 = 1;
+
+impl Check for SecondHash {
+    fn of(hash: u64) -> Self {
+        Self(hash & !COMPARE_TEXT)
+    }
+
+    fn admits(&self, hash: u64) -> Option<bool> {
+        let hash = hash & !COMPARE_TEXT;
+        if self.0 == hash {
+            Some(true)
+        } else if self.0 == hash | COMPARE_TEXT {
+            None
+        } else {
+            Some(false)
+        }
+    }
+
+    fn collided(&mut self, hash: u64) {
+        if self.0 & !COMPARE_TEXT == hash & !COMPARE_TEXT {
+            self.0 |= COMPARE_TEXT;
+        }
+    }
+}
+
+/// No check: the text is always compared (names, which no request looks
+/// up, keep their slots small).
+impl Check for () {
+    fn of(_: u64) -> Self {}
+
+    fn admits(&self, _: u64) -> Option<bool> {
+        None
+    }
+
+    fn collided(&mut self, _: u64) {}
+}
+
+/// One occupied place in the table.
+#[derive(Debug, Clone)]
+struct Slot<C> {
+    place: u64,
+    check: C,
+    entry: Arc<TenantEntry>,
+}
+
+/// The fewest slots a table that holds anything has.
+const MIN_SLOTS: usize = 16;
+
+/// Entries by the keyed hashes of one of their keys: an open-addressing
+/// table probed linearly from the first hash, at most three quarters full,
+/// with no two slots of one first hash. The rare second key whose first
+/// hash is taken goes to `spill`, keyed by its text.
+#[derive(Debug, Clone)]
+pub(super) struct Index<C> {
+    /// Empty, or a power of two long.
+    slots: Vec<Option<Slot<C>>>,
+    occupied: usize,
+    spill: HashMap<String, Arc<TenantEntry>>,
+}
+
+impl<C> Default for Index<C> {
+    fn default() -> Self {
+        Self {
+            slots: Vec::new(),
+            occupied: 0,
+            spill: HashMap::default(),
+        }
+    }
+}
+
+impl<C: Check> Index<C> {
+    /// The entry whose key is `key` (and, where the hashes cannot tell,
+    /// `text`, as `has_key` compares it).
+    pub(super) fn get(
+        &self,
+        key: Key,
+        text: &str,
+        has_key: impl Fn(&TenantEntry, &str) -> bool,
+    ) -> Option<&Arc<TenantEntry>> {
+        if let Some(slot) = self.find(key.place).and_then(|at| self.slots[at].as_ref()) {
+            let taken = slot
+                .check
+                .admits(key.check)
+                .unwrap_or_else(|| has_key(&slot.entry, text));
+            if taken {
+                return Some(&slot.entry);
+            }
+        }
+        if self.spill.is_empty() {
+            None
+        } else {
+            self.spill.get(text)
+        }
+    }
+
+    /// Adds `entry` under `key` (its text `text`).
+    pub(super) fn insert(&mut self, key: Key, text: &str, entry: &Arc<TenantEntry>) {
+        if (self.occupied + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        let mut at = self.home(key.place);
+        while let Some(slot) = &mut self.slots[at] {
+            if slot.place == key.place {
+                slot.check.collided(key.check);
+                self.spill.insert(text.to_owned(), entry.clone());
+                return;
+            }
+            at = self.next(at);
+        }
+        self.slots[at] = Some(Slot {
+            place: key.place,
+            check: C::of(key.check),
+            entry: entry.clone(),
+        });
+        self.occupied += 1;
+    }
+
+    /// Removes `entry`, which was inserted under `key` and `text`.
+    pub(super) fn remove(&mut self, key: Key, text: &str, entry: &Arc<TenantEntry>) {
+        let held = self.find(key.place).filter(|&at| {
+            self.slots[at]
+                .as_ref()
+                .is_some_and(|slot| Arc::ptr_eq(&slot.entry, entry))
+        });
+        match held {
+            Some(at) => self.vacate(at),
+            None => {
+                self.spill.remove(text);
+            }
+        }
+    }
+
+    /// Every entry, in no particular order.
+    pub(super) fn values(&self) -> impl Iterator<Item = &Arc<TenantEntry>> {
+        self.slots
+            .iter()
+            .flatten()
+            .map(|slot| &slot.entry)
+            .chain(self.spill.values())
+    }
+
+    /// Where the slot of first hash `place` is, if there is one.
+    fn find(&self, place: u64) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mut at = self.home(place);
+        loop {
+            match &self.slots[at] {
+                None => return None,
+                Some(slot) if slot.place == place => return Some(at),
+                Some(_) => at = self.next(at),
+            }
+        }
+    }
+
+    /// Empties slot `at` and moves later slots of the same run back into
+    /// the hole where their home allows, so every probe still ends at the
+    /// first empty slot (no tombstones).
+    fn vacate(&mut self, at: usize) {
+        self.slots[at] = None;
+        self.occupied -= 1;
+        let mask = self.slots.len() - 1;
+        let mut hole = at;
+        let mut next = self.next(at);
+        while let Some(slot) = &self.slots[next] {
+            let home = self.home(slot.place);
+            // The slot may fill the hole when the hole lies on its probe
+            // path: no farther from its home than the slot itself.
+            if next.wrapping_sub(home) & mask >= next.wrapping_sub(hole) & mask {
+                self.slots[hole] = self.slots[next].take();
+                hole = next;
+            }
+            next = self.next(next);
+        }
+    }
+
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(MIN_SLOTS);
+        let old = std::mem::replace(
+            &mut self.slots,
+            std::iter::repeat_with(|| None).take(size).collect(),
+        );
+        for slot in old.into_iter().flatten() {
+            let mut at = self.home(slot.place);
+            while self.slots[at].is_some() {
+                at = self.next(at);
+            }
+            self.slots[at] = Some(slot);
+        }
+    }
+
+    fn home(&self, place: u64) -> usize {
+        // Truncation keeps the low bits, which the mask keeps anyway.
+        (place as usize) & (self.slots.len() - 1)
+    }
+
+    fn next(&self, at: usize) -> usize {
+        (at + 1) & (self.slots.len() - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{has_domain, tests::entry};
+
+    fn key(place: u64, check: u64) -> Key {
+        Key { place, check }
+    }
+
+    #[test]
+    fn a_key_whose_place_is_taken_is_still_found_and_removed() {
+        let (acme, globex) = (
+            entry("acme", &["a.example"]),
+            entry("globex", &["g.example"]),
+        );
+        let key = |check| Key { place: 7, check };
+        let mut index = Index::<SecondHash>::default();
+        // Both keys forced onto one place: the second spills, both are found.
+        index.insert(key(2), "a.example", &acme);
+        index.insert(key(4), "g.example", &globex);
+        assert!(Arc::ptr_eq(
+            index.get(key(2), "a.example", has_domain).unwrap(),
+            &acme
+        ));
+        assert!(Arc::ptr_eq(
+            index.get(key(4), "g.example", has_domain).unwrap(),
+            &globex
+        ));
+        assert!(index.get(key(6), "x.example", has_domain).is_none());
+        assert_eq!(index.values().count(), 2);
+        index.remove(key(4), "g.example", &globex);
+        assert!(index.get(key(4), "g.example", has_domain).is_none());
+        assert!(index.get(key(2), "a.example", has_domain).is_some());
+        index.remove(key(2), "a.example", &acme);
+        assert_eq!(index.values().count(), 0);
+    }
+
+    #[test]
+    fn keys_alike_in_both_hashes_are_told_apart_by_their_text() {
+        let (acme, globex) = (
+            entry("acme", &["a.example"]),
+            entry("globex", &["g.example"]),
+        );
+        let same = Key { place: 7, check: 2 };
+        let mut index = Index::<SecondHash>::default();
+        index.insert(same, "a.example", &acme);
+        index.insert(same, "g.example", &globex);
+        assert!(Arc::ptr_eq(
+            index.get(same, "a.example", has_domain).unwrap(),
+            &acme
+        ));
+        assert!(Arc::ptr_eq(
+            index.get(same, "g.example", has_domain).unwrap(),
+            &globex
+        ));
+        assert!(
+            index.get(same, "x.example", has_domain).is_none(),
+            "a third text with the same hashes is no one's"
+        );
+    }
+
+    #[test]
+    fn removing_from_a_crowded_run_keeps_every_other_key_found() {
+        // Forty keys whose first hashes differ only above the bits a table
+        // of 64 slots looks at: five homes, two at the table's end, so the
+        // runs are long and wrap around. Removing them in several orders
+        // must leave every other key found.
+        let entries: Vec<_> = (0..40)
+            .map(|i| entry(&format!("t{i}"), &[&format!("t{i}.example")]))
+            .collect();
+        let keys: Vec<Key> = (0..40_u64)
+            .map(|i| {
+                key(
+                    [0, 1, 2, 62, 63][(i % 5) as usize] | ((i + 1) << 32),
+                    i * 2 + 2,
+                )
+            })
+            .collect();
+        for stride in [1, 7, 13] {
+            let mut index = Index::<SecondHash>::default();
+            for ((k, e), i) in keys.iter().zip(&entries).zip(0..) {
+                index.insert(*k, &format!("t{i}.example"), e);
+            }
+            let mut removed = vec![false; keys.len()];
+            for step in 0..keys.len() {
+                let i = step * stride % keys.len();
+                index.remove(keys[i], &format!("t{i}.example"), &entries[i]);
+                removed[i] = true;
+                for (j, gone) in removed.iter().enumerate() {
+                    let found = index.get(keys[j], &format!("t{j}.example"), has_domain);
+                    assert_eq!(found.is_none(), *gone, "key {j} after removing {i}");
+                }
+            }
+            assert_eq!(index.values().count(), 0);
+        }
+    }
+}
