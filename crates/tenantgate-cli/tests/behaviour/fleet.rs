@@ -32,6 +32,7 @@ only_on!(postgres:
     each_tenant_runs_in_its_own_schema_under_load,
     lost_connection_exits_3_with_a_summary,
     each_registry_row_is_found_by_its_key_not_by_a_scan,
+    a_tenant_whose_ledger_or_schema_is_gone_is_named_and_the_rest_migrate,
 );
 only_on!(sqlite: data_folder_gone_mid_run_exits_3_with_a_summary);
 
@@ -116,6 +117,38 @@ async fn one_failing_tenant_is_rolled_back_and_the_rest_proceed(h: Harness) {
         h.scalar_in_tenant("t_c", "SELECT count(*) FROM widgets WHERE id = 1")
             .await,
         1
+    );
+}
+
+/// The lock, the search path and the ledger read go to the server as one
+/// batch: a ledger that cannot be read must still be told from a lock
+/// timeout or a failing migration, and must stop only its own tenant.
+async fn a_tenant_whose_ledger_or_schema_is_gone_is_named_and_the_rest_migrate(h: Harness) {
+    h.write_tables(1);
+    h.create(&["t_a", "t_b", "t_c"]).await;
+    h.write("0002_alter.sql", "ALTER TABLE t1 ADD COLUMN extra int;");
+    h.exec_in_tenant("t_a", "DROP TABLE _tenantgate_migrations")
+        .await;
+    h.exec_in_registry("DROP SCHEMA t_b CASCADE").await;
+    let run = h.run(&["migrate", "--json"]).await;
+    run.expect(1);
+    let report = run.json();
+    for gone in ["t_a", "t_b"] {
+        let failed = tenant(&report, gone);
+        assert_eq!(failed["error"]["kind"], "ledger_missing", "{failed}");
+        assert_eq!(
+            failed["error"]["recovery"],
+            serde_json::json!({ "action": "restore_or_recreate", "tenant": gone }),
+            "{failed}"
+        );
+    }
+    assert_eq!(tenant(&report, "t_c")["outcome"], "migrated", "{report}");
+    assert_eq!(h.ledger("t_c").await, [1, 2]);
+    assert_eq!(
+        h.scalar_in_tenant("t_a", "SELECT count(*) FROM information_schema.columns WHERE table_schema = 't_a' AND column_name = 'extra'")
+            .await,
+        0,
+        "nothing ran where the ledger could not be read"
     );
 }
 

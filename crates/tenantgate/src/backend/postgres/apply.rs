@@ -9,7 +9,7 @@
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use super::sql::{db_error, is_lock_timeout, limits_sql, literal, tenant_ledger, xact_lock_sql};
+use super::sql::{db_error, is_lock_timeout, limits_sql, literal, tenant_ledger, xact_lock_call};
 pub(crate) use crate::backend::failure::ApplyFailure;
 use crate::{
     backend::{
@@ -135,13 +135,14 @@ impl Target {
         Ok(())
     }
 
-    /// `BEGIN`, limits, the lock and the search path: the start of every run.
+    /// `BEGIN`, limits, the lock and the search path: the start of every
+    /// run (the limits in a statement before the lock, which they bound).
     pub(crate) fn begin_sql(&self, limits: &Limits) -> String {
         format!(
-            "BEGIN; {} {} SET LOCAL search_path TO {}, public;",
+            "BEGIN; {} SELECT {}, set_config('search_path', {}, true);",
             limits_sql(limits),
-            xact_lock_sql(&self.lock_name),
-            self.schema
+            xact_lock_call(&self.lock_name),
+            literal(&format!("{}, public", self.schema))
         )
     }
 
@@ -273,13 +274,54 @@ async fn read_ledger(
     client: &Client,
     target: &Target,
 ) -> Result<Vec<(i64, Vec<u8>)>, tokio_postgres::Error> {
-    let messages = client
-        .simple_query(&format!(
-            "SELECT version, encode(checksum, 'hex') FROM {} WHERE success ORDER BY version",
-            target.ledger
-        ))
-        .await?;
-    Ok(messages
+    let messages = client.simple_query(&ledger_sql(target)).await?;
+    Ok(ledger_rows(&messages))
+}
+
+/// Starts a run (see [`Target::begin_sql`]) and reads the ledger under the
+/// tenant's lock, in one round trip. On failure the transaction is rolled
+/// back; a ledger that cannot be read is [`FailureKind::LedgerMissing`].
+async fn begin_reading_ledger(
+    client: &Client,
+    target: &Target,
+    limits: &Limits,
+) -> Result<Vec<(i64, Vec<u8>)>, ApplyFailure> {
+    let sql = format!("{} {}", target.begin_sql(limits), ledger_sql(target));
+    match client.simple_query(&sql).await {
+        Ok(messages) => Ok(ledger_rows(&messages)),
+        Err(e) => {
+            rollback(client).await;
+            let mut failure = ApplyFailure::db(&e, None);
+            if failure.kind == FailureKind::Migration {
+                failure.kind = FailureKind::LedgerMissing;
+            }
+            Err(failure)
+        }
+    }
+}
+
+/// The query of applied (version, hex checksum) pairs, in version order.
+fn ledger_sql(target: &Target) -> String {
+    format!(
+        "SELECT version, encode(checksum, 'hex') FROM {} WHERE success ORDER BY version;",
+        target.ledger
+    )
+}
+
+/// The (version, checksum) pairs [`ledger_sql`] returned, as the last
+/// statement of a batch (the batch's earlier statements may return rows
+/// of their own: the advisory lock's).
+fn ledger_rows(messages: &[SimpleQueryMessage]) -> Vec<(i64, Vec<u8>)> {
+    let completes = |m: &SimpleQueryMessage| matches!(m, SimpleQueryMessage::CommandComplete(_));
+    let end = messages
+        .iter()
+        .rposition(completes)
+        .unwrap_or(messages.len());
+    let start = messages[..end]
+        .iter()
+        .rposition(completes)
+        .map_or(0, |at| at + 1);
+    messages[start..end]
         .iter()
         .filter_map(|m| match m {
             SimpleQueryMessage::Row(row) => Some((
@@ -290,7 +332,7 @@ async fn read_ledger(
             )),
             _ => None,
         })
-        .collect())
+        .collect()
 }
 
 /// Rolls back, ignoring errors: the connection may already be gone, and then
@@ -310,21 +352,7 @@ pub(crate) async fn apply_set(
 ) -> Result<Vec<i64>, ApplyFailure> {
     let mut applied_now = Vec::new();
     loop {
-        target
-            .begin(client, limits)
-            .await
-            .map_err(|e| ApplyFailure::db(&e, None))?;
-        let ledger = match read_ledger(client, target).await {
-            Ok(ledger) => ledger,
-            Err(e) => {
-                rollback(client).await;
-                let mut failure = ApplyFailure::db(&e, None);
-                if failure.kind == FailureKind::Migration {
-                    failure.kind = FailureKind::LedgerMissing;
-                }
-                return Err(failure);
-            }
-        };
+        let ledger = begin_reading_ledger(client, target, limits).await?;
         let (segment, complete) = match next_step(set, &ledger) {
             Err(failure) => {
                 rollback(client).await;

@@ -23,12 +23,19 @@ pub(crate) fn lock_key(name: &str) -> (i32, i32) {
 
 /// The SQL that takes the transaction-scoped lock on `name`.
 pub(crate) fn xact_lock_sql(name: &str) -> String {
-    let (class, key) = lock_key(name);
-    format!("SELECT pg_advisory_xact_lock({class}, {key});")
+    format!("SELECT {};", xact_lock_call(name))
 }
 
-/// A SQL string literal. Only for text from migration files (descriptions),
-/// never for user input, which goes as bind parameters.
+/// The function call that takes the transaction-scoped lock on `name`, to
+/// select along with other calls.
+pub(crate) fn xact_lock_call(name: &str) -> String {
+    let (class, key) = lock_key(name);
+    format!("pg_advisory_xact_lock({class}, {key})")
+}
+
+/// A SQL string literal. Only for text from migration files (descriptions)
+/// and validated names, never for user input, which goes as bind
+/// parameters.
 pub(crate) fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
@@ -98,10 +105,11 @@ pub(crate) fn is_lock_timeout(e: &DbError) -> bool {
     e.code.as_deref() == Some(SqlState::LOCK_NOT_AVAILABLE.code())
 }
 
-/// `SET LOCAL` statements that bound a transaction's lock and statement waits.
+/// The statement that bounds a transaction's lock and statement waits:
+/// `set_config(…, true)` is `SET LOCAL`, three settings in one statement.
 pub(crate) fn limits_sql(limits: &crate::backend::Limits) -> String {
     format!(
-        "SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}; SET LOCAL standard_conforming_strings = on;",
+        "SELECT set_config('lock_timeout', '{}', true), set_config('statement_timeout', '{}', true), set_config('standard_conforming_strings', 'on', true);",
         limits.lock_timeout.as_millis().max(1),
         limits.statement_timeout.map_or(0, |d| d.as_millis().max(1))
     )
