@@ -660,15 +660,29 @@ struct Run<'a> {
 
 impl Run<'_> {
     /// Takes `placement`'s tenants from its queue until it is empty or the
-    /// run stops, replacing its connection every `recycle_after` tenants.
+    /// run stops, replacing its connection every `recycle_after` tenants;
+    /// closes its session, so what it committed is announced, before it
+    /// returns.
     async fn worker(&self, placement: &str) {
+        let mut session = None;
+        self.work(placement, &mut session).await;
+        if let Some(session) = session {
+            session.close().await;
+        }
+    }
+
+    /// The body of [`Self::worker`], leaving the session it ends with in
+    /// `session`.
+    async fn work(&self, placement: &str, session: &mut Option<Box<dyn TenantSession>>) {
         let queue = &self.queues[placement];
-        let mut session: Option<Box<dyn TenantSession>> = None;
         let mut used = 0;
         while !self.stop.is_cancelled() {
             if session.is_none() || used >= self.options.recycle_after {
+                if let Some(replaced) = session.take() {
+                    replaced.close().await;
+                }
                 match self.backend.open_session_on(placement).await {
-                    Ok(s) => (session, used) = (Some(s), 0),
+                    Ok(s) => (*session, used) = (Some(s), 0),
                     Err(e) if placement == DEFAULT_PLACEMENT => {
                         return self.database_gone(e.to_string())
                     }
@@ -682,7 +696,7 @@ impl Run<'_> {
             let report = self.run_one(active.as_mut(), &due).await;
             used += 1;
             match report.error.as_ref().map(|e| e.kind) {
-                Some(FailureKind::Interrupted | FailureKind::ConnectionLost) => session = None,
+                Some(FailureKind::Interrupted | FailureKind::ConnectionLost) => *session = None,
                 Some(_) if self.options.fail_fast => self.stop.cancel(),
                 _ => {}
             }

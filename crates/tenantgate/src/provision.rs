@@ -93,14 +93,20 @@ pub async fn create_tenant_on(
         .await?;
     if applied.len() < folder.tenant.len() {
         let mut session = backend.open_session_on(&placement).await?;
-        match session.migrate_tenant(tenant, &folder.tenant, limits).await {
+        let migrated = session.migrate_tenant(tenant, &folder.tenant, limits).await;
+        let recorded = match &migrated {
+            Err(failure) => session.record_failure(tenant, failure).await,
+            Ok(_) => Ok(()),
+        };
+        session.close().await;
+        recorded?;
+        match migrated {
             Ok(more) => applied.extend(more),
             Err(failure) => {
-                session.record_failure(tenant, &failure).await?;
                 return Err(Error::TenantLeftFailed {
                     tenant: tenant.to_string(),
                     failure: Box::new(failure),
-                });
+                })
             }
         }
     }

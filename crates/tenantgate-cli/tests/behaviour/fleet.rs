@@ -33,6 +33,8 @@ only_on!(postgres:
     lost_connection_exits_3_with_a_summary,
     each_registry_row_is_found_by_its_key_not_by_a_scan,
     a_tenant_whose_ledger_or_schema_is_gone_is_named_and_the_rest_migrate,
+    every_migrated_tenant_is_announced_by_name_before_migrate_exits,
+    a_closed_session_has_announced_what_it_committed,
 );
 only_on!(sqlite: data_folder_gone_mid_run_exits_3_with_a_summary);
 
@@ -390,6 +392,55 @@ async fn registry_state_follows_the_ledger_and_is_announced(h: Harness) {
     let (state, _, versions) = h.registry_row("t_a").await;
     assert_eq!(versions, h.ledger("t_a").await);
     assert_eq!(state, "ready");
+}
+
+/// Fleet runs announce several tenants to a notification, gathered for a
+/// few milliseconds on a connection of their own: none may be lost on the
+/// way, least of all the last ones, which the process's exit would drop
+/// were they not sent before it.
+async fn every_migrated_tenant_is_announced_by_name_before_migrate_exits(h: Harness) {
+    h.write_tables(1);
+    let names = h.create_numbered(40).await;
+    let backend = tenantgate::connect(&h.url).await.unwrap();
+    let mut watch = backend.watch().await.unwrap();
+    h.write("0002_t2.sql", "CREATE TABLE t2 (id int);");
+    h.run(&["migrate", "--jobs", "4"]).await.expect(0);
+    let mut announced = std::collections::BTreeSet::new();
+    // Whatever arrives after the process exited was sent before it did.
+    while let Some(change) = watch.next(Duration::from_millis(500)).await.unwrap() {
+        match change {
+            RegistryChange::Tenant(name) => announced.insert(name.to_string()),
+            other => panic!("every tenant is named, not {other:?}"),
+        };
+    }
+    let expected: std::collections::BTreeSet<String> = names.into_iter().collect();
+    assert_eq!(announced, expected);
+}
+
+/// Closing a session (as every fleet worker does before the run returns)
+/// sends what it committed at once, not when the gathering window ends:
+/// the announcement reaches a listener before the server's next answer
+/// to it.
+async fn a_closed_session_has_announced_what_it_committed(h: Harness) {
+    h.write_tables(1);
+    h.create(&["t_a"]).await;
+    h.write("0002_t2.sql", "CREATE TABLE t2 (id int);");
+    let set = tenantgate::MigrationSet::load(&h.migrations().join("tenant")).unwrap();
+    let backend = tenantgate::connect(&h.url).await.unwrap();
+    let mut watch = backend.watch().await.unwrap();
+    let t_a = tenantgate::TenantName::parse("t_a").unwrap();
+    let mut session = backend.open_session().await.unwrap();
+    let limits = tenantgate::backend::Limits::default();
+    let applied = session.migrate_tenant(&t_a, &set, &limits).await.unwrap();
+    assert_eq!(applied, [2]);
+    session.close().await;
+    // A listening backend sends the notifications committed before a
+    // query ahead of that query's answer.
+    watch.heartbeat(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        watch.next(Duration::ZERO).await.unwrap(),
+        Some(RegistryChange::Tenant(t_a))
+    );
 }
 
 async fn interrupt_rolls_back_in_flight_and_reports_the_rest(h: Harness) {

@@ -424,6 +424,12 @@ pub trait TenantSession: Send {
         mode: BackfillMode,
         limits: &Limits,
     ) -> Result<BackfillOutcome, TenantFailure>;
+
+    /// Ends the session: every registry change it committed has been
+    /// announced to watchers when this returns. A session dropped without
+    /// it (a run that lost its database) leaves the changes not yet
+    /// announced to the watchers' periodic refresh.
+    async fn close(self: Box<Self>) {}
 }
 
 /// How a backfill run treats each tenant.

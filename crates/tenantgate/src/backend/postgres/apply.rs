@@ -9,6 +9,7 @@
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
+use super::announce::announce_sql;
 use super::sql::{db_error, is_lock_timeout, limits_sql, literal, tenant_ledger, xact_lock_call};
 pub(crate) use crate::backend::failure::ApplyFailure;
 use crate::{
@@ -30,8 +31,9 @@ pub(crate) struct Target {
     pub(crate) ledger: String,
     /// Whether a tenant registry row (named after the schema) is kept in step.
     pub(crate) registry_row: bool,
-    /// What `NOTIFY tenantgate` announces after a commit: the tenant, or `*`.
-    pub(crate) announce: String,
+    /// What `NOTIFY tenantgate` announces after a commit: the tenant, or
+    /// `*`; `None` when the caller announces.
+    pub(crate) announce: Option<String>,
     /// Send each statement as its own message (Citus forwards a message's
     /// whole text to its workers, which refuse some statements in a
     /// multi-statement message); still one transaction.
@@ -46,7 +48,7 @@ impl Target {
             schema: tenant.quoted(),
             ledger: tenant_ledger(tenant, kind),
             registry_row: true,
-            announce: tenant.to_string(),
+            announce: Some(tenant.to_string()),
             one_by_one: false,
         }
     }
@@ -59,7 +61,7 @@ impl Target {
             ledger: "tenantgate._shared_migrations".into(),
             registry_row: false,
             // Shared changes concern every tenant: watchers re-read everything.
-            announce: "*".into(),
+            announce: Some("*".into()),
             one_by_one: false,
         }
     }
@@ -108,31 +110,36 @@ impl Target {
         begun
     }
 
-    /// Commits, then announces the change on channel `tenantgate` in the
-    /// same round trip. The announcement runs after the commit, in its own
-    /// tiny transaction: notifying inside the tenant's transaction would
-    /// serialise every parallel tenant's commit on the notification queue's
-    /// lock. A lost announcement is covered by watchers' periodic refresh.
+    /// Commits, then (unless the caller announces) announces the change on
+    /// channel `tenantgate` in the same round trip. The announcement runs
+    /// after the commit, in its own tiny transaction: notifying inside the
+    /// tenant's transaction would serialise every parallel tenant's commit
+    /// on the notification queue's lock. A lost announcement is covered by
+    /// watchers' periodic refresh.
     pub(crate) async fn commit_and_announce(
         &self,
         client: &Client,
     ) -> Result<(), tokio_postgres::Error> {
-        // Its own transaction, committed without waiting for the disk: a
-        // notification lost to a crash is covered by the watchers' periodic
-        // refresh, and waiting would double the fsyncs of a fleet run.
-        let announce = format!(
-            "BEGIN; SET LOCAL synchronous_commit TO off; SELECT pg_notify('tenantgate', {}); COMMIT;",
-            literal(&self.announce)
-        );
+        let Some(payload) = &self.announce else {
+            return client.batch_execute("COMMIT").await;
+        };
+        let announce = announce_sql(std::slice::from_ref(payload));
         let (committed, announced) = futures::join!(
             client.batch_execute("COMMIT"),
             client.batch_execute(&announce)
         );
         committed?;
         if let Err(e) = announced {
-            tracing::warn!(error = %e, announce = %self.announce, "could not announce a registry change");
+            tracing::warn!(error = %e, announce = %payload, "could not announce a registry change");
         }
         Ok(())
+    }
+
+    /// The same target, whose commits the caller announces (see
+    /// [`super::announce::Announcer`]).
+    pub(crate) fn announced_by_caller(mut self) -> Self {
+        self.announce = None;
+        self
     }
 
     /// `BEGIN`, limits, the lock and the search path: the start of every

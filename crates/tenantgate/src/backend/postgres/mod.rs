@@ -6,6 +6,7 @@
 //! no connection ever carries one tenant's search path into other work.
 
 mod adopt;
+mod announce;
 mod apply;
 mod backfill;
 mod changes;
@@ -41,6 +42,7 @@ use tokio_postgres::Client;
 pub use self::conninfo::{settings, ConnectionSettings, APPLICATION_NAME};
 
 use self::{
+    announce::Announcer,
     apply::{apply_set, ApplyFailure, Target},
     connect::{Connector, ServerKind},
     ledger::LedgerScope,
@@ -77,6 +79,9 @@ pub struct PgBackend {
     /// Placements whose shared migrations could not be applied this run
     /// (unreachable), with why: no tenant work runs there.
     shared_behind: Mutex<HashMap<String, String>>,
+    /// Announces the tenants sessions on `default` commit, started by the
+    /// first such session (again if the runtime it ran on has ended).
+    announcer: Mutex<Option<Announcer>>,
 }
 
 /// Tenants of one placement, with the way to reach it.
@@ -107,6 +112,7 @@ impl PgBackend {
             ledger: LedgerScope::default(),
             placements: tokio::sync::RwLock::new(None),
             shared_behind: Mutex::new(HashMap::new()),
+            announcer: Mutex::new(None),
         })
     }
 
@@ -588,11 +594,21 @@ impl Backend for PgBackend {
     }
 
     async fn open_session(&self) -> Result<Box<dyn TenantSession>, Error> {
+        let announcer = {
+            let mut running = self.announcer.lock().expect("announcer lock");
+            match running.as_ref().filter(|a| a.is_running()) {
+                Some(announcer) => announcer.clone(),
+                None => running
+                    .insert(Announcer::start(self.connector.clone()))
+                    .clone(),
+            }
+        };
         Ok(Box::new(PgSession {
             client: self.connector.connect().await?,
             ledger: self.ledger.kind,
             server: self.connector.kind().await?,
             registry: None,
+            announcer: Some(announcer),
         }))
     }
 
@@ -629,6 +645,8 @@ impl Backend for PgBackend {
                 .await
                 .map_err(|e| in_placement(placement, e))?,
             registry: Some((placement.to_owned(), self.connector.connect().await?)),
+            // Its commits are announced on the registry as they are copied there.
+            announcer: None,
         }))
     }
 
@@ -792,6 +810,9 @@ struct PgSession {
     /// Whether the server is a Citus coordinator.
     server: ServerKind,
     registry: Option<(String, Client)>,
+    /// On `default`: announces the tenants this session committed, several
+    /// to a notification.
+    announcer: Option<Announcer>,
 }
 
 #[async_trait]
@@ -802,14 +823,16 @@ impl TenantSession for PgSession {
         set: &MigrationSet,
         limits: &Limits,
     ) -> Result<Vec<i64>, TenantFailure> {
-        let applied = apply_set(
-            &self.client,
-            &Target::tenant(tenant, self.ledger).on(self.server),
-            set,
-            limits,
-        )
-        .await
-        .map_err(|f| tenant_failure(tenant, f))?;
+        let mut target = Target::tenant(tenant, self.ledger).on(self.server);
+        if self.announcer.is_some() {
+            target = target.announced_by_caller();
+        }
+        let applied = apply_set(&self.client, &target, set, limits).await;
+        if let Some(announcer) = &self.announcer {
+            // Failed or not, a run may have committed part of the set.
+            announcer.announce(tenant);
+        }
+        let applied = applied.map_err(|f| tenant_failure(tenant, f))?;
         if let Some((placement, registry)) = &self.registry {
             placed::copy_to_registry(&self.client, registry, placement, tenant).await?;
         }
@@ -844,6 +867,12 @@ impl TenantSession for PgSession {
         )
         .await
         .map_err(|f| backfill_failure(tenant, backfill, f))
+    }
+
+    async fn close(self: Box<Self>) {
+        if let Some(announcer) = &self.announcer {
+            announcer.flush().await;
+        }
     }
 }
 

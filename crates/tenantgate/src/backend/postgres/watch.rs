@@ -1,6 +1,6 @@
 //! `LISTEN tenantgate` on a dedicated connection.
 
-use std::time::Duration;
+use std::{collections::VecDeque, time::Duration};
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
@@ -16,6 +16,8 @@ use crate::{
 pub(crate) struct PgWatch {
     client: Client,
     notifications: mpsc::UnboundedReceiver<String>,
+    /// Changes of a payload that named several tenants, not yet returned.
+    queued: VecDeque<RegistryChange>,
 }
 
 impl PgWatch {
@@ -28,18 +30,23 @@ impl PgWatch {
         Ok(Self {
             client,
             notifications,
+            queued: VecDeque::new(),
         })
     }
 }
 
-/// The change a `NOTIFY tenantgate` payload announces: a tenant's name,
-/// `*reload` (a deploy: the required set too), else (`*`, or anything
-/// unexpected) everything.
-fn from_payload(payload: &str) -> RegistryChange {
+/// The changes a `NOTIFY tenantgate` payload announces: tenants' names
+/// separated by spaces, `*reload` (a deploy: the required set too), else
+/// (`*`, or anything unexpected) everything.
+fn from_payload(payload: &str) -> VecDeque<RegistryChange> {
     if payload == super::RELOAD_PAYLOAD {
-        return RegistryChange::Reload;
+        return VecDeque::from([RegistryChange::Reload]);
     }
-    TenantName::parse(payload).map_or(RegistryChange::Everything, RegistryChange::Tenant)
+    payload
+        .split(' ')
+        .map(|name| TenantName::parse(name).map(RegistryChange::Tenant))
+        .collect::<Result<VecDeque<_>, _>>()
+        .unwrap_or_else(|_| VecDeque::from([RegistryChange::Everything]))
 }
 
 fn lost(message: &str) -> Error {
@@ -56,8 +63,14 @@ fn lost(message: &str) -> Error {
 #[async_trait]
 impl Watch for PgWatch {
     async fn next(&mut self, timeout: Duration) -> Result<Option<RegistryChange>, Error> {
+        if let Some(change) = self.queued.pop_front() {
+            return Ok(Some(change));
+        }
         match tokio::time::timeout(timeout, self.notifications.recv()).await {
-            Ok(Some(payload)) => Ok(Some(from_payload(&payload))),
+            Ok(Some(payload)) => {
+                self.queued = from_payload(&payload);
+                Ok(self.queued.pop_front())
+            }
             Ok(None) => Err(lost("the listening connection closed")),
             Err(_) => Ok(None),
         }
@@ -77,5 +90,31 @@ pub(super) async fn heartbeat(client: &Client, timeout: Duration) -> Result<(), 
             &e,
         )),
         Err(_) => Err(lost("the registry did not answer a heartbeat in time")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(name: &str) -> RegistryChange {
+        RegistryChange::Tenant(TenantName::parse(name).unwrap())
+    }
+
+    #[test]
+    fn payloads_name_one_tenant_several_or_everything() {
+        assert_eq!(from_payload("acme"), [tenant("acme")]);
+        assert_eq!(
+            from_payload("acme globex initech"),
+            [tenant("acme"), tenant("globex"), tenant("initech")]
+        );
+        assert_eq!(from_payload("*reload"), [RegistryChange::Reload]);
+        for anything in ["*", "", "acme  globex", "acme Globex!", " acme"] {
+            assert_eq!(
+                from_payload(anything),
+                [RegistryChange::Everything],
+                "{anything:?}"
+            );
+        }
     }
 }
