@@ -1,12 +1,14 @@
 //! Announcing tenants' registry changes on channel `tenantgate`, several
 //! tenants to a notification, for fleet runs.
 //!
-//! A tenant's commit used to be followed by its own small transaction that
-//! notified for it alone: about 50 µs of server CPU per tenant, a tenth of
-//! a fleet migration's. Here the names committed within [`WINDOW`] of each
-//! other go out together, in one transaction on a connection of their own.
-//! Watchers split the payload on spaces (an older watcher reads a list as
-//! "anything may have changed" and re-reads everything, which is safe).
+//! A tenant's commit used to be followed by a small transaction of its own
+//! that notified for it alone (about 50 µs of server CPU when replayed
+//! alone). Here the names committed within [`WINDOW`] of each other go out
+//! together, in one transaction on a connection of their own: fewer
+//! transactions for the server, and one notification per batch for every
+//! listening guard. Watchers split the payload on spaces (an older watcher
+//! reads a list as "anything may have changed" and re-reads everything,
+//! which is safe).
 
 use std::time::Duration;
 
@@ -156,17 +158,15 @@ pub(crate) fn announce_sql(payloads: &[String]) -> String {
 /// The tenants' names joined by spaces, in as few payloads as fit under
 /// [`MAX_PAYLOAD`] bytes each.
 fn payloads(tenants: &[TenantName]) -> Vec<String> {
-    let mut payloads = vec![String::new()];
-    for tenant in tenants {
-        let current = payloads.last_mut().expect("never empty");
-        if !current.is_empty() && current.len() + 1 + tenant.as_str().len() > MAX_PAYLOAD {
-            payloads.push(String::new());
+    let mut payloads: Vec<String> = Vec::new();
+    for name in tenants.iter().map(TenantName::as_str) {
+        match payloads.last_mut() {
+            Some(current) if current.len() + 1 + name.len() <= MAX_PAYLOAD => {
+                current.push(' ');
+                current.push_str(name);
+            }
+            _ => payloads.push(name.to_owned()),
         }
-        let current = payloads.last_mut().expect("never empty");
-        if !current.is_empty() {
-            current.push(' ');
-        }
-        current.push_str(tenant.as_str());
     }
     payloads
 }
