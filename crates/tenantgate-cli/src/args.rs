@@ -115,6 +115,17 @@ pub(crate) enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command answers HTTP requests, which a runtime with a
+    /// worker per core serves in parallel. Every other command is a client
+    /// of its store and runs on one thread: its tasks wait on the database,
+    /// and waking a task on another thread cost half the client's CPU in a
+    /// fleet migration (futex wake-ups and context switches).
+    pub(crate) fn serves_http(&self) -> bool {
+        matches!(self, Self::Serve(_) | Self::Proxy(_) | Self::Demo(_))
+    }
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
     /// Address to serve on (port 0 picks a free port)
