@@ -696,7 +696,15 @@ impl Run<'_> {
             let report = self.run_one(active.as_mut(), &due).await;
             used += 1;
             match report.error.as_ref().map(|e| e.kind) {
-                Some(FailureKind::Interrupted | FailureKind::ConnectionLost) => *session = None,
+                // Its connection is in an unknown state: closed (what it
+                // committed is still announced), never reused.
+                Some(FailureKind::Interrupted) => {
+                    if let Some(interrupted) = session.take() {
+                        interrupted.close().await;
+                    }
+                }
+                // The database is gone: nothing to announce through it.
+                Some(FailureKind::ConnectionLost) => *session = None,
                 Some(_) if self.options.fail_fast => self.stop.cancel(),
                 _ => {}
             }

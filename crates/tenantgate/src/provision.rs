@@ -100,15 +100,10 @@ pub async fn create_tenant_on(
         };
         session.close().await;
         recorded?;
-        match migrated {
-            Ok(more) => applied.extend(more),
-            Err(failure) => {
-                return Err(Error::TenantLeftFailed {
-                    tenant: tenant.to_string(),
-                    failure: Box::new(failure),
-                })
-            }
-        }
+        applied.extend(migrated.map_err(|failure| Error::TenantLeftFailed {
+            tenant: tenant.to_string(),
+            failure: Box::new(failure),
+        })?);
     }
     Ok(Provisioned {
         tenant: tenant.clone(),
