@@ -85,9 +85,12 @@ impl<S: Send + Sync> FromRequestParts<S> for ResolvedTenant {
 }
 
 /// What to do with a request.
-enum Decision {
+pub(crate) enum Decision {
+    /// A served tenant: the request goes on.
     Pass(Arc<TenantEntry>),
+    /// A tenant not known to be ready, served because the check is off.
     Bypass(Arc<TenantEntry>),
+    /// The guard's own answer (400, 404, 503); the request goes no further.
     Respond(Response),
 }
 
@@ -126,75 +129,73 @@ pub(crate) fn prefers_json(accept: Option<&HeaderValue>) -> bool {
     json > html
 }
 
-impl<S> Guard<S> {
-    fn decide(&self, request: &Request<Body>) -> Decision {
-        let config = self.state.config();
-        let unknown = self.state.state_unknown();
-        if !unknown {
-            // The hot path: a host already in normal form that routes to a
-            // served tenant, decided without allocating.
-            if let Some(entry) =
-                already_normal(request).and_then(|host| self.state.snapshot().lookup(host).cloned())
-            {
-                if entry.blocked.is_none() {
-                    return Decision::Pass(entry);
-                }
+/// What the guard decides for `request` against `state`'s snapshot: the
+/// same decision whether a tower service or the proxy asks.
+pub(crate) fn decide(state: &GuardState, request: &Request<Body>) -> Decision {
+    let config = state.config();
+    let unknown = state.state_unknown();
+    if !unknown {
+        // The hot path: a host already in normal form that routes to a
+        // served tenant, decided without allocating.
+        if let Some(entry) =
+            already_normal(request).and_then(|host| state.snapshot().lookup(host).cloned())
+        {
+            if entry.blocked.is_none() {
+                return Decision::Pass(entry);
             }
         }
-        let wants_json = wants_json(request);
-        let host = match request_host(request) {
-            Ok(host) => host,
-            Err(HostError::Missing) => {
-                return Decision::Respond(pages::bad_host("the request names no host", wants_json))
-            }
-            Err(HostError::Malformed(reason)) => {
-                return Decision::Respond(pages::bad_host(&reason, wants_json))
-            }
-        };
-        let snapshot = self.state.snapshot();
-        let entry = snapshot.lookup(host.as_str());
-        let blocked_reason = match (unknown, entry) {
-            (true, _) => "state_unknown",
-            (false, None) => {
-                return Decision::Respond(pages::unknown_host(host.as_str(), wants_json))
-            }
-            (false, Some(entry)) => match &entry.blocked {
-                None => return Decision::Pass(entry.clone()),
-                Some(blocked) => blocked.reason.as_str(),
-            },
-        };
-        if let (true, Some(entry)) = (config.dangerous_bypass, entry) {
-            metrics::bypassed();
-            tracing::warn!(tenant = %entry.name, reason = blocked_reason, "migration check bypassed: serving a tenant that is not known to be ready");
-            return Decision::Bypass(entry.clone());
-        }
-        let reference = reference_id();
-        metrics::blocked(blocked_reason);
-        let retry_after = config.retry_after.as_secs();
-        let Some(entry) = entry.filter(|_| !unknown) else {
-            tracing::error!(host = %host, reason = blocked_reason, reference = %reference, "request blocked: migration state unknown");
-            return Decision::Respond(pages::state_unknown(&reference, retry_after, wants_json));
-        };
-        tracing::error!(
-            tenant = %entry.name,
-            host = %host,
-            reason = blocked_reason,
-            reference = %reference,
-            "request blocked: tenant not ready"
-        );
-        Decision::Respond(pages::blocked(
-            &BlockedPage {
-                entry,
-                container: &self.state.container(&entry.name),
-                host: host.as_str(),
-                reference: &reference,
-                show_details: config.details.reveals(request.headers()),
-                retry_after,
-                recovery_text: &config.recovery_text,
-            },
-            wants_json,
-        ))
     }
+    let wants_json = wants_json(request);
+    let host = match request_host(request) {
+        Ok(host) => host,
+        Err(HostError::Missing) => {
+            return Decision::Respond(pages::bad_host("the request names no host", wants_json))
+        }
+        Err(HostError::Malformed(reason)) => {
+            return Decision::Respond(pages::bad_host(&reason, wants_json))
+        }
+    };
+    let snapshot = state.snapshot();
+    let entry = snapshot.lookup(host.as_str());
+    let blocked_reason = match (unknown, entry) {
+        (true, _) => "state_unknown",
+        (false, None) => return Decision::Respond(pages::unknown_host(host.as_str(), wants_json)),
+        (false, Some(entry)) => match &entry.blocked {
+            None => return Decision::Pass(entry.clone()),
+            Some(blocked) => blocked.reason.as_str(),
+        },
+    };
+    if let (true, Some(entry)) = (config.dangerous_bypass, entry) {
+        metrics::bypassed();
+        tracing::warn!(tenant = %entry.name, reason = blocked_reason, "migration check bypassed: serving a tenant that is not known to be ready");
+        return Decision::Bypass(entry.clone());
+    }
+    let reference = reference_id();
+    metrics::blocked(blocked_reason);
+    let retry_after = config.retry_after.as_secs();
+    let Some(entry) = entry.filter(|_| !unknown) else {
+        tracing::error!(host = %host, reason = blocked_reason, reference = %reference, "request blocked: migration state unknown");
+        return Decision::Respond(pages::state_unknown(&reference, retry_after, wants_json));
+    };
+    tracing::error!(
+        tenant = %entry.name,
+        host = %host,
+        reason = blocked_reason,
+        reference = %reference,
+        "request blocked: tenant not ready"
+    );
+    Decision::Respond(pages::blocked(
+        &BlockedPage {
+            entry,
+            container: &state.container(&entry.name),
+            host: host.as_str(),
+            reference: &reference,
+            show_details: config.details.reveals(request.headers()),
+            retry_after,
+            recovery_text: &config.recovery_text,
+        },
+        wants_json,
+    ))
 }
 
 impl<S> Service<Request<Body>> for Guard<S>
@@ -211,7 +212,7 @@ where
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let bypass_on = self.state.config().dangerous_bypass;
-        let entry = match self.decide(&request) {
+        let entry = match decide(&self.state, &request) {
             Decision::Respond(response) => {
                 return ResponseFuture {
                     kind: Kind::Respond {
@@ -269,7 +270,8 @@ where
     }
 }
 
-fn mark_bypass(mut response: Response, bypass_on: bool) -> Response {
+/// `response`, marked as served with the migration check off when it is.
+pub(crate) fn mark_bypass(mut response: Response, bypass_on: bool) -> Response {
     if bypass_on {
         response
             .headers_mut()

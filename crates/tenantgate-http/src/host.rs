@@ -22,7 +22,8 @@ pub enum HostError {
 /// not http or https.
 fn raw_host<B>(request: &Request<B>) -> Result<&str, HostError> {
     let mut hosts = request.headers().get_all(HOST).iter();
-    if hosts.next().is_some() && hosts.next().is_some() {
+    let header = hosts.next();
+    if header.is_some() && hosts.next().is_some() {
         return Err(HostError::Malformed(
             "the request carries more than one Host header".into(),
         ));
@@ -37,7 +38,7 @@ fn raw_host<B>(request: &Request<B>) -> Result<&str, HostError> {
     match request.uri().authority() {
         Some(authority) => Ok(authority.as_str()),
         None => {
-            let header = request.headers().get(HOST).ok_or(HostError::Missing)?;
+            let header = header.ok_or(HostError::Missing)?;
             if header.len() > MAX_HOST_LEN {
                 return Err(HostError::Malformed("the Host header is too long".into()));
             }

@@ -1,5 +1,5 @@
 //! The guard in front of any web app: a reverse proxy that resolves the
-//! tenant with the same [`GuardLayer`] decision `serve` uses, answers
+//! tenant with the same [`GuardLayer`](crate::GuardLayer) decision `serve` uses, answers
 //! 503/404/400 itself, and forwards the rest to the upstream with the
 //! tenant in `X-Tenantgate-*` headers.
 //!
@@ -59,9 +59,10 @@ use pin_project_lite::pin_project;
 use tenantgate::Domain;
 
 use crate::{
-    guard::{prefers_json, GuardLayer, ResolvedTenant},
+    guard::{decide, mark_bypass, prefers_json, Decision},
     host::request_host,
     metrics as names, pages,
+    snapshot::TenantEntry,
     upstream_pool::{SendError, UpstreamPool},
     watcher::GuardState,
 };
@@ -125,6 +126,9 @@ struct UpstreamParts {
     forwarded: metrics::Counter,
     latency: metrics::Histogram,
     prefix: String,
+    /// For tenants in files: their folder as text, ending in a separator,
+    /// worked out once rather than per request.
+    tenant_files: String,
 }
 
 impl Upstream {
@@ -144,6 +148,10 @@ impl Upstream {
                 .path_and_query
                 .map(|p| p.path().trim_end_matches('/').to_owned())
                 .unwrap_or_default(),
+            tenant_files: match &config.location {
+                TenantLocation::Schema => String::new(),
+                TenantLocation::File(data) => data.join("tenants").join("").display().to_string(),
+            },
             config,
         }))
     }
@@ -154,7 +162,7 @@ impl Upstream {
         &self,
         mut request: Request,
         peer: &Peer,
-        tenant: Option<&ResolvedTenant>,
+        tenant: Option<&TenantEntry>,
     ) -> Response {
         let this = &self.0;
         // Only an error page needs it: parsed then, not for every request.
@@ -220,17 +228,22 @@ impl UpstreamParts {
         &self,
         request: Request,
         peer: &Peer,
-        tenant: Option<&ResolvedTenant>,
+        tenant: Option<&TenantEntry>,
         upgrading: bool,
     ) -> Result<hyper::Request<Body>, String> {
         let (mut parts, body) = request.into_parts();
+        // Kept as sent; synthesised from the authority (HTTP/2) when absent.
         let host = match parts.headers.get(header::HOST) {
             Some(host) => host.clone(),
-            None => parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-                .ok_or("the request names no host")?,
+            None => {
+                let host = parts
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                    .ok_or("the request names no host")?;
+                parts.headers.insert(header::HOST, host.clone());
+                host
+            }
         };
         // Origin-form: the upstream reads the host from `Host`. A request
         // already in origin-form (every HTTP/1.1 one) keeps its target.
@@ -244,7 +257,8 @@ impl UpstreamParts {
         strip_hop_by_hop(headers, upgrading, |name| {
             name.as_str().starts_with(TENANT_HEADER_PREFIX)
         });
-        headers.insert(header::HOST, host.clone());
+        // Room for the five headers set below, grown at most once.
+        headers.reserve(5);
         self.forwarded_headers(headers, peer, host);
         if let Some(tenant) = tenant {
             if let Ok(name) = HeaderValue::from_str(tenant.name.as_str()) {
@@ -252,9 +266,12 @@ impl UpstreamParts {
                     TenantLocation::Schema => {
                         headers.insert(TENANT_SCHEMA.clone(), name.clone());
                     }
-                    TenantLocation::File(data) => {
-                        let file = data.join("tenants").join(format!("{}.db", tenant.name));
-                        if let Ok(file) = HeaderValue::from_str(&file.display().to_string()) {
+                    TenantLocation::File(_) => {
+                        let mut file = String::with_capacity(self.tenant_files.len() + 70);
+                        file.push_str(&self.tenant_files);
+                        file.push_str(tenant.name.as_str());
+                        file.push_str(".db");
+                        if let Ok(file) = HeaderValue::try_from(file) {
                             headers.insert(TENANT_DATABASE.clone(), file);
                         }
                     }
@@ -327,38 +344,58 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
             .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// The fixed hop-by-hop set besides `Connection` and `Upgrade`.
-const HOP_BY_HOP: [&str; 7] = [
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "proxy-authorization",
-    "proxy-authenticate",
-];
+/// The fixed hop-by-hop set besides `Connection` and `Upgrade`, compared as
+/// header names (most are standard names: one byte compared, not text).
+fn is_fixed_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::TE
+        || *name == header::TRAILER
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::PROXY_AUTHORIZATION
+        || *name == header::PROXY_AUTHENTICATE
+        || *name == KEEP_ALIVE
+        || *name == PROXY_CONNECTION
+}
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Removes the headers that belong to one connection (RFC 9110 §7.6.1):
 /// those `Connection` names, and the fixed hop-by-hop set, and any other
-/// header `also` names. An upgrade keeps `Connection: upgrade` and
-/// `Upgrade`, which the upstream must see. The names are read in one pass:
-/// most messages carry none of these and cost no removal.
+/// header `also` names; never `Host`. An upgrade keeps `Connection: upgrade`
+/// and `Upgrade`, which the upstream must see. The names are read in one
+/// pass: most messages carry none of these and cost no removal.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool, also: impl Fn(&HeaderName) -> bool) {
-    let mut doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| HOP_BY_HOP.contains(&name.as_str()) || also(name))
-        .cloned()
-        .collect();
-    if headers.contains_key(header::CONNECTION) {
+    let (mut connection, mut upgrade) = (false, false);
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if *name == header::CONNECTION {
+            connection = true;
+        } else if *name == header::UPGRADE {
+            upgrade = true;
+        } else if is_fixed_hop_by_hop(name) || also(name) {
+            doomed.push(name.clone());
+        }
+    }
+    if connection {
         doomed.extend(
             headers
                 .get_all(header::CONNECTION)
                 .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .map(|token| token.trim().to_ascii_lowercase())
-                .filter(|token| !(upgrading && token == "upgrade"))
-                .filter_map(|token| HeaderName::try_from(token).ok()),
+                .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+                .map(<[u8]>::trim_ascii)
+                // The usual tokens name no header left to remove, so most
+                // messages parse no name: `close`, `keep-alive` (removed
+                // above), `upgrade` (kept for an upgrade, removed below
+                // otherwise).
+                .filter(|token| {
+                    !token.eq_ignore_ascii_case(b"close")
+                        && !token.eq_ignore_ascii_case(b"keep-alive")
+                        && !token.eq_ignore_ascii_case(b"upgrade")
+                })
+                .filter_map(|token| HeaderName::from_bytes(token).ok())
+                // The host is the request's own (the tenant's key), not
+                // the connection's, whatever `Connection` lists.
+                .filter(|name| *name != header::HOST),
         );
     }
     for name in doomed {
@@ -366,9 +403,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrading: bool, also: impl Fn(&Hea
     }
     if upgrading {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else if headers.contains_key(header::CONNECTION) || headers.contains_key(header::UPGRADE) {
-        headers.remove(header::CONNECTION);
-        headers.remove(header::UPGRADE);
+    } else {
+        if connection {
+            headers.remove(header::CONNECTION);
+        }
+        if upgrade {
+            headers.remove(header::UPGRADE);
+        }
     }
 }
 
@@ -440,12 +481,12 @@ where
 }
 
 /// The proxy as a service: hosts in `pass_hosts` are forwarded without a
-/// tenant; every other request goes through the same [`GuardLayer`] as
-/// `serve`, and only served tenants reach the upstream. It runs on hyper
-/// directly (see [`serve`]): a proxy's only route needs no router.
+/// tenant; every other request gets the same decision as [`GuardLayer`](crate::GuardLayer)
+/// makes for `serve`, and only served tenants reach the upstream. It runs
+/// on hyper directly (see [`serve`]): a proxy's only route needs no router.
 #[derive(Clone)]
 pub struct ProxyService {
-    layer: GuardLayer,
+    state: Arc<GuardState>,
     upstream: Upstream,
     pass_hosts: Arc<Vec<Domain>>,
 }
@@ -457,7 +498,7 @@ pub fn service(
     pass_hosts: Vec<Domain>,
 ) -> ProxyService {
     ProxyService {
-        layer: GuardLayer::new(state),
+        state,
         upstream,
         pass_hosts: Arc::new(pass_hosts),
     }
@@ -465,69 +506,41 @@ pub fn service(
 
 impl ProxyService {
     /// The service for one client connection from `peer`.
-    fn connection(&self, peer: SocketAddr) -> ConnectionService {
-        let forward = Forward {
-            upstream: self.upstream.clone(),
+    fn connection(&self, peer: SocketAddr) -> Arc<ConnectionService> {
+        Arc::new(ConnectionService {
+            proxy: self.clone(),
             peer: Peer::new(peer, &self.upstream.0.config),
-        };
-        ConnectionService {
-            guard: tower::Layer::layer(&self.layer, forward.clone()),
-            forward,
-            pass_hosts: self.pass_hosts.clone(),
-        }
+        })
     }
 }
 
 /// [`ProxyService`] for one client connection.
-#[derive(Clone)]
 struct ConnectionService {
-    guard: crate::Guard<Forward>,
-    forward: Forward,
-    pass_hosts: Arc<Vec<Domain>>,
+    proxy: ProxyService,
+    peer: Peer,
 }
 
 impl ConnectionService {
     /// Answers one request.
-    async fn answer(mut self, request: Request) -> Response {
-        use tower::Service;
-        let passes = !self.pass_hosts.is_empty()
-            && request_host(&request).is_ok_and(|host| self.pass_hosts.contains(&host));
+    async fn answer(&self, request: Request) -> Response {
+        let ProxyService {
+            state,
+            upstream,
+            pass_hosts,
+        } = &self.proxy;
+        let passes = !pass_hosts.is_empty()
+            && request_host(&request).is_ok_and(|host| pass_hosts.contains(&host));
         if passes {
-            return self
-                .forward
-                .upstream
-                .forward(request, &self.forward.peer, None)
-                .await;
+            return upstream.forward(request, &self.peer, None).await;
         }
-        match self.guard.call(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        }
-    }
-}
-
-/// Forwards a request the guard let through, with its resolved tenant.
-#[derive(Clone)]
-struct Forward {
-    upstream: Upstream,
-    peer: Peer,
-}
-
-impl tower::Service<Request> for Forward {
-    type Response = Response;
-    type Error = std::convert::Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let Forward { upstream, peer } = self.clone();
-        Box::pin(async move {
-            let tenant = request.extensions().get::<ResolvedTenant>().cloned();
-            Ok(upstream.forward(request, &peer, tenant.as_ref()).await)
-        })
+        let bypass_on = state.config().dangerous_bypass;
+        let response = match decide(state, &request) {
+            Decision::Respond(response) => response,
+            Decision::Pass(entry) | Decision::Bypass(entry) => {
+                upstream.forward(request, &self.peer, Some(&entry)).await
+            }
+        };
+        mark_bypass(response, bypass_on)
     }
 }
 
@@ -599,6 +612,20 @@ mod tests {
         assert_eq!(
             headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
             ["accept"]
+        );
+        let mut listed = HeaderMap::new();
+        listed.insert("connection", HeaderValue::from_static("Host, TE, upgrade"));
+        listed.insert("host", HeaderValue::from_static("acme.localhost"));
+        listed.insert("te", HeaderValue::from_static("trailers"));
+        listed.insert("upgrade", HeaderValue::from_static("websocket"));
+        listed.insert("x-tenantgate-tenant", HeaderValue::from_static("globex"));
+        super::strip_hop_by_hop(&mut listed, false, |name| {
+            name.as_str().starts_with(super::TENANT_HEADER_PREFIX)
+        });
+        assert_eq!(
+            listed.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["host"],
+            "Connection cannot take the host away"
         );
         let mut upgrade = HeaderMap::new();
         upgrade.insert("connection", HeaderValue::from_static("Upgrade"));

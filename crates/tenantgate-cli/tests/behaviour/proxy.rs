@@ -24,6 +24,7 @@ backend_tests!(
     upstream_failures_are_502_or_504_and_nothing_hangs,
     bodies_stream_with_bounded_memory_and_upgrades_pass,
     a_deploy_is_enforced_on_sighup_and_sigterm_drains,
+    the_emergency_bypass_forwards_a_behind_tenant_marked_and_counted,
 );
 
 /// `GET path` for `host` with extra header lines, on `address`.
@@ -65,7 +66,7 @@ async fn served_tenants_are_forwarded_and_the_rest_never_reach_the_app(h: Harnes
         proxy.address,
         "acme.localhost",
         "/some/path?x=1",
-        "X-Tenantgate-Tenant: globex\r\nX-Tenantgate-Schema: globex\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: x-hop\r\nX-Hop: 1\r\n",
+        "X-Tenantgate-Tenant: globex\r\nX-Tenantgate-Schema: globex\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: x-hop, host\r\nX-Hop: 1\r\n",
     )
     .await;
     let headers = &echoed["headers"];
@@ -73,10 +74,12 @@ async fn served_tenants_are_forwarded_and_the_rest_never_reach_the_app(h: Harnes
     assert_eq!(headers["host"], "acme.localhost");
     assert_eq!(headers["x-tenantgate-tenant"], "acme");
     if h.is_sqlite() {
-        assert!(headers["x-tenantgate-database"]
-            .as_str()
-            .unwrap()
-            .ends_with("/tenants/acme.db"));
+        let file = headers["x-tenantgate-database"].as_str().unwrap();
+        assert!(file.ends_with("/tenants/acme.db"), "{file}");
+        assert!(
+            std::path::Path::new(file).is_file(),
+            "the app is told the tenant's own file: {file}"
+        );
         assert!(headers.get("x-tenantgate-schema").is_none());
     } else {
         assert_eq!(headers["x-tenantgate-schema"], "acme");
@@ -190,6 +193,50 @@ async fn served_tenants_are_forwarded_and_the_rest_never_reach_the_app(h: Harnes
     assert!(
         dom.contains(&format!("<dd id=\"tenant\">{behind}</dd>")),
         "{dom}"
+    );
+}
+
+async fn the_emergency_bypass_forwards_a_behind_tenant_marked_and_counted(h: Harness) {
+    incident_fleet(&h).await;
+    let app = Upstream::start().await;
+    let proxy = h
+        .proxy_with_env(
+            app.address,
+            &["--allow-degraded"],
+            &[("DISABLE_MIGRATION_CHECK", "true")],
+        )
+        .await;
+    let admin = proxy.admin.expect("an admin address");
+    let marked =
+        |response: &Response| response.header("x-tenantgate-migration-check") == Some("disabled");
+
+    let behind = get(proxy.address, "initech.localhost", "/en/app/", "").await;
+    assert_eq!(behind.status, 200, "forwarded: {}", behind.body);
+    assert!(marked(&behind), "{:?}", behind.headers);
+    assert_eq!(behind.json()["headers"]["x-tenantgate-tenant"], "initech");
+    assert!(app
+        .requests()
+        .iter()
+        .any(|r| r.starts_with("initech.localhost ")));
+    let served = get(proxy.address, "acme.localhost", "/", "").await;
+    assert_eq!(served.status, 200);
+    assert!(marked(&served), "every answer says the check is off");
+    let unknown = get(proxy.address, "nobody.localhost", "/", "").await;
+    assert_eq!(unknown.status, 404, "an unknown host is still nobody's");
+    assert!(marked(&unknown));
+
+    let metrics = get(admin, "", "/metrics", "").await.body;
+    assert!(
+        metrics.contains("tenantgate_requests_bypassed_total 1"),
+        "only the behind tenant's request is a bypass:\n{metrics}"
+    );
+    let warned = || async {
+        proxy.stderr().contains("migration check bypassed") && proxy.stderr().contains("initech")
+    };
+    assert!(
+        eventually(Duration::from_secs(5), warned).await,
+        "{}",
+        proxy.stderr()
     );
 }
 
