@@ -82,7 +82,7 @@ pub(crate) async fn existing_schemas(
 ) -> Result<HashSet<String>, Error> {
     let rows = client
         .query_typed(
-            "SELECT nspname::text FROM pg_catalog.pg_namespace WHERE nspname = ANY($1)",
+            "SELECT nspname::text FROM pg_catalog.pg_namespace WHERE nspname = ANY($1::name[])",
             &[(&schemas, Type::TEXT_ARRAY)],
         )
         .await

@@ -86,7 +86,7 @@ pub(crate) async fn nodes_of(
            JOIN pg_dist_shard sh ON sh.logicalrelid = p.logicalrelid
            JOIN pg_dist_placement pl ON pl.shardid = sh.shardid
            JOIN pg_dist_node node ON node.groupid = pl.groupid
-          WHERE n.nspname = ANY($1)
+          WHERE n.nspname = ANY($1::name[])
           ORDER BY n.nspname, node.noderole",
         tenants,
         "reading which Citus worker holds each tenant",
@@ -192,7 +192,7 @@ async fn worker_columns(
                     a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-              WHERE n.nspname = ANY($1) AND c.relkind = 'r'",
+              WHERE n.nspname = ANY($1::name[]) AND c.relkind = 'r'",
             &[(&names, Type::TEXT_ARRAY)],
         )
         .await;

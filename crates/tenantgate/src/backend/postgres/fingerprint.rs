@@ -21,7 +21,7 @@ use crate::{Error, MigrationSet, TenantName};
 /// schema's own name stripped so that schemas of the same shape have the
 /// same lines. Read only for schemas whose digest differs.
 const LINES_SQL: &str = r#"
-WITH s AS (SELECT oid, nspname FROM pg_catalog.pg_namespace WHERE nspname = ANY($1)),
+WITH s AS (SELECT oid, nspname FROM pg_catalog.pg_namespace WHERE nspname = ANY($1::name[])),
 rel AS (
   SELECT c.oid, c.relname, c.relkind, s.nspname FROM pg_catalog.pg_class c JOIN s ON s.oid = c.relnamespace
    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND c.relname NOT LIKE '\_tenantgate\_%' AND c.relname <> '_sqlx_migrations'
@@ -54,7 +54,7 @@ SELECT r.nspname::text, 'constraint ' || r.relname || '.' || con.conname || ' '
 /// tenant-local OID (a column of the tenant's own type) only sends that
 /// tenant to the line-by-line comparison: slower, never wrong.
 const DIGEST_SQL: &str = r#"
-WITH s AS (SELECT oid, nspname FROM pg_catalog.pg_namespace WHERE nspname = ANY($1)),
+WITH s AS (SELECT oid, nspname FROM pg_catalog.pg_namespace WHERE nspname = ANY($1::name[])),
 rel AS (
   SELECT c.oid, c.relname, c.relkind, s.nspname, hashtextextended(c.relname, 0) AS rh
     FROM pg_catalog.pg_class c JOIN s ON s.oid = c.relnamespace
