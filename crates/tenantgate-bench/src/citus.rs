@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     cluster, floor,
-    scenarios::{names, progress, provision_all, report, FINGERPRINT_FLOOR, STEP},
+    scenarios::{
+        ledgers_floor_script, names, progress, provision_all, report, FINGERPRINT_FLOOR, STEP,
+    },
 };
 
 /// The ledger table, as tenantgate creates it.
@@ -70,16 +72,7 @@ pub(crate) async fn fleet_on(
         .collect();
     // What a deep verification must read: every ledger, every catalog (and
     // on Citus every shard's columns on its worker).
-    let ledgers_script = format!(
-        "{};\n",
-        floor_names
-            .iter()
-            .map(|f| format!(
-                "SELECT '{f}', version, checksum, success FROM {f}._tenantgate_migrations"
-            ))
-            .collect::<Vec<_>>()
-            .join(" UNION ALL ")
-    );
+    let ledgers_script = ledgers_floor_script(&floor_names);
     let digest_script = FINGERPRINT_FLOOR.replace("'t%'", "'f%'");
     let floor_url = format!(
         "{url}{}sslmode=disable",

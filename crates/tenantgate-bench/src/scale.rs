@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     cluster::{self, Cluster},
     floor, memory,
-    scenarios::{names, progress, provision_all, report, FINGERPRINT_FLOOR},
+    scenarios::{ledgers_floor_script, names, progress, provision_all, report, FINGERPRINT_FLOOR},
 };
 
 const SMALL_SCHEMA: [(&str, &str); 3] = [
@@ -100,18 +100,26 @@ pub(crate) async fn scale(
     let (elapsed, verified) = verify_once(false).await?;
     anyhow::ensure!(verified.all_ok(), "the scale fleet did not verify");
     once("scale_verify", elapsed, json!({}));
-    // The floor of a full deep scan: one catalog-wide digest query in psql.
+    // The floor of a full deep scan: one catalog-wide digest query in psql
+    // (the issue's); and with every ledger read too, which a deep
+    // verification must also do (as the Citus scenario's floor).
     let floor = floor::replay(psql, &url, FINGERPRINT_FLOOR).await?;
+    let ledgers = floor::replay(psql, &url, &ledgers_floor_script(&names(n))).await?;
     for label in ["scale_verify_deep_full", "scale_verify_deep_unchanged"] {
         progress(&format!("scale {n}: {label}"));
         let (elapsed, verified) = verify_once(true).await?;
         anyhow::ensure!(verified.all_ok(), "the scale fleet did not verify deep");
+        let with_ledgers = floor + ledgers;
         report(
             label,
             n,
             &[elapsed],
             &[floor],
-            json!({ "catalogs": verified.catalogs }),
+            json!({
+                "catalogs": verified.catalogs,
+                "ledgers_floor_s": ledgers.as_secs_f64(),
+                "ratio_to_ledgers_and_digest": elapsed.as_secs_f64() / with_ledgers.as_secs_f64(),
+            }),
         );
     }
     let drifting: Vec<_> = names(n).into_iter().step_by(100).collect();

@@ -408,6 +408,27 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Every ledger of `schemas` read by `UNION ALL` queries of 25 tables, the
+/// statement tenantgate sends (a query of a thousand took psql 2.3 times as
+/// long at 10,000 tenants: planning grows faster than the tables it names):
+/// the floor of what a verification reads, replayed on one connection.
+pub(crate) fn ledgers_floor_script<S: std::fmt::Display>(schemas: &[S]) -> String {
+    schemas
+        .chunks(25)
+        .map(|chunk| {
+            let selects: Vec<String> = chunk
+                .iter()
+                .map(|s| {
+                    format!(
+                        "SELECT '{s}', version, checksum, success FROM {s}._tenantgate_migrations"
+                    )
+                })
+                .collect();
+            format!("{};\n", selects.join(" UNION ALL "))
+        })
+        .collect()
+}
+
 /// The least a deep check must read: one digest of tables and columns per
 /// tenant schema, in one catalog-wide query.
 pub(crate) const FINGERPRINT_FLOOR: &str = "SELECT n.nspname, md5(string_agg(c.relname || '.' || a.attname || ':' || a.atttypid::text, ',' ORDER BY c.relname, a.attnum))
