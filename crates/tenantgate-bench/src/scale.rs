@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     cluster::{self, Cluster},
     floor, memory,
-    scenarios::{ledgers_floor_script, names, progress, provision_all, report, FINGERPRINT_FLOOR},
+    scenarios::{
+        ledgers_floor_script, names, progress, provision_all, report, round, FINGERPRINT_FLOOR,
+    },
 };
 
 const SMALL_SCHEMA: [(&str, &str); 3] = [
@@ -117,8 +119,8 @@ pub(crate) async fn scale(
             &[floor],
             json!({
                 "catalogs": verified.catalogs,
-                "ledgers_floor_s": ledgers.as_secs_f64(),
-                "ratio_to_ledgers_and_digest": elapsed.as_secs_f64() / with_ledgers.as_secs_f64(),
+                "ledgers_floor_s": round(ledgers.as_secs_f64()),
+                "ratio_to_ledgers_and_digest": round(elapsed.as_secs_f64() / with_ledgers.as_secs_f64()),
             }),
         );
     }

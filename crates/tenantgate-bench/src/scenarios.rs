@@ -58,7 +58,7 @@ pub(crate) fn report(
     println!("{line}");
 }
 
-fn round(x: f64) -> f64 {
+pub(crate) fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
