@@ -220,7 +220,7 @@ pub(crate) struct ProxyArgs {
     /// With a sqlx or Django ledger: how often the tenants' ledgers are read into the registry
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub(crate) ledger_poll: Duration,
-    /// How long the app may take to send response headers (then 504)
+    /// How long the app may take to send response headers (then 504, within a tenth more, at most 1 s)
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub(crate) upstream_timeout: Duration,
     /// How long a response body may stall before the client connection is aborted

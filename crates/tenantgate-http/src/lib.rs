@@ -34,6 +34,7 @@
 //! ```
 
 mod clock;
+mod deadlines;
 mod details;
 mod gate;
 mod guard;

@@ -59,6 +59,7 @@ use pin_project_lite::pin_project;
 use tenantgate::Domain;
 
 use crate::{
+    deadlines::Deadlines,
     guard::{decide, mark_bypass, prefers_json, Decision},
     host::request_host,
     metrics as names, pages,
@@ -83,7 +84,8 @@ pub struct ProxyConfig {
     /// The app: `http://host:port` (a path prefix is kept in front of
     /// every request's path).
     pub upstream: Uri,
-    /// How long the upstream may take to send response headers (then 504).
+    /// How long the upstream may take to send response headers (then 504,
+    /// answered within a tenth of it more, at most a second).
     pub upstream_timeout: Duration,
     /// How long a response body may stall before the client connection is
     /// aborted.
@@ -120,6 +122,8 @@ pub struct Upstream(Arc<UpstreamParts>);
 
 struct UpstreamParts {
     pool: Arc<UpstreamPool>,
+    /// `upstream_timeout` for each request's response headers.
+    deadlines: Arc<Deadlines>,
     config: ProxyConfig,
     /// Metric handles, looked up once: a request records without a
     /// registry lookup.
@@ -142,6 +146,7 @@ impl Upstream {
         );
         Self(Arc::new(UpstreamParts {
             pool: UpstreamPool::new(address, config.max_idle),
+            deadlines: Deadlines::new(config.upstream_timeout),
             forwarded: counter!(names::PROXY_FORWARDED),
             latency: histogram!(names::PROXY_UPSTREAM_SECONDS),
             prefix: parts
@@ -175,8 +180,7 @@ impl Upstream {
             Err(reason) => return pages::bad_host(&reason, json()),
         };
         let started = Instant::now();
-        let answer =
-            tokio::time::timeout(this.config.upstream_timeout, this.pool.send(outbound)).await;
+        let answer = this.deadlines.within(this.pool.send(outbound)).await;
         this.latency.record(started.elapsed().as_secs_f64());
         let mut response = match answer {
             Err(_) => {
