@@ -236,18 +236,22 @@ impl UpstreamParts {
         upgrading: bool,
     ) -> Result<hyper::Request<Body>, String> {
         let (mut parts, body) = request.into_parts();
-        // Kept as sent; synthesised from the authority (HTTP/2) when absent.
-        let host = match parts.headers.get(header::HOST) {
-            Some(host) => host.clone(),
-            None => {
-                let host = parts
-                    .uri
-                    .authority()
-                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-                    .ok_or("the request names no host")?;
+        // The host the guard resolved the tenant from: the target's
+        // authority when it has one (HTTP/2, absolute-form), which replaces
+        // any Host header (RFC 9112 §3.2.2), so an app that routes by Host
+        // sees the tenant that was checked; else Host as sent.
+        let host = match parts.uri.authority() {
+            Some(authority) => {
+                let host = HeaderValue::from_str(authority.as_str())
+                    .map_err(|_| "the request's authority is not a header value")?;
                 parts.headers.insert(header::HOST, host.clone());
                 host
             }
+            None => parts
+                .headers
+                .get(header::HOST)
+                .cloned()
+                .ok_or("the request names no host")?,
         };
         // Origin-form: the upstream reads the host from `Host`. A request
         // already in origin-form (every HTTP/1.1 one) keeps its target.

@@ -137,6 +137,17 @@ async fn served_tenants_are_forwarded_and_the_rest_never_reach_the_app(h: Harnes
     )
     .await;
     assert_eq!(twice.status, 400);
+    // An absolute-form target names the tenant; a Host header naming
+    // another is replaced, so an app routing by Host (django-tenants) sees
+    // the tenant the guard checked, never the behind one.
+    let smuggled = send(
+        proxy.address,
+        b"GET http://acme.localhost/absolute HTTP/1.1\r\nHost: initech.localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(smuggled.status, 200, "{}", smuggled.body);
+    assert_eq!(smuggled.json()["headers"]["host"], "acme.localhost");
+    assert_eq!(smuggled.json()["path"], "/absolute");
     let requests = app.requests();
     assert!(
         requests.iter().any(|r| r.starts_with("acme.localhost ")),
