@@ -57,9 +57,12 @@ pub const PROXY_UPSTREAM_ERRORS: &str = "tenantgate_proxy_upstream_errors_total"
 pub const PROXY_UPSTREAM_SECONDS: &str = "tenantgate_proxy_upstream_duration_seconds";
 /// Whether each placement's server answered its last check: 1 or 0, labelled by placement name.
 pub const PLACEMENT_UP: &str = "tenantgate_placement_up";
+/// The guard's periodic full refreshes (`outcome`: reread, or unchanged
+/// when the registry's version had not moved and the rebuild was skipped).
+pub const REGISTRY_REFRESHES: &str = "tenantgate_registry_refreshes_total";
 
 /// Every metric with its help text, as `/metrics` describes it.
-pub const DESCRIPTIONS: [(&str, &str); 16] = [
+pub const DESCRIPTIONS: [(&str, &str); 17] = [
     (
         TENANTS,
         "Registered tenants by state, fleet-wide (whoever changed them).",
@@ -118,6 +121,10 @@ pub const DESCRIPTIONS: [(&str, &str); 16] = [
         PLACEMENT_UP,
         "Whether each placement's server answered its last check (1) or not (0).",
     ),
+    (
+        REGISTRY_REFRESHES,
+        "The guard's periodic full refreshes, by outcome (reread, or unchanged: skipped).",
+    ),
 ];
 
 /// The reasons the guard answers a request itself.
@@ -173,6 +180,9 @@ pub fn install() -> Result<PrometheusHandle, String> {
     for kind in ["connect", "reset", "timeout"] {
         counter!(PROXY_UPSTREAM_ERRORS, "kind" => kind).increment(0);
     }
+    for outcome in ["reread", "unchanged"] {
+        counter!(REGISTRY_REFRESHES, "outcome" => outcome).increment(0);
+    }
     for reason in BLOCK_REASONS {
         counter!(REQUESTS_BLOCKED, "reason" => reason).increment(0);
     }
@@ -191,6 +201,11 @@ pub(crate) fn blocked(reason: &'static str) {
 /// Whether `placement`'s server answered its last check (1) or not (0).
 pub(crate) fn placement_up(placement: &str, up: bool) {
     gauge!(PLACEMENT_UP, "placement" => placement.to_owned()).set(if up { 1.0 } else { 0.0 });
+}
+
+/// A periodic full refresh: `reread`, or `unchanged` (skipped).
+pub(crate) fn registry_refreshed(outcome: &'static str) {
+    counter!(REGISTRY_REFRESHES, "outcome" => outcome).increment(1);
 }
 
 pub(crate) fn bypassed() {

@@ -296,12 +296,16 @@ async fn watch_loop(backend: Arc<dyn Backend>, state: Arc<GuardState>) {
     let config = state.config.clone();
     let mut watch: Option<Box<dyn Watch>> = None;
     let mut last_full = Instant::now();
+    // The registry's version read before the last periodic full read, while
+    // nothing else has replaced the snapshot since.
+    let mut unchanged_since: Option<String> = None;
     loop {
         let active = match watch.as_mut() {
             Some(active) => active,
             None => match subscribe(backend.as_ref(), &state).await {
                 Some(subscribed) => {
                     last_full = Instant::now();
+                    unchanged_since = None;
                     watch.insert(subscribed)
                 }
                 None => {
@@ -316,6 +320,7 @@ async fn watch_loop(backend: Arc<dyn Backend>, state: Arc<GuardState>) {
         };
         let healthy = match next {
             Ok(Some(first)) => {
+                unchanged_since = None;
                 apply_changes(backend.as_ref(), &state, active.as_mut(), first).await
             }
             Ok(None) => active.heartbeat(config.heartbeat_interval).await.is_ok(),
@@ -328,16 +333,46 @@ async fn watch_loop(backend: Arc<dyn Backend>, state: Arc<GuardState>) {
         }
         state.confirm();
         if last_full.elapsed() >= config.refresh_interval {
-            match full_snapshot(backend.as_ref(), &state).await {
-                Ok(snapshot) => state.replace(snapshot),
-                Err(e) => {
-                    tracing::warn!(error = %e, "periodic registry refresh failed");
-                    state.lose_store();
-                }
+            let refreshed = periodic_refresh(
+                backend.as_ref(),
+                &state,
+                active.as_mut(),
+                &mut unchanged_since,
+            )
+            .await;
+            if let Err(e) = refreshed {
+                tracing::warn!(error = %e, "periodic registry refresh failed");
+                state.lose_store();
             }
             last_full = Instant::now();
         }
     }
+}
+
+/// The periodic full read, the safety net under notifications: skipped
+/// (the registry confirmed) when the registry's version equals the one read
+/// before the last periodic full read and nothing replaced the snapshot
+/// since, so an idle registry is not re-read and rebuilt every interval
+/// (about 0.2 s of CPU at 100,000 tenants, on the cores serving requests).
+/// The version is read before the rows: a change between the two makes
+/// the next refresh rebuild again, never skip a change.
+async fn periodic_refresh(
+    backend: &dyn Backend,
+    state: &GuardState,
+    watch: &mut dyn Watch,
+    unchanged_since: &mut Option<String>,
+) -> Result<(), Error> {
+    let version = watch.registry_version().await?;
+    if version.is_some() && version == *unchanged_since {
+        state.confirm();
+        metrics::registry_refreshed("unchanged");
+        return Ok(());
+    }
+    *unchanged_since = None;
+    state.replace(full_snapshot(backend, state).await?);
+    *unchanged_since = version;
+    metrics::registry_refreshed("reread");
+    Ok(())
 }
 
 /// Subscribes, then re-reads everything (changes may have been missed while

@@ -21,6 +21,7 @@ backend_tests!(
     admin_api_provisions_behind_a_token,
     the_503_page_renders_in_a_real_browser,
     metrics_pass_promtool_and_count_requests_by_route,
+    the_periodic_refresh_skips_an_idle_registry_and_catches_an_unannounced_change,
 );
 
 /// Three tenants of the messages app; `initech` then loses the messages
@@ -54,6 +55,49 @@ pub(crate) async fn lose_messages_migration(h: &Harness, tenant: &str) {
          DELETE FROM _tenantgate_migrations WHERE version = 2",
     )
     .await;
+}
+
+/// How many periodic refreshes ended with `outcome`, by `/metrics`.
+async fn refreshes(server: &Server, outcome: &str) -> u64 {
+    let metrics = server.get("", "/metrics", "").await.body;
+    let line = format!("tenantgate_registry_refreshes_total{{outcome=\"{outcome}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {line} in:\n{metrics}"))
+}
+
+async fn the_periodic_refresh_skips_an_idle_registry_and_catches_an_unannounced_change(h: Harness) {
+    incident_fleet(&h).await;
+    let server = h
+        .serve(&["--allow-degraded", "--refresh-interval", "200ms"], &[])
+        .await;
+    assert!(until_status(&server, "acme.localhost", "/en/app/messages/", 200).await);
+    // Nothing changes: refreshes confirm the registry without re-reading it.
+    let idle = || async { refreshes(&server, "unchanged").await >= 2 };
+    assert!(eventually(Duration::from_secs(10), idle).await);
+    let reread_before = refreshes(&server, "reread").await;
+    assert!(
+        reread_before <= 1,
+        "an idle registry is re-read once, then confirmed: {reread_before}"
+    );
+    // A change written behind tenantgate's back, announced by no
+    // notification (on SQLite the watch sees the file change itself).
+    h.exec_in_registry(
+        "UPDATE tenants SET state = 'drift', last_error = 'changed by hand' WHERE name = 'acme'",
+    )
+    .await;
+    assert!(
+        until_status(&server, "acme.localhost", "/en/app/messages/", 503).await,
+        "the change reaches the guard without a notification"
+    );
+    if !h.is_sqlite() {
+        assert!(
+            refreshes(&server, "reread").await > reread_before,
+            "found by a periodic refresh that re-read the changed registry"
+        );
+    }
 }
 
 async fn until_status(server: &Server, host: &str, path: &str, status: u16) -> bool {

@@ -492,6 +492,14 @@ pub trait Watch: Send {
 
     /// Confirms the store still answers, within `timeout`.
     async fn heartbeat(&mut self, timeout: Duration) -> Result<(), Error>;
+
+    /// A value that differs whenever the registry (tenants, domains, the
+    /// shared ledger) changed between two reads of it; `None` where the
+    /// store cannot tell. A full read of the registry that follows a read
+    /// of this value sees at least what the value stands for.
+    async fn registry_version(&mut self) -> Result<Option<String>, Error> {
+        Ok(None)
+    }
 }
 
 /// How a server learns that the registry changed.

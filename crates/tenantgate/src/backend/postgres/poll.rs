@@ -42,7 +42,8 @@ impl PgPollWatch {
     }
 }
 
-async fn digest(client: &Client) -> Result<String, Error> {
+/// The registry's digest (see `DIGEST_SQL`), read on `client`.
+pub(super) async fn digest(client: &Client) -> Result<String, Error> {
     let messages = client
         .simple_query(DIGEST_SQL)
         .await
@@ -76,5 +77,9 @@ impl Watch for PgPollWatch {
 
     async fn heartbeat(&mut self, timeout: Duration) -> Result<(), Error> {
         super::watch::heartbeat(&self.client, timeout).await
+    }
+
+    async fn registry_version(&mut self) -> Result<Option<String>, Error> {
+        digest(&self.client).await.map(Some)
     }
 }

@@ -79,6 +79,10 @@ impl Watch for PgWatch {
     async fn heartbeat(&mut self, timeout: Duration) -> Result<(), Error> {
         heartbeat(&self.client, timeout).await
     }
+
+    async fn registry_version(&mut self) -> Result<Option<String>, Error> {
+        super::poll::digest(&self.client).await.map(Some)
+    }
 }
 
 /// Confirms that `client`'s server still answers within `timeout`.

@@ -104,4 +104,10 @@ impl Watch for SqliteWatch {
             }),
         }
     }
+
+    /// `PRAGMA data_version` on the watch's own connection, which never
+    /// writes: it differs whenever any other connection committed.
+    async fn registry_version(&mut self) -> Result<Option<String>, Error> {
+        Ok(Some(self.poll().await?.to_string()))
+    }
 }
