@@ -36,6 +36,7 @@
 mod clock;
 mod deadlines;
 mod details;
+mod drain;
 mod gate;
 mod guard;
 mod host;

@@ -60,6 +60,7 @@ use tenantgate::Domain;
 
 use crate::{
     deadlines::Deadlines,
+    drain::Drain,
     guard::{decide, mark_bypass, prefers_json, Decision},
     host::request_host,
     metrics as names, pages,
@@ -565,7 +566,7 @@ pub async fn serve(
     builder
         .http1()
         .max_buf_size(crate::upstream_pool::MAX_BUFFER);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = Drain::default();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -588,13 +589,13 @@ pub async fn serve(
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), answer)
             .into_owned();
-        let connection = graceful.watch(connection);
+        let connection = connections.watch(connection);
         tokio::spawn(async move {
             let _ = connection.await;
         });
     }
     tokio::select! {
-        () = graceful.shutdown() => {}
+        () = connections.shutdown() => {}
         () = tokio::time::sleep(drain) => {
             tracing::warn!("requests still in flight after the drain timeout; stopping");
         }

@@ -74,11 +74,10 @@ async fn proxy_connection(client: TcpStream, upstream: SocketAddr) -> anyhow::Re
     // HTTP/1 answers one request at a time: the lock is never contended.
     let sender: Arc<Mutex<SendRequest<Incoming>>> = Arc::new(Mutex::new(sender));
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let response = sender
+        sender
             .lock()
             .expect("never poisoned: nothing panics while it is held")
-            .send_request(request);
-        async move { response.await }
+            .send_request(request)
     });
     hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(client), service)

@@ -39,11 +39,22 @@ impl Server {
 
     /// Sends SIGTERM and waits for the exit code.
     pub(crate) async fn terminate(&mut self) -> Option<i32> {
+        self.signal_terminate()?;
+        self.exit_code().await
+    }
+
+    /// Sends SIGTERM and returns at once.
+    pub(crate) fn signal_terminate(&self) -> Option<()> {
         let pid = self.process.id()?;
         std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
             .status()
             .ok()?;
+        Some(())
+    }
+
+    /// Waits (up to 15 s) for the server to exit, and its exit code.
+    pub(crate) async fn exit_code(&mut self) -> Option<i32> {
         tokio::time::timeout(Duration::from_secs(15), self.process.wait())
             .await
             .ok()?

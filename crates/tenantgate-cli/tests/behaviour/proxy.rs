@@ -24,6 +24,7 @@ backend_tests!(
     upstream_failures_are_502_or_504_and_nothing_hangs,
     bodies_stream_with_bounded_memory_and_upgrades_pass,
     a_deploy_is_enforced_on_sighup_and_sigterm_drains,
+    sigterm_answers_the_request_in_flight_and_closes_idle_connections,
     the_emergency_bypass_forwards_a_behind_tenant_marked_and_counted,
 );
 
@@ -472,4 +473,48 @@ async fn a_deploy_is_enforced_on_sighup_and_sigterm_drains(h: Harness) {
     let healed = || async { get(proxy.address, "acme.localhost", "/", "").await.status == 200 };
     assert!(eventually(Duration::from_secs(10), healed).await);
     assert_eq!(proxy.terminate().await, Some(0), "{}", proxy.stderr());
+}
+
+async fn sigterm_answers_the_request_in_flight_and_closes_idle_connections(h: Harness) {
+    incident_fleet(&h).await;
+    let app = Upstream::start().await;
+    let mut proxy = h.proxy(app.address, &["--allow-degraded"]).await;
+    let address = proxy.address;
+    // A keep-alive connection left idle after its answer: it stays open
+    // until the proxy closes it.
+    let idle = tokio::spawn(send(
+        address,
+        b"GET /idle HTTP/1.1\r\nHost: acme.localhost\r\n\r\n",
+    ));
+    // A request the upstream answers 5 s after it arrives.
+    let slow = tokio::spawn(get(address, "acme.localhost", "/slow", ""));
+    let arrived = || async {
+        let seen = app.requests();
+        ["acme.localhost /idle", "acme.localhost /slow"]
+            .iter()
+            .all(|r| seen.iter().any(|s| s == r))
+    };
+    assert!(eventually(Duration::from_secs(10), arrived).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !idle.is_finished(),
+        "without a shutdown the idle connection stays open"
+    );
+
+    proxy.signal_terminate().expect("SIGTERM sent");
+    let idle = tokio::time::timeout(Duration::from_secs(10), idle)
+        .await
+        .expect("the idle connection is closed")
+        .unwrap();
+    assert_eq!(idle.status, 200, "its answer came before the close");
+    assert!(
+        !slow.is_finished(),
+        "idle connections close at once, not when the last request ends"
+    );
+    let slow = tokio::time::timeout(Duration::from_secs(15), slow)
+        .await
+        .expect("the request in flight is answered")
+        .unwrap();
+    assert_eq!((slow.status, slow.body.as_str()), (200, "late"));
+    assert_eq!(proxy.exit_code().await, Some(0), "{}", proxy.stderr());
 }
