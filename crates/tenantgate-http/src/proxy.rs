@@ -263,8 +263,12 @@ impl UpstreamParts {
                 .map_err(|e| format!("the request target cannot be forwarded: {e}"))?;
         }
         let headers = &mut parts.headers;
+        // A client's own tenant headers go, and so do its `X-Forwarded-*`
+        // unless it is trusted: they are set afresh below.
         strip_hop_by_hop(headers, upgrading, |name| {
             name.as_str().starts_with(TENANT_HEADER_PREFIX)
+                || (!peer.trusted
+                    && [&FORWARDED_FOR, &FORWARDED_PROTO, &FORWARDED_HOST].contains(&name))
         });
         // Room for the five headers set below, grown at most once.
         headers.reserve(5);
@@ -293,21 +297,30 @@ impl UpstreamParts {
     }
 
     /// `X-Forwarded-For`, `-Proto` and `-Host`: extended when the peer is
-    /// trusted, else replaced, so a client cannot forge its origin.
+    /// trusted (every `X-Forwarded-For` line it sent, in order, then the
+    /// peer), else set afresh (the client's were removed with the
+    /// hop-by-hop headers), so a client cannot forge its origin.
     fn forwarded_headers(&self, headers: &mut HeaderMap, peer: &Peer, host: HeaderValue) {
-        let for_value = match headers.get(FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(earlier) if peer.trusted => {
-                HeaderValue::from_str(&format!("{earlier}, {}", peer.address)).ok()
-            }
-            _ => Some(peer.header.clone()),
-        };
-        if let Some(value) = for_value {
+        if !peer.trusted {
+            headers.append(FORWARDED_FOR, peer.header.clone());
+            headers.append(FORWARDED_PROTO, HeaderValue::from_static("http"));
+            headers.append(FORWARDED_HOST, host);
+            return;
+        }
+        let mut chain: Vec<&str> = headers
+            .get_all(FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let address = peer.address.to_string();
+        chain.push(&address);
+        if let Ok(value) = HeaderValue::from_str(&chain.join(", ")) {
             headers.insert(FORWARDED_FOR, value);
         }
-        if !(peer.trusted && headers.contains_key(FORWARDED_PROTO)) {
+        if !headers.contains_key(FORWARDED_PROTO) {
             headers.insert(FORWARDED_PROTO, HeaderValue::from_static("http"));
         }
-        if !(peer.trusted && headers.contains_key(FORWARDED_HOST)) {
+        if !headers.contains_key(FORWARDED_HOST) {
             headers.insert(FORWARDED_HOST, host);
         }
     }

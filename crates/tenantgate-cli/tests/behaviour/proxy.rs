@@ -67,7 +67,7 @@ async fn served_tenants_are_forwarded_and_the_rest_never_reach_the_app(h: Harnes
         proxy.address,
         "acme.localhost",
         "/some/path?x=1",
-        "X-Tenantgate-Tenant: globex\r\nX-Tenantgate-Schema: globex\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: x-hop, host\r\nX-Hop: 1\r\n",
+        "X-Tenantgate-Tenant: globex\r\nX-Tenantgate-Schema: globex\r\nX-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 7.7.7.7\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: globex.localhost\r\nConnection: x-hop, host\r\nX-Hop: 1\r\n",
     )
     .await;
     let headers = &echoed["headers"];
@@ -265,13 +265,13 @@ async fn trusted_peers_extend_forwarded_headers_but_never_name_the_tenant(h: Har
         proxy.address,
         "acme.localhost",
         "/",
-        "X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: globex.localhost\r\n",
+        "X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-For: 198.51.100.2\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: globex.localhost\r\n",
     )
     .await;
     let headers = &echoed["headers"];
     assert_eq!(
-        headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1",
-        "a trusted peer's chain is extended with the peer"
+        headers["x-forwarded-for"], "203.0.113.7, 198.51.100.2, 127.0.0.1",
+        "a trusted peer's chain, every line of it in order, is extended with the peer"
     );
     assert_eq!(headers["x-forwarded-proto"], "https");
     assert_eq!(headers["x-forwarded-host"], "globex.localhost");

@@ -81,11 +81,18 @@ async fn answer(mut request: Request, log: &Mutex<Vec<String>>) -> Response {
             download(total)
         }
         _ => {
-            let headers: serde_json::Map<String, serde_json::Value> = request
-                .headers()
-                .iter()
-                .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").into()))
-                .collect();
+            // A header sent on several lines is echoed as one, its values
+            // joined in order (RFC 9110 §5.3), so none is hidden.
+            let mut headers = serde_json::Map::new();
+            for name in request.headers().keys() {
+                let values: Vec<&str> = request
+                    .headers()
+                    .get_all(name)
+                    .iter()
+                    .map(|v| v.to_str().unwrap_or(""))
+                    .collect();
+                headers.insert(name.as_str().to_owned(), values.join(", ").into());
+            }
             axum::Json(serde_json::json!({
                 "method": request.method().as_str(),
                 "path": path,
