@@ -138,9 +138,17 @@ const BLOCK_REASONS: [&str; 7] = [
     "being_moved",
 ];
 
+/// How often histogram samples recorded since are folded into their
+/// buckets. The exporter holds each sample (one per request timed) until
+/// then: without this, a server nobody scrapes grew by about 16 bytes a
+/// request, 1.5 MB a second at 60,000 requests a second.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Installs the Prometheus recorder for this process, with every metric
 /// described and present from the start (counters at zero, the
 /// provisioning histogram empty) so dashboards and alerts see them.
+/// Memory stays bounded whether or not `/metrics` is scraped: a thread
+/// folds recorded samples into their buckets every few seconds.
 pub fn install() -> Result<PrometheusHandle, String> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
@@ -158,6 +166,14 @@ pub fn install() -> Result<PrometheusHandle, String> {
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| e.to_string())?;
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_INTERVAL);
+            upkeep.run_upkeep();
+        })
+        .map_err(|e| format!("cannot start the metrics upkeep thread: {e}"))?;
     for (name, help) in DESCRIPTIONS {
         match name {
             PROVISION_SECONDS | HTTP_SECONDS | PROXY_UPSTREAM_SECONDS => {
