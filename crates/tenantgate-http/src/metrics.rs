@@ -163,6 +163,18 @@ pub fn install() -> Result<PrometheusHandle, String> {
                 ],
             )
         })
+        // Up to the default upstream timeout. A histogram rather than a
+        // summary: it adds up across proxies, and folding a sample into a
+        // bucket is cheap where a summary's sketch costs a logarithm.
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(PROXY_UPSTREAM_SECONDS.into()),
+                &[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0, 60.0,
+                ],
+            )
+        })
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| e.to_string())?;

@@ -180,6 +180,10 @@ async fn served_tenants_are_forwarded_and_the_rest_never_reach_the_app(h: Harnes
         metrics.contains("tenantgate_proxy_forwarded_total"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("tenantgate_proxy_upstream_duration_seconds_bucket{le=\"60\"}"),
+        "the upstream's latency is a histogram, with buckets up to the default timeout:\n{metrics}"
+    );
 
     // Healed in another process: forwarded without restarting the proxy.
     h.run(&["verify", "--fix"]).await.expect(0);
