@@ -108,8 +108,8 @@ pub(crate) fn memory(sizes: &[usize], set: &MigrationSet) {
 pub(crate) async fn throughput(args: &Args, set: &MigrationSet) -> anyhow::Result<()> {
     let n = *args.snapshot_sizes.iter().max().unwrap_or(&10);
     let app = || Router::new().route("/", get(|| async { "ok" }));
-    let guarded = serve(app().layer(GuardLayer::new(state(n, set))))?;
-    let bare = serve(app())?;
+    let guarded = serve(app().layer(GuardLayer::new(state(n, set))), "bench-guarded")?;
+    let bare = serve(app(), "bench-bare")?;
     let hosts = Arc::new(hosts(n));
     let seconds = Duration::from_secs_f64(args.http_seconds);
     let (mut with_guard, mut without) = (Vec::new(), Vec::new());
@@ -118,12 +118,19 @@ pub(crate) async fn throughput(args: &Args, set: &MigrationSet) -> anyhow::Resul
         without.push(load(bare, &hosts, seconds).await?);
         with_guard.push(load(guarded, &hosts, seconds).await?);
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+    let median = |v: &[Run], f: fn(&Run) -> f64| {
+        let mut values: Vec<f64> = v.iter().map(f).collect();
+        values.sort_by(f64::total_cmp);
+        (
+            values[values.len() / 2],
+            values[0],
+            values[values.len() - 1],
+        )
     };
-    let spread = |v: &[f64]| (v[0].round(), v[v.len() - 1].round());
-    let (g, b) = (median(&mut with_guard), median(&mut without));
+    let (g, g_low, g_high) = median(&with_guard, |r| r.rps);
+    let (b, b_low, b_high) = median(&without, |r| r.rps);
+    let (g_cpu, g_cpu_low, g_cpu_high) = median(&with_guard, |r| r.server_cpu_ns);
+    let (b_cpu, b_cpu_low, b_cpu_high) = median(&without, |r| r.server_cpu_ns);
     println!(
         "{}",
         json!({
@@ -133,41 +140,81 @@ pub(crate) async fn throughput(args: &Args, set: &MigrationSet) -> anyhow::Resul
             "seconds_per_run": args.http_seconds,
             "with_guard_rps": g.round(),
             "without_guard_rps": b.round(),
-            "with_guard_spread": spread(&with_guard),
-            "without_guard_spread": spread(&without),
+            "with_guard_spread": (g_low.round(), g_high.round()),
+            "without_guard_spread": (b_low.round(), b_high.round()),
             "kept": (g / b * 1000.0).round() / 1000.0,
+            "with_guard_server_cpu_ns_per_request": g_cpu.round(),
+            "without_guard_server_cpu_ns_per_request": b_cpu.round(),
+            "with_guard_server_cpu_spread": (g_cpu_low.round(), g_cpu_high.round()),
+            "without_guard_server_cpu_spread": (b_cpu_low.round(), b_cpu_high.round()),
+            "kept_by_server_cpu": (b_cpu / g_cpu * 1000.0).round() / 1000.0,
         })
     );
     Ok(())
 }
 
-/// Serves `app` on a free port from a runtime of its own (one worker).
-fn serve(app: Router) -> anyhow::Result<SocketAddr> {
+/// Serves `app` on a free port from a runtime of its own (one worker),
+/// on threads named `name`.
+fn serve(app: Router, name: &'static str) -> anyhow::Result<Server> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            axum::serve(listener, app.into_make_service())
-                .await
-                .expect("serve");
-        });
-    });
-    Ok(address)
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name(name)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                axum::serve(listener, app.into_make_service())
+                    .await
+                    .expect("serve");
+            });
+        })?;
+    Ok(Server { address, name })
 }
 
-/// Keep-alive load from 32 connections for `duration`; returns requests per second.
-async fn load(
+/// A server started by [`serve`].
+#[derive(Clone, Copy)]
+struct Server {
     address: SocketAddr,
-    hosts: &Arc<Vec<String>>,
-    duration: Duration,
-) -> anyhow::Result<f64> {
+    /// The name of its threads.
+    name: &'static str,
+}
+
+impl Server {
+    /// Nanoseconds its threads have run on a CPU (Linux schedstat).
+    fn cpu_ns(&self) -> u64 {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return 0;
+        };
+        tasks
+            .flatten()
+            .filter(|task| {
+                std::fs::read_to_string(task.path().join("comm"))
+                    .is_ok_and(|comm| comm.trim_end() == self.name)
+            })
+            .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+            .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    }
+}
+
+/// One load run against a server.
+struct Run {
+    rps: f64,
+    /// The server's CPU time per request: its throughput's cost, which the
+    /// load generator sharing the machine does not blur.
+    server_cpu_ns: f64,
+}
+
+/// Keep-alive load from 32 connections for `duration`.
+async fn load(server: Server, hosts: &Arc<Vec<String>>, duration: Duration) -> anyhow::Result<Run> {
+    let address = server.address;
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut clients = Vec::new();
@@ -188,15 +235,25 @@ async fn load(
             Ok::<_, anyhow::Error>(())
         }));
     }
-    let started = Instant::now();
+    let (started, cpu_before, done_before) = (
+        Instant::now(),
+        server.cpu_ns(),
+        done.load(Ordering::Relaxed),
+    );
     tokio::time::sleep(duration).await;
-    let count = done.load(Ordering::Relaxed);
+    let (count, cpu) = (
+        done.load(Ordering::Relaxed) - done_before,
+        server.cpu_ns() - cpu_before,
+    );
     let elapsed = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     for client in clients {
         client.await??;
     }
-    Ok(count as f64 / elapsed.as_secs_f64())
+    Ok(Run {
+        rps: count as f64 / elapsed.as_secs_f64(),
+        server_cpu_ns: cpu as f64 / count.max(1) as f64,
+    })
 }
 
 /// Reads one response with a Content-Length body.
