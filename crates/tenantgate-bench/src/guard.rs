@@ -118,7 +118,7 @@ pub(crate) async fn throughput(args: &Args, set: &MigrationSet) -> anyhow::Resul
         without.push(load(bare, &hosts, seconds).await?);
         with_guard.push(load(guarded, &hosts, seconds).await?);
     }
-    let median = |v: &[Run], f: fn(&Run) -> f64| {
+    let median_and_spread = |v: &[Run], f: fn(&Run) -> f64| {
         let mut values: Vec<f64> = v.iter().map(f).collect();
         values.sort_by(f64::total_cmp);
         (
@@ -127,10 +127,10 @@ pub(crate) async fn throughput(args: &Args, set: &MigrationSet) -> anyhow::Resul
             values[values.len() - 1],
         )
     };
-    let (g, g_low, g_high) = median(&with_guard, |r| r.rps);
-    let (b, b_low, b_high) = median(&without, |r| r.rps);
-    let (g_cpu, g_cpu_low, g_cpu_high) = median(&with_guard, |r| r.server_cpu_ns);
-    let (b_cpu, b_cpu_low, b_cpu_high) = median(&without, |r| r.server_cpu_ns);
+    let (g, g_low, g_high) = median_and_spread(&with_guard, |r| r.rps);
+    let (b, b_low, b_high) = median_and_spread(&without, |r| r.rps);
+    let (g_cpu, g_cpu_low, g_cpu_high) = median_and_spread(&with_guard, |r| r.server_cpu_ns);
+    let (b_cpu, b_cpu_low, b_cpu_high) = median_and_spread(&without, |r| r.server_cpu_ns);
     println!(
         "{}",
         json!({

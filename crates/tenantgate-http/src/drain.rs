@@ -14,7 +14,7 @@ use std::{
     pin::Pin,
     sync::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, MutexGuard,
     },
     task::{Context, Poll, Waker},
 };
@@ -50,6 +50,14 @@ struct Shared {
     all_closed: Notify,
 }
 
+impl Shared {
+    fn wakers(&self) -> MutexGuard<'_, HashMap<u64, Waker>> {
+        self.wakers
+            .lock()
+            .expect("never poisoned: no code panics while holding it")
+    }
+}
+
 impl Drain {
     /// `connection`, closed gracefully once [`Self::shutdown`] begins.
     pub(crate) fn watch<C: Graceful>(&self, connection: C) -> Draining<C> {
@@ -71,14 +79,7 @@ impl Drain {
         self.shared.stopping.store(true, Ordering::Release);
         // A connection registers before it reads the flag: one registered
         // after this lock reads it set; one registered before is woken.
-        let wakers: Vec<Waker> = self
-            .shared
-            .wakers
-            .lock()
-            .expect("never poisoned: no code panics while holding it")
-            .values()
-            .cloned()
-            .collect();
+        let wakers: Vec<Waker> = self.shared.wakers().values().cloned().collect();
         wakers.into_iter().for_each(Waker::wake);
         loop {
             let closed = self.shared.all_closed.notified();
@@ -105,11 +106,7 @@ impl Registration {
     /// Whether the drain has begun, with `waker` registered to hear of it.
     fn stopping(&mut self, waker: &Waker) -> bool {
         if !self.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            self.shared
-                .wakers
-                .lock()
-                .expect("never poisoned: no code panics while holding it")
-                .insert(self.id, waker.clone());
+            self.shared.wakers().insert(self.id, waker.clone());
             self.waker = Some(waker.clone());
         }
         self.shared.stopping.load(Ordering::Acquire)
@@ -119,11 +116,7 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         if self.waker.is_some() {
-            self.shared
-                .wakers
-                .lock()
-                .expect("never poisoned: no code panics while holding it")
-                .remove(&self.id);
+            self.shared.wakers().remove(&self.id);
         }
         if self.shared.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.shared.all_closed.notify_waiters();
@@ -229,6 +222,6 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), drain.shutdown())
             .await
             .expect("nothing left to wait for");
-        assert!(drain.shared.wakers.lock().unwrap().is_empty());
+        assert!(drain.shared.wakers().is_empty());
     }
 }

@@ -32,7 +32,7 @@
 
 use std::{
     future::Future,
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     path::PathBuf,
     pin::Pin,
     sync::Arc,
@@ -307,13 +307,12 @@ impl UpstreamParts {
             headers.append(FORWARDED_HOST, host);
             return;
         }
-        let mut chain: Vec<&str> = headers
+        let chain: Vec<&str> = headers
             .get_all(FORWARDED_FOR)
             .iter()
+            .chain([&peer.header])
             .filter_map(|v| v.to_str().ok())
             .collect();
-        let address = peer.address.to_string();
-        chain.push(&address);
         if let Ok(value) = HeaderValue::from_str(&chain.join(", ")) {
             headers.insert(FORWARDED_FOR, value);
         }
@@ -338,7 +337,7 @@ const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 /// connection, not per request.
 #[derive(Clone)]
 pub(crate) struct Peer {
-    address: IpAddr,
+    /// Its address, as `X-Forwarded-For` names it.
     header: HeaderValue,
     /// In `--trust-forwarded`: its `X-Forwarded-*` headers are extended.
     trusted: bool,
@@ -348,7 +347,6 @@ impl Peer {
     fn new(address: SocketAddr, config: &ProxyConfig) -> Self {
         let address = address.ip();
         Self {
-            address,
             header: HeaderValue::from_str(&address.to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             trusted: config.trust_forwarded.iter().any(|n| n.contains(&address)),
