@@ -325,8 +325,15 @@ impl Harness {
         self.data()
     }
 
-    fn tenant_file(&self, tenant: &str) -> PathBuf {
+    /// The database file of a tenant of the SQLite store.
+    pub(crate) fn tenant_file(&self, tenant: &str) -> PathBuf {
         self.data().join("tenants").join(format!("{tenant}.db"))
+    }
+
+    /// A connection to a tenant's file of the SQLite store, as an
+    /// application opens it (WAL, waiting for other writers).
+    pub(crate) fn tenant_connection(&self, tenant: &str) -> rusqlite::Connection {
+        sqlite(&self.tenant_file(tenant))
     }
 
     fn registry(&self) -> rusqlite::Connection {

@@ -17,6 +17,13 @@ only_on!(postgres:
     without_change_tracking_every_catalog_is_read_and_said_so,
     missing_ledgers_among_many_are_named_and_the_rest_read,
 );
+// A SQLite tenant file is read alone when no other connection has it open
+// (no shared WAL index), beside the others when one does.
+only_on!(sqlite:
+    a_file_another_connection_holds_is_read_at_once_and_as_committed,
+    a_change_left_in_a_crashed_writers_wal_is_read_and_kept,
+    an_application_reading_tenant_files_is_never_refused_while_verify_reads_them,
+);
 
 /// The catalogs a deep verification read, and those it knew unchanged.
 fn scanned(report: &serde_json::Value) -> (u64, u64) {
@@ -302,4 +309,140 @@ async fn missing_ledgers_among_many_are_named_and_the_rest_read(h: Harness) {
             assert_eq!(tenant["missing"][0]["file"], "0002_orders.sql", "{tenant}");
         }
     }
+}
+
+/// The entry of `tenant` in a verify report (`--json`).
+fn entry<'a>(report: &'a serde_json::Value, tenant: &str) -> &'a serde_json::Value {
+    report["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tenant"] == tenant)
+        .unwrap_or_else(|| panic!("{tenant} in {report}"))
+}
+
+/// An application holds a tenant's file open, with a committed change
+/// still in the WAL and a write transaction open: verify reads the file
+/// beside it without waiting for it, and sees what is committed, not what
+/// is not.
+async fn a_file_another_connection_holds_is_read_at_once_and_as_committed(h: Harness) {
+    h.write_tables(2);
+    h.create(&["t_a", "t_b"]).await;
+    let app = h.tenant_connection("t_b");
+    app.execute_batch(
+        "DELETE FROM _tenantgate_migrations WHERE version = 2;
+         BEGIN IMMEDIATE;
+         INSERT INTO _tenantgate_migrations VALUES (99, 'uncommitted', '', 1, x'00', 0);",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let run = h.run(&["verify", "--json"]).await;
+    // Taking the file alone is not waited for; the store's busy timeout
+    // (5 s) would show here if it were.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "verify waited {:?} for the application's connection",
+        started.elapsed()
+    );
+    run.expect(1);
+    let report = run.json();
+    assert_eq!(entry(&report, "t_a")["ok"], true, "{report}");
+    let held = entry(&report, "t_b");
+    assert_eq!(
+        held["missing"][0]["version"], 2,
+        "the committed change: {held}"
+    );
+    assert!(!held.to_string().contains("uncommitted"), "{held}");
+    app.execute_batch("ROLLBACK").unwrap();
+}
+
+/// A writer that died after committing leaves its change only in the
+/// file's WAL: reading the file alone recovers it from there (the ledger
+/// row it deleted, the table it created), and the change is still there
+/// afterwards.
+async fn a_change_left_in_a_crashed_writers_wal_is_read_and_kept(h: Harness) {
+    h.write_tables(2);
+    h.create(&["t_a", "t_b"]).await;
+    let file = h.tenant_file("t_b");
+    let with_suffix = |suffix: &str| {
+        let mut name = file.clone().into_os_string();
+        name.push(suffix);
+        std::path::PathBuf::from(name)
+    };
+    let writer = h.tenant_connection("t_b");
+    writer
+        .execute_batch(
+            "DELETE FROM _tenantgate_migrations WHERE version = 2;
+             CREATE TABLE intruder (id int);",
+        )
+        .unwrap();
+    // What a crash leaves: the database file as the last checkpoint left
+    // it, the WAL holding the committed change, and a stale index (copied
+    // while the writer is open, before its close checkpoints and cleans up).
+    for suffix in ["", "-wal", "-shm"] {
+        std::fs::copy(with_suffix(suffix), with_suffix(&format!("{suffix}.crash"))).unwrap();
+    }
+    drop(writer);
+    for suffix in ["", "-wal", "-shm"] {
+        std::fs::rename(with_suffix(&format!("{suffix}.crash")), with_suffix(suffix)).unwrap();
+    }
+    assert!(
+        std::fs::metadata(with_suffix("-wal")).unwrap().len() > 0,
+        "the change lives in the WAL"
+    );
+    let run = h.run(&["verify", "--deep", "--json"]).await;
+    run.expect(1);
+    let report = run.json();
+    assert_eq!(entry(&report, "t_a")["ok"], true, "{report}");
+    let crashed = entry(&report, "t_b");
+    assert_eq!(crashed["missing"][0]["version"], 2, "{crashed}");
+    assert!(
+        crashed["drift"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d.as_str().unwrap().contains("intruder")),
+        "{crashed}"
+    );
+    assert_eq!(h.ledger("t_b").await, [1], "the committed change is kept");
+    assert!(h.has_table("t_b", "intruder").await);
+}
+
+/// An application opening tenant files with a busy timeout, as SQLite
+/// advises, over and over while verify and deep verify read them: while a
+/// file is read alone, its first read waits a moment and is never refused.
+async fn an_application_reading_tenant_files_is_never_refused_while_verify_reads_them(h: Harness) {
+    h.write_tables(2);
+    let names = h.create_numbered(20).await;
+    let files: Vec<_> = names.iter().map(|t| h.tenant_file(t)).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let app = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut reads, mut refused) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for file in &files {
+                    let read = rusqlite::Connection::open(file).and_then(|conn| {
+                        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+                        conn.query_row("SELECT count(*) FROM _tenantgate_migrations", [], |r| {
+                            r.get::<_, i64>(0)
+                        })
+                    });
+                    match read {
+                        Ok(2) => reads += 1,
+                        other => refused.push(format!("{}: {other:?}", file.display())),
+                    }
+                }
+            }
+            (reads, refused)
+        })
+    };
+    for _ in 0..5 {
+        h.run(&["verify"]).await.expect(0);
+        h.run(&["verify", "--deep"]).await.expect(0);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, refused) = app.join().unwrap();
+    assert!(refused.is_empty(), "{} refused: {refused:?}", refused.len());
+    assert!(reads > 0);
 }

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 
 use super::{
     blocking::{db_error, error_while, par_map, run_script},
-    data_dir::{open, Create, DataDir, LEDGER_TABLE},
+    data_dir::{read_alone, DataDir, LEDGER_TABLE},
 };
 use crate::{Error, MigrationSet, TenantName};
 
@@ -71,14 +71,12 @@ pub(crate) fn catalog_drift(
         if !path.exists() {
             return Ok(None);
         }
-        let live = open(&path, Create::No, std::time::Duration::from_secs(5))
-            .and_then(|conn| lines(&conn))
-            .map_err(|e| {
-                error_while(
-                    &format!("reading the catalog of tenant {tenant}"),
-                    db_error(&e),
-                )
-            })?;
+        let live = read_alone(&path, std::time::Duration::from_secs(5), lines).map_err(|e| {
+            error_while(
+                &format!("reading the catalog of tenant {tenant}"),
+                db_error(&e),
+            )
+        })?;
         let want = &shapes[versions.as_slice()];
         let mut drift: Vec<String> = want
             .difference(&live)

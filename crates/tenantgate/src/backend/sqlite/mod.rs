@@ -41,7 +41,7 @@ pub use self::data_dir::DataDir;
 use self::{
     apply::{apply_set, read_ledger},
     blocking::{blocking, cancellable, db_error, error_while, io_error, par_map},
-    data_dir::{open, Create},
+    data_dir::{open, read_alone, Create},
 };
 use crate::{
     backend::{
@@ -113,14 +113,12 @@ impl Inner {
         if !path.exists() {
             return Ok(None);
         }
-        open(&path, Create::No, Duration::from_secs(5))
-            .and_then(|conn| read_ledger(&conn))
-            .map_err(|e| {
-                error_while(
-                    &format!("reading the ledger of tenant {tenant}"),
-                    db_error(&e),
-                )
-            })
+        read_alone(&path, Duration::from_secs(5), read_ledger).map_err(|e| {
+            error_while(
+                &format!("reading the ledger of tenant {tenant}"),
+                db_error(&e),
+            )
+        })
     }
 
     fn ledgers(&self, tenants: &[TenantName]) -> Result<Vec<TenantLedger>, Error> {
