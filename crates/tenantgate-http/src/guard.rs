@@ -22,7 +22,7 @@ use crate::{
     host::{already_normal, request_host, HostError},
     metrics,
     pages::{self, BlockedPage},
-    snapshot::TenantEntry,
+    snapshot::{TenantEntry, TenantRef},
     watcher::GuardState,
 };
 
@@ -61,9 +61,10 @@ pub struct Guard<S> {
 }
 
 /// The tenant a request was resolved to, in the request's extensions; also
-/// an extractor for handlers behind the guard.
+/// an extractor for handlers behind the guard. It holds the entry the
+/// request was decided by, whatever snapshots replace it meanwhile.
 #[derive(Debug, Clone)]
-pub struct ResolvedTenant(pub Arc<TenantEntry>);
+pub struct ResolvedTenant(pub TenantRef);
 
 impl std::ops::Deref for ResolvedTenant {
     type Target = TenantEntry;
@@ -87,9 +88,9 @@ impl<S: Send + Sync> FromRequestParts<S> for ResolvedTenant {
 /// What to do with a request.
 pub(crate) enum Decision {
     /// A served tenant: the request goes on.
-    Pass(Arc<TenantEntry>),
+    Pass(TenantRef),
     /// A tenant not known to be ready, served because the check is off.
-    Bypass(Arc<TenantEntry>),
+    Bypass(TenantRef),
     /// The guard's own answer (400, 404, 503); the request goes no further.
     Respond(Response),
 }
@@ -138,11 +139,9 @@ pub(crate) fn decide(state: &GuardState, request: &Request<Body>) -> Decision {
         // The hot path: a host already in normal form that routes to a
         // served tenant, decided without allocating.
         if let Some(entry) =
-            already_normal(request).and_then(|host| state.snapshot().lookup(host).cloned())
+            already_normal(request).and_then(|host| state.snapshot().served(host).cloned())
         {
-            if entry.blocked.is_none() {
-                return Decision::Pass(entry);
-            }
+            return Decision::Pass(entry);
         }
     }
     let wants_json = wants_json(request);

@@ -55,5 +55,5 @@ pub use guard::{Guard, GuardLayer, ResolvedTenant, BYPASS_HEADER};
 pub use host::{request_host, HostError};
 pub use recovery_text::RecoveryText;
 pub use routes::{admin_router, health_router, AdminState};
-pub use snapshot::{Snapshot, TenantEntry, Unreachable};
+pub use snapshot::{Snapshot, TenantEntry, TenantRef, Unreachable};
 pub use watcher::{watch_registry, GuardConfig, GuardState};

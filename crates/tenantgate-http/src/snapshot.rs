@@ -1,5 +1,6 @@
 //! The in-memory view of the registry the guard decides from.
 
+mod entries;
 mod index;
 
 use std::{
@@ -8,6 +9,7 @@ use std::{
     time::SystemTime,
 };
 
+pub use entries::TenantRef;
 use index::{Index, Keys, SecondHash};
 use smallvec::SmallVec;
 use tenantgate::{
@@ -17,7 +19,8 @@ use tenantgate::{
 };
 
 /// One tenant as the guard sees it: its decision is computed when the
-/// snapshot is built, so a request costs one hash lookup.
+/// snapshot is built, so a request costs one hash lookup (and is decided
+/// without reading the entry).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TenantEntry {
     /// The tenant's name (and schema).
@@ -36,8 +39,8 @@ pub struct TenantEntry {
 ///
 /// Domains are indexed by two keyed 64-bit hashes of the text, names by
 /// one (the text itself is kept once, in the entry), which keeps a million
-/// tenants under a quarter of a gigabyte and a host's lookup to the
-/// index's slot and the entry.
+/// tenants under a quarter of a gigabyte and a host's decision to the
+/// index's slot.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     keys: Keys,
@@ -45,6 +48,10 @@ pub struct Snapshot {
     by_name: Index<()>,
     shared_missing: Vec<MigrationRef>,
     refreshed_at: Option<SystemTime>,
+    /// Entries replaced or dropped since the chunks were built, still held
+    /// by chunks that hold live ones too; past the live count, the
+    /// snapshot is rebuilt into fresh chunks.
+    garbage: usize,
     /// What does not answer: those tenants are blocked with "state unknown".
     unreachable: Arc<Unreachable>,
 }
@@ -103,9 +110,11 @@ impl Snapshot {
             unreachable: Arc::new(unreachable),
             ..Self::default()
         };
-        for tenant in tenants {
-            snapshot.insert(&tenant, required);
-        }
+        let entries = tenants
+            .iter()
+            .map(|tenant| snapshot.entry_of(tenant, required))
+            .collect();
+        snapshot.index(entries);
         snapshot
     }
 
@@ -129,16 +138,30 @@ impl Snapshot {
                     let key = next.keys.of(domain.as_str());
                     next.by_domain.remove(key, domain.as_str(), &old);
                 }
+                next.garbage += 1;
             }
         }
-        for tenant in fresh {
-            next.insert(&tenant, required);
+        let entries = fresh
+            .iter()
+            .map(|tenant| next.entry_of(tenant, required))
+            .collect();
+        next.index(entries);
+        if next.garbage > next.len() {
+            let live = next
+                .tenants()
+                .map(|entry| TenantEntry::clone(entry))
+                .collect();
+            next.by_domain = Index::default();
+            next.by_name = Index::default();
+            next.garbage = 0;
+            next.index(live);
         }
         next
     }
 
-    fn insert(&mut self, tenant: &Tenant, required: &RequiredSet) {
-        let entry = Arc::new(TenantEntry {
+    /// How `tenant` is decided in this snapshot.
+    fn entry_of(&self, tenant: &Tenant, required: &RequiredSet) -> TenantEntry {
+        TenantEntry {
             name: tenant.name.clone(),
             state: tenant.effective_state(&required.tenant),
             domains: tenant.domains.iter().cloned().collect(),
@@ -146,28 +169,56 @@ impl Snapshot {
                 Some(why) => Some(Box::new(Blocked::unreachable(tenant, &why))),
                 None => required.assess(tenant, &self.shared_missing).map(Box::new),
             },
-        });
-        for domain in &entry.domains {
-            let key = self.keys.of(domain.as_str());
-            self.by_domain.insert(key, domain.as_str(), &entry);
         }
-        let key = self.keys.of(entry.name.as_str());
-        self.by_name.insert(key, entry.name.as_str(), &entry);
+    }
+
+    /// Adds `entries` (none of them held yet) in chunks sized for the
+    /// snapshot they join.
+    fn index(&mut self, entries: Vec<TenantEntry>) {
+        let chunk_len = entries::chunk_len(self.len() + entries.len());
+        for entry in TenantRef::chunked(entries, chunk_len) {
+            for domain in &entry.domains {
+                let key = self.keys.of(domain.as_str());
+                self.by_domain.insert(key, domain.as_str(), &entry);
+            }
+            let key = self.keys.of(entry.name.as_str());
+            self.by_name.insert(key, entry.name.as_str(), &entry);
+        }
+    }
+
+    /// How many tenants the snapshot holds.
+    fn len(&self) -> usize {
+        self.by_name.len()
     }
 
     /// The tenant a normalised host routes to.
-    pub fn lookup(&self, host: &str) -> Option<&Arc<TenantEntry>> {
-        self.by_domain.get(self.keys.of(host), host, has_domain)
+    pub fn lookup(&self, host: &str) -> Option<&TenantRef> {
+        self.by_domain
+            .get(self.keys.of(host), host, has_domain)
+            .map(|found| found.entry)
+    }
+
+    /// The tenant a normalised host routes to, only when it may be served:
+    /// the same answer as [`Self::lookup`] and the entry's
+    /// [`TenantEntry::blocked`], decided (almost always) from the index
+    /// alone, without reading the entry.
+    pub fn served(&self, host: &str) -> Option<&TenantRef> {
+        let found = self.by_domain.get(self.keys.of(host), host, has_domain)?;
+        found
+            .served
+            .unwrap_or_else(|| found.entry.blocked.is_none())
+            .then_some(found.entry)
     }
 
     /// The tenant with this name.
-    pub fn tenant(&self, name: &TenantName) -> Option<&Arc<TenantEntry>> {
+    pub fn tenant(&self, name: &TenantName) -> Option<&TenantRef> {
         self.by_name
             .get(self.keys.of(name.as_str()), name.as_str(), has_name)
+            .map(|found| found.entry)
     }
 
     /// Every tenant, in no particular order.
-    pub fn tenants(&self) -> impl Iterator<Item = &Arc<TenantEntry>> {
+    pub fn tenants(&self) -> impl Iterator<Item = &TenantRef> {
         self.by_name.values()
     }
 
@@ -208,36 +259,53 @@ impl Snapshot {
 pub(super) mod tests {
     use super::*;
 
-    pub(super) fn entry(name: &str, domains: &[&str]) -> Arc<TenantEntry> {
-        Arc::new(TenantEntry {
+    pub(super) fn entry_data(name: &str, domains: &[&str]) -> TenantEntry {
+        TenantEntry {
             name: TenantName::parse(name).unwrap(),
             state: TenantState::Ready,
             domains: domains.iter().map(|d| Domain::parse(d).unwrap()).collect(),
             blocked: None,
-        })
+        }
+    }
+
+    pub(super) fn entry(name: &str, domains: &[&str]) -> TenantRef {
+        TenantRef::chunked(vec![entry_data(name, domains)], 1).remove(0)
+    }
+
+    fn no_migrations() -> RequiredSet {
+        RequiredSet {
+            tenant: tenantgate::MigrationSet::default(),
+            shared: tenantgate::MigrationSet::default(),
+        }
+    }
+
+    /// Tenant `t{i}` with domain `t{i}.example.com` (and `w{i}.example.com`
+    /// when `two_domains`), in `state`.
+    fn tenant(i: usize, state: TenantState, two_domains: bool) -> Tenant {
+        let mut domains = vec![Domain::parse(&format!("t{i}.example.com")).unwrap()];
+        if two_domains {
+            domains.push(Domain::parse(&format!("w{i}.example.com")).unwrap());
+        }
+        Tenant {
+            name: TenantName::parse(&format!("t{i}")).unwrap(),
+            placement: "default".into(),
+            moving_to: None,
+            state,
+            applied_versions: Vec::new(),
+            applied_checksums: Vec::new(),
+            domains,
+            last_error: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
     }
 
     #[test]
     fn every_domain_and_name_of_a_large_snapshot_finds_its_own_tenant() {
-        let required = RequiredSet {
-            tenant: tenantgate::MigrationSet::default(),
-            shared: tenantgate::MigrationSet::default(),
-        };
         let tenants: Vec<Tenant> = (0..20_000)
-            .map(|i| Tenant {
-                name: TenantName::parse(&format!("t{i}")).unwrap(),
-                placement: "default".into(),
-                moving_to: None,
-                state: TenantState::Ready,
-                applied_versions: Vec::new(),
-                applied_checksums: Vec::new(),
-                domains: vec![Domain::parse(&format!("t{i}.example.com")).unwrap()],
-                last_error: None,
-                created_at: String::new(),
-                updated_at: String::new(),
-            })
+            .map(|i| tenant(i, TenantState::Ready, false))
             .collect();
-        let snapshot = Snapshot::build(tenants, &[], &required);
+        let snapshot = Snapshot::build(tenants, &[], &no_migrations());
         for i in 0..20_000 {
             let name = format!("t{i}");
             assert_eq!(
@@ -262,5 +330,92 @@ pub(super) mod tests {
             snapshot.lookup("T1.example.com").is_none(),
             "lookups take normal form"
         );
+    }
+
+    /// Thousands of updates (tenants changed, blocked, given or stripped of
+    /// a second domain, dropped, added), each checked against a plain map
+    /// of what the registry holds: every domain and name finds its tenant's
+    /// current entry, nothing dropped is found, `served` agrees with the
+    /// entry's decision, and the chunks' dead entries never outnumber the
+    /// live ones (the snapshot is rebuilt past that).
+    #[test]
+    fn updates_keep_every_lookup_current_and_the_dead_entries_bounded() {
+        let required = no_migrations();
+        let mut truth: std::collections::BTreeMap<usize, Tenant> = (0..3_000)
+            .map(|i| (i, tenant(i, TenantState::Ready, i % 3 == 0)))
+            .collect();
+        let mut snapshot = Snapshot::build(truth.values().cloned().collect(), &[], &required);
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |below: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % below as u64) as usize
+        };
+        let mut rebuilt = 0;
+        for round in 0..400 {
+            let mut names = Vec::new();
+            let mut fresh = Vec::new();
+            for _ in 0..1 + next(30) {
+                let i = next(4_000);
+                let name = TenantName::parse(&format!("t{i}")).unwrap();
+                if names.contains(&name) {
+                    continue;
+                }
+                names.push(name);
+                if next(5) == 0 {
+                    truth.remove(&i);
+                    continue;
+                }
+                let state = [TenantState::Ready, TenantState::Failed, TenantState::Drift][next(3)];
+                let changed = tenant(i, state, next(2) == 0);
+                truth.insert(i, changed.clone());
+                fresh.push(changed);
+            }
+            let held = snapshot.lookup("t1.example.com").cloned();
+            let garbage = snapshot.garbage;
+            snapshot = snapshot.updated(&names, fresh, &required);
+            rebuilt += usize::from(snapshot.garbage < garbage);
+            if let Some(held) = held {
+                assert_eq!(held.name.as_str(), "t1", "a handle outlives its snapshot");
+            }
+            assert!(snapshot.garbage <= snapshot.len(), "round {round}");
+            assert_eq!(snapshot.len(), truth.len(), "round {round}");
+            for i in 0..4_000 {
+                let host = format!("t{i}.example.com");
+                let second = format!("w{i}.example.com");
+                let name = TenantName::parse(&format!("t{i}")).unwrap();
+                match truth.get(&i) {
+                    None => {
+                        assert!(
+                            snapshot.lookup(&host).is_none(),
+                            "{host} dropped, round {round}"
+                        );
+                        assert!(snapshot.lookup(&second).is_none());
+                        assert!(snapshot.tenant(&name).is_none());
+                    }
+                    Some(expected) => {
+                        let entry = snapshot.lookup(&host).expect("a current tenant");
+                        assert_eq!(entry.name, expected.name, "round {round}");
+                        assert_eq!(entry.state, expected.state, "{host}, round {round}");
+                        assert_eq!(entry.domains.as_slice(), expected.domains.as_slice());
+                        assert!(TenantRef::same(entry, snapshot.tenant(&name).unwrap()));
+                        assert_eq!(
+                            snapshot.lookup(&second).is_some(),
+                            expected.domains.len() == 2,
+                            "{second}, round {round}"
+                        );
+                        assert_eq!(
+                            snapshot.served(&host).is_some(),
+                            entry.blocked.is_none(),
+                            "{host} in state {:?}, round {round}",
+                            entry.state
+                        );
+                    }
+                }
+            }
+        }
+        assert!(rebuilt > 0, "the dead entries grew past the live ones");
+        assert!(snapshot.tenants().any(|t| t.blocked.is_some()));
     }
 }

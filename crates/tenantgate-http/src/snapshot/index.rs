@@ -1,16 +1,15 @@
 //! The snapshot's indexes: tenants by the keyed hashes of a domain or a
 //! name, in one flat table, so a request's lookup reads one slot (one
-//! cache line, usually) before the tenant's entry.
+//! cache line, usually) and decides without reading the tenant's entry.
 
 use std::{
     collections::{hash_map::RandomState, HashMap},
     hash::{BuildHasher, Hasher},
-    sync::Arc,
 };
 
 use siphasher::sip128::{Hasher128, SipHasher13};
 
-use super::TenantEntry;
+use super::{TenantEntry, TenantRef};
 
 /// Two independent keyed 64-bit hashes of one key: the first places it,
 /// the second tells it from the other keys placed there.
@@ -50,58 +49,73 @@ impl Keys {
 /// What an index slot keeps to tell its key from another placed with the
 /// same first hash.
 pub(super) trait Check: Copy + std::fmt::Debug {
-    /// The check of a key whose second hash is `hash`.
-    fn of(hash: u64) -> Self;
+    /// The check of a key whose second hash is `hash`, for an entry that
+    /// is `served` or not.
+    fn of(hash: u64, served: bool) -> Self;
     /// Whether a lookup whose second hash is `hash` takes the slot's entry:
     /// `None` when only the text can tell.
     fn admits(&self, hash: u64) -> Option<bool>;
     /// Marks the slot after a key alike in every hash was spilled.
     fn collided(&mut self, hash: u64);
+    /// Whether the slot's entry may be served, when the slot knows.
+    fn served(&self) -> Option<bool>;
 }
 
-/// The second hash (its low bit replaced by a mark: compare the text).
-/// A host that is not a domain matches a slot only by guessing 127 bits of
-/// SipHash output made with a key it never sees, so a lookup takes the
-/// entry without reading the domain's text (another cache line).
+/// The second hash, its two low bits replaced by marks: compare the text,
+/// and the entry may be served. A host that is not a domain matches a slot
+/// only by guessing 126 bits of SipHash output made with a key it never
+/// sees, so a lookup takes the entry, and a request its decision, without
+/// reading the domain's text or the entry (other cache lines).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct SecondHash(u64);
 
-/// The low bit of a [`SecondHash`]: set, the slot's text must be compared.
+/// Set, the slot's text must be compared.
 const COMPARE_TEXT: u64 = 1;
+/// Set, the slot's entry may be served.
+const SERVED: u64 = 2;
+/// The bits of a [`SecondHash`] that are marks, not hash.
+const MARKS: u64 = COMPARE_TEXT | SERVED;
 
 impl Check for SecondHash {
-    fn of(hash: u64) -> Self {
-        Self(hash & !COMPARE_TEXT)
+    fn of(hash: u64, served: bool) -> Self {
+        Self(hash & !MARKS | if served { SERVED } else { 0 })
     }
 
     fn admits(&self, hash: u64) -> Option<bool> {
-        let hash = hash & !COMPARE_TEXT;
-        if self.0 == hash {
-            Some(true)
-        } else if self.0 == hash | COMPARE_TEXT {
+        if self.0 & !MARKS != hash & !MARKS {
+            Some(false)
+        } else if self.0 & COMPARE_TEXT != 0 {
             None
         } else {
-            Some(false)
+            Some(true)
         }
     }
 
     fn collided(&mut self, hash: u64) {
-        if self.0 & !COMPARE_TEXT == hash & !COMPARE_TEXT {
+        if self.0 & !MARKS == hash & !MARKS {
             self.0 |= COMPARE_TEXT;
         }
+    }
+
+    fn served(&self) -> Option<bool> {
+        Some(self.0 & SERVED != 0)
     }
 }
 
 /// No check: the text is always compared (names, which no request looks
 /// up, keep their slots small).
 impl Check for () {
-    fn of(_: u64) -> Self {}
+    fn of(_: u64, _: bool) -> Self {}
 
     fn admits(&self, _: u64) -> Option<bool> {
         None
     }
 
     fn collided(&mut self, _: u64) {}
+
+    fn served(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// One occupied place in the table.
@@ -109,7 +123,15 @@ impl Check for () {
 struct Slot<C> {
     place: u64,
     check: C,
-    entry: Arc<TenantEntry>,
+    entry: TenantRef,
+}
+
+/// What a lookup found.
+pub(super) struct Found<'a> {
+    /// The entry.
+    pub(super) entry: &'a TenantRef,
+    /// Whether it may be served, when its slot knows without reading it.
+    pub(super) served: Option<bool>,
 }
 
 /// The fewest slots a table that holds anything has.
@@ -124,7 +146,7 @@ pub(super) struct Index<C> {
     /// Empty, or a power of two long.
     slots: Vec<Option<Slot<C>>>,
     occupied: usize,
-    spill: HashMap<String, Arc<TenantEntry>>,
+    spill: HashMap<String, TenantRef>,
 }
 
 impl<C> Default for Index<C> {
@@ -139,31 +161,38 @@ impl<C> Default for Index<C> {
 
 impl<C: Check> Index<C> {
     /// The entry whose key is `key` (and, where the hashes cannot tell,
-    /// `text`, as `has_key` compares it).
+    /// `text`, as `has_key` compares it), with whether it may be served
+    /// when the slot knows.
     pub(super) fn get(
         &self,
         key: Key,
         text: &str,
         has_key: impl Fn(&TenantEntry, &str) -> bool,
-    ) -> Option<&Arc<TenantEntry>> {
+    ) -> Option<Found<'_>> {
         if let Some(slot) = self.find(key.place).and_then(|at| self.slots[at].as_ref()) {
             let taken = slot
                 .check
                 .admits(key.check)
                 .unwrap_or_else(|| has_key(&slot.entry, text));
             if taken {
-                return Some(&slot.entry);
+                return Some(Found {
+                    entry: &slot.entry,
+                    served: slot.check.served(),
+                });
             }
         }
         if self.spill.is_empty() {
             None
         } else {
-            self.spill.get(text)
+            self.spill.get(text).map(|entry| Found {
+                entry,
+                served: None,
+            })
         }
     }
 
     /// Adds `entry` under `key` (its text `text`).
-    pub(super) fn insert(&mut self, key: Key, text: &str, entry: &Arc<TenantEntry>) {
+    pub(super) fn insert(&mut self, key: Key, text: &str, entry: &TenantRef) {
         if (self.occupied + 1) * 4 > self.slots.len() * 3 {
             self.grow();
         }
@@ -178,18 +207,18 @@ impl<C: Check> Index<C> {
         }
         self.slots[at] = Some(Slot {
             place: key.place,
-            check: C::of(key.check),
+            check: C::of(key.check, entry.blocked.is_none()),
             entry: entry.clone(),
         });
         self.occupied += 1;
     }
 
     /// Removes `entry`, which was inserted under `key` and `text`.
-    pub(super) fn remove(&mut self, key: Key, text: &str, entry: &Arc<TenantEntry>) {
+    pub(super) fn remove(&mut self, key: Key, text: &str, entry: &TenantRef) {
         let held = self.find(key.place).filter(|&at| {
             self.slots[at]
                 .as_ref()
-                .is_some_and(|slot| Arc::ptr_eq(&slot.entry, entry))
+                .is_some_and(|slot| TenantRef::same(&slot.entry, entry))
         });
         match held {
             Some(at) => self.vacate(at),
@@ -199,8 +228,13 @@ impl<C: Check> Index<C> {
         }
     }
 
+    /// How many entries the index holds.
+    pub(super) fn len(&self) -> usize {
+        self.occupied + self.spill.len()
+    }
+
     /// Every entry, in no particular order.
-    pub(super) fn values(&self) -> impl Iterator<Item = &Arc<TenantEntry>> {
+    pub(super) fn values(&self) -> impl Iterator<Item = &TenantRef> {
         self.slots
             .iter()
             .flatten()
@@ -289,12 +323,12 @@ mod tests {
         // Both keys forced onto one place: the second spills, both are found.
         index.insert(key(2), "a.example", &acme);
         index.insert(key(4), "g.example", &globex);
-        assert!(Arc::ptr_eq(
-            index.get(key(2), "a.example", has_domain).unwrap(),
+        assert!(TenantRef::same(
+            index.get(key(2), "a.example", has_domain).unwrap().entry,
             &acme
         ));
-        assert!(Arc::ptr_eq(
-            index.get(key(4), "g.example", has_domain).unwrap(),
+        assert!(TenantRef::same(
+            index.get(key(4), "g.example", has_domain).unwrap().entry,
             &globex
         ));
         assert!(index.get(key(6), "x.example", has_domain).is_none());
@@ -316,12 +350,12 @@ mod tests {
         let mut index = Index::<SecondHash>::default();
         index.insert(same, "a.example", &acme);
         index.insert(same, "g.example", &globex);
-        assert!(Arc::ptr_eq(
-            index.get(same, "a.example", has_domain).unwrap(),
+        assert!(TenantRef::same(
+            index.get(same, "a.example", has_domain).unwrap().entry,
             &acme
         ));
-        assert!(Arc::ptr_eq(
-            index.get(same, "g.example", has_domain).unwrap(),
+        assert!(TenantRef::same(
+            index.get(same, "g.example", has_domain).unwrap().entry,
             &globex
         ));
         assert!(

@@ -1,0 +1,90 @@
+//! Where a snapshot's entries live: in chunks built together and shared
+//! by reference count, so that handing a request its tenant takes a
+//! reference to the chunk (a counter a thousand chunks share the cache
+//! lines of) instead of to the entry (a cache miss per request in a large
+//! fleet).
+
+use std::{ops::Deref, sync::Arc};
+
+use super::TenantEntry;
+
+/// Entries built together; never changed once built.
+#[derive(Debug)]
+struct Chunk(Box<[TenantEntry]>);
+
+/// One tenant's entry, kept alive (with the chunk it was built in) for as
+/// long as the handle is held, whatever snapshots replace the one it came
+/// from.
+#[derive(Debug, Clone)]
+pub struct TenantRef {
+    chunk: Arc<Chunk>,
+    at: u32,
+}
+
+impl Deref for TenantRef {
+    type Target = TenantEntry;
+
+    fn deref(&self) -> &TenantEntry {
+        &self.chunk.0[self.at as usize]
+    }
+}
+
+impl TenantRef {
+    /// Whether both handles are to the same entry of the same chunk.
+    pub(super) fn same(a: &Self, b: &Self) -> bool {
+        Arc::ptr_eq(&a.chunk, &b.chunk) && a.at == b.at
+    }
+
+    /// Handles to `entries`, built into chunks of `chunk_len` (at least one).
+    pub(super) fn chunked(entries: Vec<TenantEntry>, chunk_len: usize) -> Vec<TenantRef> {
+        let chunk_len = chunk_len.max(1);
+        let mut refs = Vec::with_capacity(entries.len());
+        let mut entries = entries.into_iter().peekable();
+        while entries.peek().is_some() {
+            let chunk = Arc::new(Chunk(entries.by_ref().take(chunk_len).collect()));
+            refs.extend((0..chunk.0.len()).map(|at| TenantRef {
+                chunk: chunk.clone(),
+                at: u32::try_from(at).expect("a chunk holds at most 64 entries"),
+            }));
+        }
+        refs
+    }
+}
+
+/// How many entries a snapshot of `tenants` builds into one chunk: one for
+/// a small fleet, whose entries stay in cache anyway (and whose requests
+/// on different cores then share no counter); up to 64 for a large one, so
+/// its chunks' counters stay few (about a thousand cache lines at most).
+pub(super) fn chunk_len(tenants: usize) -> usize {
+    (tenants / 1024).clamp(1, 64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::tests::entry_data;
+
+    #[test]
+    fn every_entry_is_reached_through_its_own_handle() {
+        for (n, len) in [(0, 1), (1, 1), (5, 2), (130, 64), (129, 64)] {
+            let entries: Vec<_> = (0..n).map(|i| entry_data(&format!("t{i}"), &[])).collect();
+            let refs = TenantRef::chunked(entries, len);
+            assert_eq!(refs.len(), n);
+            for (i, handle) in refs.iter().enumerate() {
+                assert_eq!(handle.name.as_str(), format!("t{i}"));
+                assert!(TenantRef::same(handle, &handle.clone()));
+            }
+            for pair in refs.windows(2) {
+                assert!(!TenantRef::same(&pair[0], &pair[1]));
+            }
+        }
+    }
+
+    #[test]
+    fn chunks_grow_with_the_fleet_up_to_64() {
+        assert_eq!(chunk_len(10), 1);
+        assert_eq!(chunk_len(10_000), 9);
+        assert_eq!(chunk_len(100_000), 64);
+        assert_eq!(chunk_len(1_000_000), 64);
+    }
+}
