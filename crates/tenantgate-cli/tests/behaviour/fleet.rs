@@ -8,7 +8,7 @@ use tenantgate::backend::RegistryChange;
 
 use crate::{
     backend_tests,
-    harness::{eventually, Harness},
+    harness::{eventually, report_tenant as tenant, Harness},
     only_on,
 };
 
@@ -48,15 +48,6 @@ async fn exited_with(child: tokio::process::Child, code: i32) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn tenant<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["tenants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["tenant"] == name)
-        .unwrap_or_else(|| panic!("{name} in {report}"))
 }
 
 async fn one_failing_tenant_is_rolled_back_and_the_rest_proceed(h: Harness) {

@@ -685,6 +685,19 @@ impl Harness {
     }
 }
 
+/// The entry of tenant `name` in a verify or fleet report (`--json`).
+pub(crate) fn report_tenant<'a>(
+    report: &'a serde_json::Value,
+    name: &str,
+) -> &'a serde_json::Value {
+    report["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tenant"] == name)
+        .unwrap_or_else(|| panic!("{name} in {report}"))
+}
+
 /// The names of the tenants of a verify or fleet report (`--json`) that
 /// `keep` selects, in report order.
 pub(crate) fn tenants_where(

@@ -2,7 +2,7 @@
 
 use crate::{
     backend_tests,
-    harness::{connect, Harness},
+    harness::{connect, report_tenant as entry, Harness},
     only_on,
 };
 
@@ -309,16 +309,6 @@ async fn missing_ledgers_among_many_are_named_and_the_rest_read(h: Harness) {
             assert_eq!(tenant["missing"][0]["file"], "0002_orders.sql", "{tenant}");
         }
     }
-}
-
-/// The entry of `tenant` in a verify report (`--json`).
-fn entry<'a>(report: &'a serde_json::Value, tenant: &str) -> &'a serde_json::Value {
-    report["tenants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["tenant"] == tenant)
-        .unwrap_or_else(|| panic!("{tenant} in {report}"))
 }
 
 /// An application holds a tenant's file open, with a committed change
