@@ -37,10 +37,10 @@ pub struct TenantEntry {
 
 /// An immutable view of the registry, swapped whole when it changes.
 ///
-/// Domains are indexed by two keyed 64-bit hashes of the text, names by
-/// one (the text itself is kept once, in the entry), which keeps a million
-/// tenants under a quarter of a gigabyte and a host's decision to the
-/// index's slot.
+/// Domains are indexed by a keyed 128-bit hash of the text, one half
+/// placing and the other checking, names by the placing half (the text
+/// itself is kept once, in the entry), which keeps a million tenants under
+/// a quarter of a gigabyte and a host's decision to the index's slot.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     keys: Keys,
