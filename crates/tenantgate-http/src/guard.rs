@@ -138,8 +138,7 @@ pub(crate) fn decide(state: &GuardState, request: &Request<Body>) -> Decision {
     if !unknown {
         // The hot path: a host already in normal form that routes to a
         // served tenant, decided without allocating.
-        if let Some(entry) =
-            already_normal(request).and_then(|host| state.snapshot().served(host).cloned())
+        if let Some(entry) = already_normal(request).and_then(|host| state.snapshot().served(host))
         {
             return Decision::Pass(entry);
         }
@@ -155,7 +154,8 @@ pub(crate) fn decide(state: &GuardState, request: &Request<Body>) -> Decision {
         }
     };
     let snapshot = state.snapshot();
-    let entry = snapshot.lookup(host.as_str());
+    let found = snapshot.lookup(host.as_str());
+    let entry = found.as_ref();
     let blocked_reason = match (unknown, entry) {
         (true, _) => "state_unknown",
         (false, None) => return Decision::Respond(pages::unknown_host(host.as_str(), wants_json)),

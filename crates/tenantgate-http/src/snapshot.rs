@@ -131,7 +131,7 @@ impl Snapshot {
             ..self.clone()
         };
         for name in names {
-            if let Some(old) = next.tenant(name).cloned() {
+            if let Some(old) = next.tenant(name) {
                 next.by_name
                     .remove(next.keys.of(name.as_str()), name.as_str(), &old);
                 for domain in &old.domains {
@@ -147,10 +147,7 @@ impl Snapshot {
             .collect();
         next.index(entries);
         if next.garbage > next.len() {
-            let live = next
-                .tenants()
-                .map(|entry| TenantEntry::clone(entry))
-                .collect();
+            let live = next.tenants().cloned().collect();
             next.by_domain = Index::default();
             next.by_name = Index::default();
             next.garbage = 0;
@@ -192,34 +189,34 @@ impl Snapshot {
     }
 
     /// The tenant a normalised host routes to.
-    pub fn lookup(&self, host: &str) -> Option<&TenantRef> {
+    pub fn lookup(&self, host: &str) -> Option<TenantRef> {
         self.by_domain
             .get(self.keys.of(host), host, has_domain)
-            .map(|found| found.entry)
+            .map(|found| found.entry.to_ref())
     }
 
     /// The tenant a normalised host routes to, only when it may be served:
     /// the same answer as [`Self::lookup`] and the entry's
     /// [`TenantEntry::blocked`], decided (almost always) from the index
     /// alone, without reading the entry.
-    pub fn served(&self, host: &str) -> Option<&TenantRef> {
+    pub fn served(&self, host: &str) -> Option<TenantRef> {
         let found = self.by_domain.get(self.keys.of(host), host, has_domain)?;
         found
             .served
-            .unwrap_or_else(|| found.entry.blocked.is_none())
-            .then_some(found.entry)
+            .unwrap_or_else(|| found.entry.get().blocked.is_none())
+            .then(|| found.entry.to_ref())
     }
 
     /// The tenant with this name.
-    pub fn tenant(&self, name: &TenantName) -> Option<&TenantRef> {
+    pub fn tenant(&self, name: &TenantName) -> Option<TenantRef> {
         self.by_name
             .get(self.keys.of(name.as_str()), name.as_str(), has_name)
-            .map(|found| found.entry)
+            .map(|found| found.entry.to_ref())
     }
 
     /// Every tenant, in no particular order.
-    pub fn tenants(&self) -> impl Iterator<Item = &TenantRef> {
-        self.by_name.values()
+    pub fn tenants(&self) -> impl Iterator<Item = &TenantEntry> {
+        self.by_name.values().map(|entry| entry.get())
     }
 
     /// Tenants per registry state.
@@ -233,7 +230,7 @@ impl Snapshot {
         ] {
             counts.insert(state, 0);
         }
-        for entry in self.by_name.values() {
+        for entry in self.tenants() {
             *counts.entry(entry.state).or_default() += 1;
         }
         counts
@@ -372,7 +369,7 @@ pub(super) mod tests {
                 truth.insert(i, changed.clone());
                 fresh.push(changed);
             }
-            let held = snapshot.lookup("t1.example.com").cloned();
+            let held = snapshot.lookup("t1.example.com");
             let garbage = snapshot.garbage;
             snapshot = snapshot.updated(&names, fresh, &required);
             rebuilt += usize::from(snapshot.garbage < garbage);
@@ -399,7 +396,7 @@ pub(super) mod tests {
                         assert_eq!(entry.name, expected.name, "round {round}");
                         assert_eq!(entry.state, expected.state, "{host}, round {round}");
                         assert_eq!(entry.domains.as_slice(), expected.domains.as_slice());
-                        assert!(TenantRef::same(entry, snapshot.tenant(&name).unwrap()));
+                        assert!(entry.borrowed().is(&snapshot.tenant(&name).unwrap()));
                         assert_eq!(
                             snapshot.lookup(&second).is_some(),
                             expected.domains.len() == 2,

@@ -10,7 +10,7 @@ use super::TenantEntry;
 
 /// Entries built together; never changed once built.
 #[derive(Debug)]
-struct Chunk(Box<[TenantEntry]>);
+pub(super) struct Chunk(Box<[TenantEntry]>);
 
 /// One tenant's entry, kept alive (with the chunk it was built in) for as
 /// long as the handle is held, whatever snapshots replace the one it came
@@ -30,9 +30,12 @@ impl Deref for TenantRef {
 }
 
 impl TenantRef {
-    /// Whether both handles are to the same entry of the same chunk.
-    pub(super) fn same(a: &Self, b: &Self) -> bool {
-        Arc::ptr_eq(&a.chunk, &b.chunk) && a.at == b.at
+    /// The handle, borrowed.
+    pub(super) fn borrowed(&self) -> EntryIn<'_> {
+        EntryIn {
+            chunk: &self.chunk,
+            at: self.at,
+        }
     }
 
     /// Handles to `entries`, built into chunks of `chunk_len` (at least one).
@@ -48,6 +51,44 @@ impl TenantRef {
             }));
         }
         refs
+    }
+}
+
+/// An entry of a chunk someone else holds: what an index slot keeps, a
+/// handle without its own count.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct EntryIn<'a> {
+    chunk: &'a Arc<Chunk>,
+    at: u32,
+}
+
+impl<'a> EntryIn<'a> {
+    /// Entry `at` of `chunk`.
+    pub(super) fn new(chunk: &'a Arc<Chunk>, at: u32) -> Self {
+        Self { chunk, at }
+    }
+
+    /// Its chunk and position.
+    pub(super) fn parts(self) -> (&'a Arc<Chunk>, u32) {
+        (self.chunk, self.at)
+    }
+
+    /// The entry.
+    pub(super) fn get(self) -> &'a TenantEntry {
+        &self.chunk.0[self.at as usize]
+    }
+
+    /// A handle of its own: keeps the chunk alive.
+    pub(super) fn to_ref(self) -> TenantRef {
+        TenantRef {
+            chunk: self.chunk.clone(),
+            at: self.at,
+        }
+    }
+
+    /// Whether it is the entry `handle` is to.
+    pub(super) fn is(self, handle: &TenantRef) -> bool {
+        Arc::ptr_eq(self.chunk, &handle.chunk) && self.at == handle.at
     }
 }
 
@@ -72,10 +113,10 @@ mod tests {
             assert_eq!(refs.len(), n);
             for (i, handle) in refs.iter().enumerate() {
                 assert_eq!(handle.name.as_str(), format!("t{i}"));
-                assert!(TenantRef::same(handle, &handle.clone()));
+                assert!(handle.borrowed().is(&handle.clone()));
             }
             for pair in refs.windows(2) {
-                assert!(!TenantRef::same(&pair[0], &pair[1]));
+                assert!(!pair[0].borrowed().is(&pair[1]));
             }
         }
     }

@@ -9,7 +9,12 @@ use std::{
 
 use siphasher::sip128::{Hasher128, SipHasher13};
 
-use super::{TenantEntry, TenantRef};
+use std::sync::Arc;
+
+use super::{
+    entries::{Chunk, EntryIn},
+    TenantEntry, TenantRef,
+};
 
 /// Two independent keyed 64-bit hashes of one key: the first places it,
 /// the second tells it from the other keys placed there.
@@ -40,7 +45,7 @@ impl Keys {
         hasher.write(text.as_bytes());
         let hash = hasher.finish128();
         Key {
-            place: hash.h1,
+            place: hash.h1 & PLACE,
             check: hash.h2,
         }
     }
@@ -63,9 +68,10 @@ pub(super) trait Check: Copy + std::fmt::Debug {
 
 /// The second hash, its two low bits replaced by marks: compare the text,
 /// and the entry may be served. A host that is not a domain matches a slot
-/// only by guessing 126 bits of SipHash output made with a key it never
-/// sees, so a lookup takes the entry, and a request its decision, without
-/// reading the domain's text or the entry (other cache lines).
+/// only by guessing 118 bits of SipHash output (56 placing, 62 checking)
+/// made with a key it never sees, so a lookup takes the entry, and a
+/// request its decision, without reading the domain's text or the entry
+/// (other cache lines).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct SecondHash(u64);
 
@@ -118,18 +124,34 @@ impl Check for () {
     }
 }
 
+/// The bits of a first hash that place a key: the top byte of a slot's
+/// copy holds its entry's position in its chunk, so a slot is three words.
+const PLACE: u64 = (1 << 56) - 1;
+
 /// One occupied place in the table.
 #[derive(Debug, Clone)]
 struct Slot<C> {
-    place: u64,
+    /// The first hash, its top byte the entry's position in `chunk`.
+    place_and_position: u64,
     check: C,
-    entry: TenantRef,
+    chunk: Arc<Chunk>,
+}
+
+impl<C> Slot<C> {
+    fn place(&self) -> u64 {
+        self.place_and_position & PLACE
+    }
+
+    fn entry(&self) -> EntryIn<'_> {
+        // The top byte, shifted down, fits in 32 bits.
+        EntryIn::new(&self.chunk, (self.place_and_position >> 56) as u32)
+    }
 }
 
 /// What a lookup found.
 pub(super) struct Found<'a> {
     /// The entry.
-    pub(super) entry: &'a TenantRef,
+    pub(super) entry: EntryIn<'a>,
     /// Whether it may be served, when its slot knows without reading it.
     pub(super) served: Option<bool>,
 }
@@ -173,10 +195,10 @@ impl<C: Check> Index<C> {
             let taken = slot
                 .check
                 .admits(key.check)
-                .unwrap_or_else(|| has_key(&slot.entry, text));
+                .unwrap_or_else(|| has_key(slot.entry().get(), text));
             if taken {
                 return Some(Found {
-                    entry: &slot.entry,
+                    entry: slot.entry(),
                     served: slot.check.served(),
                 });
             }
@@ -185,7 +207,7 @@ impl<C: Check> Index<C> {
             None
         } else {
             self.spill.get(text).map(|entry| Found {
-                entry,
+                entry: entry.borrowed(),
                 served: None,
             })
         }
@@ -198,17 +220,19 @@ impl<C: Check> Index<C> {
         }
         let mut at = self.home(key.place);
         while let Some(slot) = &mut self.slots[at] {
-            if slot.place == key.place {
+            if slot.place() == key.place {
                 slot.check.collided(key.check);
                 self.spill.insert(text.to_owned(), entry.clone());
                 return;
             }
             at = self.next(at);
         }
+        let (chunk, position) = entry.borrowed().parts();
+        let position = u64::from(u8::try_from(position).expect("a chunk holds at most 64 entries"));
         self.slots[at] = Some(Slot {
-            place: key.place,
+            place_and_position: key.place | position << 56,
             check: C::of(key.check, entry.blocked.is_none()),
-            entry: entry.clone(),
+            chunk: chunk.clone(),
         });
         self.occupied += 1;
     }
@@ -218,7 +242,7 @@ impl<C: Check> Index<C> {
         let held = self.find(key.place).filter(|&at| {
             self.slots[at]
                 .as_ref()
-                .is_some_and(|slot| TenantRef::same(&slot.entry, entry))
+                .is_some_and(|slot| slot.entry().is(entry))
         });
         match held {
             Some(at) => self.vacate(at),
@@ -234,12 +258,12 @@ impl<C: Check> Index<C> {
     }
 
     /// Every entry, in no particular order.
-    pub(super) fn values(&self) -> impl Iterator<Item = &TenantRef> {
+    pub(super) fn values(&self) -> impl Iterator<Item = EntryIn<'_>> {
         self.slots
             .iter()
             .flatten()
-            .map(|slot| &slot.entry)
-            .chain(self.spill.values())
+            .map(Slot::entry)
+            .chain(self.spill.values().map(TenantRef::borrowed))
     }
 
     /// Where the slot of first hash `place` is, if there is one.
@@ -251,7 +275,7 @@ impl<C: Check> Index<C> {
         loop {
             match &self.slots[at] {
                 None => return None,
-                Some(slot) if slot.place == place => return Some(at),
+                Some(slot) if slot.place() == place => return Some(at),
                 Some(_) => at = self.next(at),
             }
         }
@@ -267,7 +291,7 @@ impl<C: Check> Index<C> {
         let mut hole = at;
         let mut next = self.next(at);
         while let Some(slot) = &self.slots[next] {
-            let home = self.home(slot.place);
+            let home = self.home(slot.place());
             // The slot may fill the hole when the hole lies on its probe
             // path: no farther from its home than the slot itself.
             if next.wrapping_sub(home) & mask >= next.wrapping_sub(hole) & mask {
@@ -285,7 +309,7 @@ impl<C: Check> Index<C> {
             std::iter::repeat_with(|| None).take(size).collect(),
         );
         for slot in old.into_iter().flatten() {
-            let mut at = self.home(slot.place);
+            let mut at = self.home(slot.place());
             while self.slots[at].is_some() {
                 at = self.next(at);
             }
@@ -323,14 +347,16 @@ mod tests {
         // Both keys forced onto one place: the second spills, both are found.
         index.insert(key(2), "a.example", &acme);
         index.insert(key(4), "g.example", &globex);
-        assert!(TenantRef::same(
-            index.get(key(2), "a.example", has_domain).unwrap().entry,
-            &acme
-        ));
-        assert!(TenantRef::same(
-            index.get(key(4), "g.example", has_domain).unwrap().entry,
-            &globex
-        ));
+        assert!(index
+            .get(key(2), "a.example", has_domain)
+            .unwrap()
+            .entry
+            .is(&acme));
+        assert!(index
+            .get(key(4), "g.example", has_domain)
+            .unwrap()
+            .entry
+            .is(&globex));
         assert!(index.get(key(6), "x.example", has_domain).is_none());
         assert_eq!(index.values().count(), 2);
         index.remove(key(4), "g.example", &globex);
@@ -350,14 +376,16 @@ mod tests {
         let mut index = Index::<SecondHash>::default();
         index.insert(same, "a.example", &acme);
         index.insert(same, "g.example", &globex);
-        assert!(TenantRef::same(
-            index.get(same, "a.example", has_domain).unwrap().entry,
-            &acme
-        ));
-        assert!(TenantRef::same(
-            index.get(same, "g.example", has_domain).unwrap().entry,
-            &globex
-        ));
+        assert!(index
+            .get(same, "a.example", has_domain)
+            .unwrap()
+            .entry
+            .is(&acme));
+        assert!(index
+            .get(same, "g.example", has_domain)
+            .unwrap()
+            .entry
+            .is(&globex));
         assert!(
             index.get(same, "x.example", has_domain).is_none(),
             "a third text with the same hashes is no one's"
