@@ -48,9 +48,10 @@ pub struct Snapshot {
     by_name: Index<()>,
     shared_missing: Vec<MigrationRef>,
     refreshed_at: Option<SystemTime>,
-    /// Entries replaced or dropped since the chunks were built, still held
-    /// by chunks that hold live ones too; past the live count, the
-    /// snapshot is rebuilt into fresh chunks.
+    /// Entries replaced or dropped since the chunks were built, counted as
+    /// if their chunks still held them (a chunk left with no live entry is
+    /// already freed); past the live count, the snapshot is rebuilt into
+    /// fresh chunks, so it never holds more than twice its entries.
     garbage: usize,
     /// What does not answer: those tenants are blocked with "state unknown".
     unreachable: Arc<Unreachable>,
