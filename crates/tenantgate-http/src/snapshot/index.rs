@@ -5,11 +5,10 @@
 use std::{
     collections::{hash_map::RandomState, HashMap},
     hash::{BuildHasher, Hasher},
+    sync::Arc,
 };
 
 use siphasher::sip128::{Hasher128, SipHasher13};
-
-use std::sync::Arc;
 
 use super::{
     entries::{Chunk, EntryIn},
